@@ -1,0 +1,61 @@
+//! Delta Lake tables through `deltalake`'s DataFusion provider.
+
+use std::sync::{Arc, Once};
+
+use datafusion::catalog::{Session, TableProvider};
+use deltalake::DeltaTableBuilder;
+use url::Url;
+
+use crate::{ConnectorError, ObjectStoreSettings, register_object_store};
+
+/// A Delta Lake table at a location.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeltaSource {
+    /// The table root (the directory that holds `_delta_log/`).
+    pub location: Url,
+    /// How to reach the object store.
+    pub store: ObjectStoreSettings,
+}
+
+static REGISTER_S3: Once = Once::new();
+
+impl DeltaSource {
+    pub(crate) async fn open(&self, session: &dyn Session) -> Result<Arc<dyn TableProvider>, ConnectorError> {
+        REGISTER_S3.call_once(|| deltalake::aws::register_handlers(None));
+        register_object_store(session.runtime_env(), &self.location, &self.store)?;
+
+        let mut url = self.location.clone();
+        if !url.path().ends_with('/') {
+            url.set_path(&format!("{}/", url.path()));
+        }
+        let invalid = |cause: String| ConnectorError::InvalidSource { location: self.location.to_string(), cause };
+        let table = DeltaTableBuilder::from_url(url)
+            .map_err(|e| invalid(e.to_string()))?
+            .with_storage_options(self.store.delta_storage_options())
+            .load()
+            .await
+            .map_err(|e| self.classify(e))?;
+        table.update_datafusion_session(session).map_err(|e| self.classify(e))?;
+        table.table_provider().await.map_err(|e| ConnectorError::from_datafusion(&self.location, e))
+    }
+
+    fn classify(&self, err: deltalake::DeltaTableError) -> ConnectorError {
+        use deltalake::DeltaTableError as E;
+        let location = self.location.to_string();
+        match err {
+            E::NotATable(cause) => {
+                ConnectorError::NotFound { location, cause: format!("not a Delta table (no _delta_log): {cause}") }
+            }
+            E::InvalidTableLocation(cause) => ConnectorError::NotFound { location, cause },
+            E::ObjectStore { source } => ConnectorError::from_object_store(&self.location, source),
+            other => {
+                let cause = other.to_string();
+                if cause.to_ascii_lowercase().contains("not a delta table") {
+                    ConnectorError::NotFound { location, cause }
+                } else {
+                    ConnectorError::InvalidData { location, cause }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! Source connectors for Agora.
+//!
+//! A connector turns a *source description* (where a data product lives and how to
+//! reach it) into a DataFusion [`TableProvider`] that reads the data **in place**:
+//! nothing is copied or loaded when a table is opened, only metadata (a schema, a
+//! Delta log) is read.
+//!
+//! This crate knows nothing about domains, principals or policies: the engine maps
+//! its mesh configuration onto [`Source`] values and decides who may read what.
+//!
+//! [`TableProvider`]: datafusion::catalog::TableProvider
+
+mod delta;
+mod error;
+mod parquet;
+mod storage;
+
+use std::sync::Arc;
+
+use datafusion::catalog::{Session, TableProvider};
+
+pub use crate::delta::DeltaSource;
+pub use crate::error::ConnectorError;
+pub use crate::parquet::{ParquetSource, PartitionColumn, PartitionType};
+pub use crate::storage::{ObjectStoreSettings, register_object_store};
+
+/// Where a data product's rows live, with everything needed to read them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    /// Parquet files: one file, a directory or an object-store prefix.
+    Parquet(ParquetSource),
+    /// A Delta Lake table.
+    Delta(DeltaSource),
+}
+
+impl Source {
+    /// A short name of the source kind, as written in configuration files.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Source::Parquet(_) => "parquet",
+            Source::Delta(_) => "delta",
+        }
+    }
+
+    /// The location of the data, with any credentials left out.
+    pub fn location(&self) -> &url::Url {
+        match self {
+            Source::Parquet(s) => &s.location,
+            Source::Delta(s) => &s.location,
+        }
+    }
+
+    /// Opens the source as a DataFusion table.
+    ///
+    /// Reads metadata only (file listing and footers for Parquet, the transaction log
+    /// for Delta). Object stores the source needs are registered in `session`'s
+    /// runtime environment so that later scans find them.
+    pub async fn open(&self, session: &dyn Session) -> Result<Arc<dyn TableProvider>, ConnectorError> {
+        match self {
+            Source::Parquet(s) => s.open(session).await,
+            Source::Delta(s) => s.open(session).await,
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! The `mesh` catalog: one schema per domain, one table per data product.
+//!
+//! Products are opened **lazily**: registering a mesh reads nothing from any
+//! source. The first query that names a product opens it (lists its files, reads
+//! a Parquet footer or a Delta log) and the table is kept for later queries. A
+//! product that fails to open is not cached, so it is retried on the next query,
+//! and its failure never affects other products.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::catalog::{CatalogProvider, SchemaProvider, Session, TableProvider};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::SessionState;
+use tokio::sync::OnceCell;
+
+use crate::config::{DomainConfig, MeshConfig, ProductConfig};
+use crate::error::ProductFailure;
+use crate::{EngineError, ProductRef};
+
+/// The catalog of all domains, shared by every session of an engine.
+#[derive(Debug)]
+pub(crate) struct MeshCatalog {
+    domains: BTreeMap<String, Arc<DomainSchema>>,
+}
+
+/// One domain as a SQL schema.
+#[derive(Debug)]
+pub(crate) struct DomainSchema {
+    products: BTreeMap<String, Arc<Product>>,
+}
+
+/// A product and its table once opened.
+#[derive(Debug)]
+pub(crate) struct Product {
+    pub(crate) reference: ProductRef,
+    pub(crate) config: ProductConfig,
+    table: OnceCell<Arc<dyn TableProvider>>,
+    /// The state used to open the source: its runtime holds the object stores.
+    opener: Arc<SessionState>,
+}
+
+impl MeshCatalog {
+    pub(crate) fn new(config: &MeshConfig, opener: Arc<SessionState>) -> Self {
+        let domains =
+            config.domains.iter().map(|d| (d.name.clone(), Arc::new(DomainSchema::new(d, &opener)))).collect();
+        MeshCatalog { domains }
+    }
+
+    pub(crate) fn product(&self, product: &ProductRef) -> Option<&Arc<Product>> {
+        self.domains.get(&product.domain)?.products.get(&product.product)
+    }
+
+    pub(crate) fn products(&self) -> impl Iterator<Item = &Arc<Product>> {
+        self.domains.values().flat_map(|d| d.products.values())
+    }
+}
+
+impl DomainSchema {
+    fn new(domain: &DomainConfig, opener: &Arc<SessionState>) -> Self {
+        let products = domain
+            .products
+            .iter()
+            .map(|p| {
+                let product = Product {
+                    reference: ProductRef::new(&domain.name, &p.name),
+                    config: p.clone(),
+                    table: OnceCell::new(),
+                    opener: Arc::clone(opener),
+                };
+                (p.name.clone(), Arc::new(product))
+            })
+            .collect();
+        DomainSchema { products }
+    }
+}
+
+impl Product {
+    /// The product's table, opening its source on first use.
+    pub(crate) async fn table(&self) -> Result<Arc<dyn TableProvider>, EngineError> {
+        self.table
+            .get_or_try_init(|| async {
+                let started = std::time::Instant::now();
+                let table = self.config.source.open(self.opener.as_ref() as &dyn Session).await.map_err(|source| {
+                    tracing::warn!(product = %self.reference, error = %source, "cannot open product");
+                    EngineError::ProductUnavailable { product: self.reference.clone(), source }
+                })?;
+                tracing::debug!(product = %self.reference, elapsed = ?started.elapsed(), "opened product");
+                Ok(table)
+            })
+            .await
+            .cloned()
+    }
+}
+
+impl CatalogProvider for MeshCatalog {
+    fn schema_names(&self) -> Vec<String> {
+        self.domains.keys().cloned().collect()
+    }
+
+    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        self.domains.get(name).map(|d| Arc::clone(d) as _)
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for DomainSchema {
+    fn table_names(&self) -> Vec<String> {
+        self.products.keys().cloned().collect()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        let Some(product) = self.products.get(name) else { return Ok(None) };
+        match product.table().await {
+            Ok(table) => Ok(Some(table)),
+            Err(EngineError::ProductUnavailable { product, source }) => {
+                Err(DataFusionError::External(Box::new(ProductFailure { product, source })))
+            }
+            Err(other) => Err(DataFusionError::External(Box::new(other))),
+        }
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.products.contains_key(name)
+    }
+}

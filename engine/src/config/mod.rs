@@ -1,0 +1,103 @@
+//! The mesh configuration: which domains exist, who owns them, and where each
+//! data product lives.
+//!
+//! A mesh is described in one YAML file (`mesh.yaml`, see
+//! `docs/configuration.md`). [`MeshConfig::from_file`] reads and validates it in
+//! one pass, reporting **every** problem it finds with the file and the key path
+//! of each, so a user fixes a file in one round rather than one error at a time.
+
+mod error;
+mod location;
+mod parse;
+
+use std::path::{Path, PathBuf};
+
+use agora_connectors::{ObjectStoreSettings, Source};
+
+pub use self::error::{ConfigError, ConfigProblem};
+
+/// Schema names that domains may not use: `system` holds the engine's own tables
+/// and `information_schema` is SQL's catalogue.
+pub const RESERVED_SCHEMAS: &[&str] = &["system", "information_schema"];
+
+/// A validated mesh: domains with their data products.
+#[derive(Debug, Clone)]
+pub struct MeshConfig {
+    /// The file the configuration was read from, if any; relative locations were
+    /// resolved against its directory.
+    pub file: Option<PathBuf>,
+    /// The domains, in file order.
+    pub domains: Vec<DomainConfig>,
+}
+
+/// A business domain: one SQL schema, owned by one team.
+#[derive(Debug, Clone)]
+pub struct DomainConfig {
+    /// SQL schema name.
+    pub name: String,
+    /// What the domain covers.
+    pub description: String,
+    /// The team accountable for the domain's products.
+    pub owner: Owner,
+    /// Object-store settings used for the domain's `s3://` locations.
+    pub storage: ObjectStoreSettings,
+    /// The domain's data products, in file order.
+    pub products: Vec<ProductConfig>,
+}
+
+/// Who answers for a domain or product.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    /// A person or team name.
+    pub name: String,
+    /// How to reach them (an e-mail address, a chat channel).
+    pub contact: String,
+}
+
+/// A data product: one SQL table.
+#[derive(Debug, Clone)]
+pub struct ProductConfig {
+    /// SQL table name.
+    pub name: String,
+    /// What the product contains and how to use it.
+    pub description: String,
+    /// The product's owner; the domain's owner unless the file says otherwise.
+    pub owner: Owner,
+    /// Free-form labels (`pii`, `gold`, …).
+    pub tags: Vec<String>,
+    /// Where the rows live.
+    pub source: Source,
+}
+
+impl MeshConfig {
+    /// Reads, interpolates (`${VAR}` from the process environment) and validates a
+    /// mesh file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::single(path, "", format!("cannot read the file: {e}")))?;
+        Self::from_yaml(&text, path, &|name| std::env::var(name).ok())
+    }
+
+    /// Validates mesh YAML. `file` names the source in messages and anchors
+    /// relative locations; `env` looks up variables for `${VAR}` interpolation and
+    /// credentials.
+    pub fn from_yaml(text: &str, file: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        parse::parse(text, file, env)
+    }
+
+    /// Finds a domain by SQL name.
+    pub fn domain(&self, name: &str) -> Option<&DomainConfig> {
+        self.domains.iter().find(|d| d.name == name)
+    }
+}
+
+impl DomainConfig {
+    /// Finds a product of this domain by SQL name.
+    pub fn product(&self, name: &str) -> Option<&ProductConfig> {
+        self.products.iter().find(|p| p.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,407 @@
+//! Validation of mesh YAML into [`MeshConfig`], collecting every problem.
+//!
+//! The file is first read as a generic YAML tree and then walked by hand: serde's
+//! derive stops at the first error, while users need all of them, each with its
+//! key path.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use agora_connectors::{DeltaSource, ObjectStoreSettings, ParquetSource, PartitionColumn, PartitionType, Source};
+use serde_norway::{Mapping, Value};
+
+use super::{ConfigError, ConfigProblem, DomainConfig, MeshConfig, Owner, ProductConfig, RESERVED_SCHEMAS, location};
+
+pub(super) fn parse(text: &str, file: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<MeshConfig, ConfigError> {
+    let root: Value =
+        serde_norway::from_str(text).map_err(|e| ConfigError::single(file, "", format!("not valid YAML: {e}")))?;
+    let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
+    let base = if base.as_os_str().is_empty() { std::env::current_dir().unwrap_or_default() } else { base };
+    let base = std::path::absolute(&base).unwrap_or(base);
+
+    let mut walker = Walker { problems: Vec::new(), env, base: &base };
+    let domains = walker.mesh(&root);
+    if walker.problems.is_empty() {
+        Ok(MeshConfig { file: Some(file.to_path_buf()), domains })
+    } else {
+        Err(ConfigError { file: file.to_path_buf(), problems: walker.problems })
+    }
+}
+
+struct Walker<'a> {
+    problems: Vec<ConfigProblem>,
+    env: &'a dyn Fn(&str) -> Option<String>,
+    base: &'a Path,
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
+}
+
+fn describe(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "nothing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Sequence(_) => "a list",
+        Value::Mapping(_) => "a mapping",
+        Value::Tagged(_) => "a tagged value",
+    }
+}
+
+/// Is `name` usable as an unquoted SQL identifier? Lowercase only, because
+/// unquoted identifiers are folded to lowercase by the SQL parser.
+pub(crate) fn is_sql_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.len() <= 63
+}
+
+impl Walker<'_> {
+    fn problem(&mut self, path: &str, message: impl Into<String>) {
+        self.problems.push(ConfigProblem { path: path.to_string(), message: message.into() });
+    }
+
+    /// Checks that `value` is a mapping whose keys are all in `allowed`.
+    fn mapping<'v>(&mut self, value: &'v Value, path: &str, allowed: &[&str]) -> Option<&'v Mapping> {
+        let Value::Mapping(map) = value else {
+            self.problem(
+                path,
+                format!("expected a mapping with keys {}, found {}", allowed.join(", "), describe(value)),
+            );
+            return None;
+        };
+        for key in map.keys() {
+            match key.as_str() {
+                Some(k) if allowed.contains(&k) => {}
+                Some(k) => {
+                    self.problem(&join(path, k), format!("unknown key '{k}' (expected one of: {})", allowed.join(", ")))
+                }
+                None => self.problem(path, format!("keys must be strings, found {}", describe(key))),
+            }
+        }
+        Some(map)
+    }
+
+    /// Replaces `${VAR}` with the variable's value; `$$` is a literal `$`.
+    fn interpolate(&mut self, raw: &str, path: &str) -> Option<String> {
+        let mut out = String::with_capacity(raw.len());
+        let mut rest = raw;
+        let mut ok = true;
+        while let Some(i) = rest.find('$') {
+            out.push_str(&rest[..i]);
+            let after = &rest[i + 1..];
+            if let Some(tail) = after.strip_prefix('$') {
+                out.push('$');
+                rest = tail;
+            } else if let Some(body) = after.strip_prefix('{') {
+                let Some(end) = body.find('}') else {
+                    self.problem(path, "unterminated '${' (write '$$' for a literal '$')");
+                    return None;
+                };
+                let name = &body[..end];
+                match (self.env)(name) {
+                    Some(v) => out.push_str(&v),
+                    None => {
+                        self.problem(path, format!("environment variable '{name}' is not set"));
+                        ok = false;
+                    }
+                }
+                rest = &body[end + 1..];
+            } else {
+                out.push('$');
+                rest = after;
+            }
+        }
+        out.push_str(rest);
+        ok.then_some(out)
+    }
+
+    fn string(&mut self, map: &Mapping, key: &str, path: &str, required: bool) -> Option<String> {
+        let path = join(path, key);
+        match map.get(key) {
+            None | Some(Value::Null) => {
+                if required {
+                    self.problem(&path, "missing (expected a string)");
+                }
+                None
+            }
+            Some(Value::String(s)) => self.interpolate(s, &path),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            Some(other) => {
+                self.problem(&path, format!("expected a string, found {}", describe(other)));
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, map: &Mapping, key: &str, path: &str) -> Option<bool> {
+        let path = join(path, key);
+        match map.get(key) {
+            None | Some(Value::Null) => None,
+            Some(Value::Bool(b)) => Some(*b),
+            Some(Value::String(s)) => match self.interpolate(s, &path)?.as_str() {
+                "true" => Some(true),
+                "false" => Some(false),
+                other => {
+                    self.problem(&path, format!("expected true or false, found '{other}'"));
+                    None
+                }
+            },
+            Some(other) => {
+                self.problem(&path, format!("expected true or false, found {}", describe(other)));
+                None
+            }
+        }
+    }
+
+    /// A secret named by an environment variable (`*_env` keys): the file holds the
+    /// variable's name, never the secret.
+    fn secret(&mut self, map: &Mapping, key: &str, path: &str) -> Option<String> {
+        let var = self.string(map, key, path, false)?;
+        match (self.env)(&var) {
+            Some(v) => Some(v),
+            None => {
+                self.problem(&join(path, key), format!("environment variable '{var}' is not set"));
+                None
+            }
+        }
+    }
+
+    fn sequence<'v>(&mut self, map: &'v Mapping, key: &str, path: &str, required: bool) -> &'v [Value] {
+        match map.get(key) {
+            None | Some(Value::Null) => {
+                if required {
+                    self.problem(&join(path, key), "missing (expected a list)");
+                }
+                &[]
+            }
+            Some(Value::Sequence(items)) => items,
+            Some(other) => {
+                self.problem(&join(path, key), format!("expected a list, found {}", describe(other)));
+                &[]
+            }
+        }
+    }
+
+    /// The path segment of a list element: its name when it has one, else its index.
+    fn element_path(path: &str, key: &str, index: usize, item: &Value) -> String {
+        match item.get("name").and_then(Value::as_str) {
+            Some(name) if !name.is_empty() => format!("{}[{name}]", join(path, key)),
+            _ => format!("{}[{index}]", join(path, key)),
+        }
+    }
+
+    fn name(&mut self, map: &Mapping, path: &str) -> Option<String> {
+        let name = self.string(map, "name", path, true)?;
+        if !is_sql_identifier(&name) {
+            self.problem(
+                &join(path, "name"),
+                format!("'{name}' is not a valid SQL identifier (expected lowercase letters, digits and '_', not starting with a digit, at most 63 characters)"),
+            );
+            return None;
+        }
+        Some(name)
+    }
+
+    fn mesh(&mut self, root: &Value) -> Vec<DomainConfig> {
+        let Some(map) = self.mapping(root, "", &["domains"]) else { return Vec::new() };
+        let items = self.sequence(map, "domains", "", true);
+        let mut seen = HashSet::new();
+        let mut domains = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let path = Self::element_path("", "domains", i, item);
+            // Name clashes are checked on the raw name so that they are reported
+            // even when the rest of the element is invalid.
+            let unique = match item.get("name").and_then(Value::as_str) {
+                Some(name) if RESERVED_SCHEMAS.contains(&name) => {
+                    self.problem(
+                        &join(&path, "name"),
+                        format!("'{name}' is reserved for the engine's own tables; choose another domain name"),
+                    );
+                    false
+                }
+                Some(name) if !seen.insert(name.to_string()) => {
+                    self.problem(&join(&path, "name"), format!("duplicate domain name '{name}'"));
+                    false
+                }
+                _ => true,
+            };
+            if let Some(domain) = self.domain(item, &path)
+                && unique
+            {
+                domains.push(domain);
+            }
+        }
+        if items.is_empty() && self.problems.is_empty() {
+            self.problem("domains", "a mesh needs at least one domain");
+        }
+        domains
+    }
+
+    fn owner(&mut self, value: &Value, path: &str) -> Option<Owner> {
+        let map = self.mapping(value, path, &["name", "contact"])?;
+        let name = self.string(map, "name", path, true);
+        let contact = self.string(map, "contact", path, true);
+        Some(Owner { name: name?, contact: contact? })
+    }
+
+    fn storage(&mut self, map: &Mapping, path: &str) -> ObjectStoreSettings {
+        let Some(value) = map.get("storage") else { return ObjectStoreSettings::default() };
+        let path = join(path, "storage");
+        let keys =
+            ["endpoint", "region", "allow_http", "access_key_id_env", "secret_access_key_env", "session_token_env"];
+        let Some(map) = self.mapping(value, &path, &keys) else { return ObjectStoreSettings::default() };
+        let endpoint = self.string(map, "endpoint", &path, false);
+        if let Some(e) = &endpoint
+            && url::Url::parse(e).is_err()
+        {
+            self.problem(
+                &join(&path, "endpoint"),
+                format!("malformed URL '{e}' (expected e.g. http://127.0.0.1:9000)"),
+            );
+        }
+        ObjectStoreSettings {
+            endpoint,
+            region: self.string(map, "region", &path, false),
+            allow_http: self.boolean(map, "allow_http", &path).unwrap_or(false),
+            access_key_id: self.secret(map, "access_key_id_env", &path),
+            secret_access_key: self.secret(map, "secret_access_key_env", &path),
+            session_token: self.secret(map, "session_token_env", &path),
+        }
+    }
+
+    fn domain(&mut self, value: &Value, path: &str) -> Option<DomainConfig> {
+        let map = self.mapping(value, path, &["name", "description", "owner", "storage", "products"])?;
+        let name = self.name(map, path);
+        let description = self.string(map, "description", path, true);
+        let owner = match map.get("owner") {
+            Some(v) => self.owner(v, &join(path, "owner")),
+            None => {
+                self.problem(&join(path, "owner"), "missing (expected a mapping with name and contact)");
+                None
+            }
+        };
+        let storage = self.storage(map, path);
+        let items = self.sequence(map, "products", path, true);
+        let mut seen = HashSet::new();
+        let mut products = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let ppath = Self::element_path(path, "products", i, item);
+            let unique = match item.get("name").and_then(Value::as_str) {
+                Some(name) if !seen.insert(name.to_string()) => {
+                    self.problem(&join(&ppath, "name"), format!("duplicate product name '{name}' in this domain"));
+                    false
+                }
+                _ => true,
+            };
+            if let Some(product) = self.product(item, &ppath, owner.as_ref(), &storage)
+                && unique
+            {
+                products.push(product);
+            }
+        }
+        Some(DomainConfig { name: name?, description: description?, owner: owner?, storage, products })
+    }
+
+    fn product(
+        &mut self,
+        value: &Value,
+        path: &str,
+        domain_owner: Option<&Owner>,
+        storage: &ObjectStoreSettings,
+    ) -> Option<ProductConfig> {
+        let map = self.mapping(value, path, &["name", "description", "owner", "tags", "source"])?;
+        let name = self.name(map, path);
+        let description = self.string(map, "description", path, true);
+        let owner = match map.get("owner") {
+            Some(v) => self.owner(v, &join(path, "owner")),
+            None => domain_owner.cloned(),
+        };
+        let mut tags = Vec::new();
+        for (i, tag) in self.sequence(map, "tags", path, false).iter().enumerate() {
+            match tag.as_str() {
+                Some(t) if !t.trim().is_empty() => tags.push(t.to_string()),
+                _ => self.problem(
+                    &format!("{}[{i}]", join(path, "tags")),
+                    format!("expected a non-empty string, found {}", describe(tag)),
+                ),
+            }
+        }
+        let source = match map.get("source") {
+            Some(v) => self.source(v, &join(path, "source"), storage),
+            None => {
+                self.problem(&join(path, "source"), "missing (expected a mapping with kind and location)");
+                None
+            }
+        };
+        Some(ProductConfig { name: name?, description: description?, owner: owner?, tags, source: source? })
+    }
+
+    fn source(&mut self, value: &Value, path: &str, storage: &ObjectStoreSettings) -> Option<Source> {
+        let kind = value.get("kind").and_then(Value::as_str);
+        let keys: &[&str] = match kind {
+            Some("parquet") => &["kind", "location", "partition_columns"],
+            Some("delta") => &["kind", "location"],
+            Some(other) => {
+                self.problem(&join(path, "kind"), format!("unknown source kind '{other}' (expected parquet or delta)"));
+                return None;
+            }
+            None => {
+                self.problem(&join(path, "kind"), "missing (expected parquet or delta)");
+                return None;
+            }
+        };
+        let map = self.mapping(value, path, keys)?;
+        let raw = self.string(map, "location", path, true)?;
+        let location = match location::resolve(&raw, self.base) {
+            Ok(url) => url,
+            Err(message) => {
+                self.problem(&join(path, "location"), message);
+                return None;
+            }
+        };
+        let store = storage.clone();
+        match kind {
+            Some("parquet") => {
+                let partition_columns = self.partition_columns(map, path);
+                Some(Source::Parquet(ParquetSource { location, partition_columns, store }))
+            }
+            _ => Some(Source::Delta(DeltaSource { location, store })),
+        }
+    }
+
+    fn partition_columns(&mut self, map: &Mapping, path: &str) -> Option<Vec<PartitionColumn>> {
+        let path = join(path, "partition_columns");
+        let value = map.get("partition_columns")?;
+        let Value::Mapping(columns) = value else {
+            self.problem(
+                &path,
+                format!("expected a mapping of column name to type (string, int64, date), found {}", describe(value)),
+            );
+            return None;
+        };
+        // Order follows the file, which must match the directory nesting.
+        let mut out = Vec::new();
+        for (k, v) in columns {
+            let Some(name) = k.as_str() else {
+                self.problem(&path, "column names must be strings");
+                continue;
+            };
+            let cpath = join(&path, name);
+            let data_type = match v.as_str() {
+                Some("string") | Some("utf8") => PartitionType::Utf8,
+                Some("int64") | Some("bigint") | Some("int") => PartitionType::Int64,
+                Some("date") => PartitionType::Date,
+                _ => {
+                    self.problem(&cpath, format!("unknown partition type {v:?} (expected string, int64 or date)"));
+                    continue;
+                }
+            };
+            out.push(PartitionColumn { name: name.to_string(), data_type });
+        }
+        Some(out)
+    }
+}

@@ -1,0 +1,170 @@
+use std::collections::HashMap;
+use std::path::Path;
+
+use agora_connectors::Source;
+
+use super::*;
+
+const FILE: &str = "/srv/mesh/mesh.yaml";
+
+fn env() -> HashMap<&'static str, &'static str> {
+    HashMap::from([("DATA_ROOT", "/data"), ("S3_KEY", "key-id"), ("S3_SECRET", "s3cr3t")])
+}
+
+fn parse(yaml: &str) -> Result<MeshConfig, ConfigError> {
+    let env = env();
+    MeshConfig::from_yaml(yaml, Path::new(FILE), &|k| env.get(k).map(|v| v.to_string()))
+}
+
+/// Parses `yaml`, expecting exactly one problem, and returns it.
+fn one_problem(yaml: &str) -> ConfigProblem {
+    let err = parse(yaml).expect_err("the configuration should be rejected");
+    assert_eq!(err.problems.len(), 1, "expected one problem, got {err}");
+    assert_eq!(err.file, Path::new(FILE));
+    err.problems[0].clone()
+}
+
+const VALID: &str = r#"
+domains:
+  - name: sales
+    description: Orders and their line items
+    owner: { name: Sales Analytics, contact: sales-data@example.com }
+    products:
+      - name: orders
+        description: One row per order
+        tags: [gold]
+        source: { kind: parquet, location: sales/orders, partition_columns: { year: int64 } }
+      - name: lineitem
+        description: Order lines
+        owner: { name: Fulfilment, contact: fulfilment@example.com }
+        source: { kind: parquet, location: "${DATA_ROOT}/lineitem.parquet" }
+  - name: customers
+    description: Who buys
+    owner: { name: CRM team, contact: crm@example.com }
+    storage:
+      endpoint: http://127.0.0.1:9000
+      region: eu-west-1
+      allow_http: true
+      access_key_id_env: S3_KEY
+      secret_access_key_env: S3_SECRET
+    products:
+      - name: customer
+        description: Customers
+        source: { kind: delta, location: "s3://crm/customer" }
+"#;
+
+#[test]
+fn a_valid_mesh_loads_with_defaults_and_resolved_locations() {
+    let mesh = parse(VALID).unwrap();
+    assert_eq!(mesh.domains.len(), 2);
+    let sales = mesh.domain("sales").unwrap();
+    let orders = sales.product("orders").unwrap();
+    assert_eq!(orders.owner, sales.owner, "a product without owner inherits the domain's");
+    assert_eq!(orders.tags, vec!["gold"]);
+    assert_eq!(orders.source.location().as_str(), "file:///srv/mesh/sales/orders");
+    let lineitem = sales.product("lineitem").unwrap();
+    assert_eq!(lineitem.owner.name, "Fulfilment");
+    assert_eq!(lineitem.source.location().as_str(), "file:///data/lineitem.parquet");
+    let customer = mesh.domain("customers").unwrap().product("customer").unwrap();
+    let Source::Delta(delta) = &customer.source else { panic!("expected delta, got {:?}", customer.source) };
+    assert_eq!(delta.store.access_key_id.as_deref(), Some("key-id"));
+    assert_eq!(delta.store.secret_access_key.as_deref(), Some("s3cr3t"));
+    assert!(delta.store.allow_http);
+    assert!(!format!("{:?}", delta.store).contains("s3cr3t"), "Debug must not print secrets");
+}
+
+#[test]
+fn unknown_keys_are_reported_with_their_path() {
+    let p = one_problem(&VALID.replace("tags: [gold]", "tags: [gold]\n        colour: blue"));
+    assert_eq!(p.path, "domains[sales].products[orders].colour");
+    assert!(p.message.contains("unknown key 'colour'"), "{}", p.message);
+    assert!(p.message.contains("description"), "lists the expected keys: {}", p.message);
+}
+
+#[test]
+fn duplicate_domain_names_are_reported() {
+    let dup = VALID.replace("name: customers", "name: sales");
+    let p = one_problem(&dup);
+    assert_eq!(p.path, "domains[sales].name");
+    assert!(p.message.contains("duplicate domain name 'sales'"), "{}", p.message);
+}
+
+#[test]
+fn duplicate_product_names_are_reported() {
+    let p = one_problem(&VALID.replace("name: lineitem", "name: orders"));
+    assert_eq!(p.path, "domains[sales].products[orders].name");
+    assert!(p.message.contains("duplicate product name 'orders'"), "{}", p.message);
+}
+
+#[test]
+fn names_must_be_sql_identifiers() {
+    let p = one_problem(&VALID.replace("name: lineitem", "name: Line-Item"));
+    assert_eq!(p.path, "domains[sales].products[Line-Item].name");
+    assert!(p.message.contains("'Line-Item' is not a valid SQL identifier"), "{}", p.message);
+}
+
+#[test]
+fn the_system_schema_is_reserved() {
+    let p = one_problem(&VALID.replace("name: customers", "name: system"));
+    assert_eq!(p.path, "domains[system].name");
+    assert!(p.message.contains("reserved"), "{}", p.message);
+}
+
+#[test]
+fn missing_environment_variables_are_reported() {
+    let p = one_problem(&VALID.replace("${DATA_ROOT}", "${NO_SUCH_VAR}"));
+    assert_eq!(p.path, "domains[sales].products[lineitem].source.location");
+    assert!(p.message.contains("environment variable 'NO_SUCH_VAR' is not set"), "{}", p.message);
+    let p = one_problem(&VALID.replace("secret_access_key_env: S3_SECRET", "secret_access_key_env: NOT_SET"));
+    assert_eq!(p.path, "domains[customers].storage.secret_access_key_env");
+}
+
+#[test]
+fn malformed_urls_are_reported() {
+    let p = one_problem(&VALID.replace("s3://crm/customer", "s3:///customer"));
+    assert_eq!(p.path, "domains[customers].products[customer].source.location");
+    assert!(p.message.contains("malformed URL"), "{}", p.message);
+    let p = one_problem(&VALID.replace("s3://crm/customer", "ftp://crm/customer"));
+    assert!(p.message.contains("unsupported URL scheme 'ftp'"), "{}", p.message);
+}
+
+#[test]
+fn unknown_source_kinds_and_missing_fields_are_reported() {
+    let p = one_problem(&VALID.replace("kind: delta", "kind: iceberg"));
+    assert_eq!(p.path, "domains[customers].products[customer].source.kind");
+    assert!(p.message.contains("unknown source kind 'iceberg'"), "{}", p.message);
+    let p = one_problem(&VALID.replace("    description: Who buys\n", ""));
+    assert_eq!(p.path, "domains[customers].description");
+    assert!(p.message.contains("missing"), "{}", p.message);
+}
+
+#[test]
+fn yaml_syntax_errors_give_a_line() {
+    let err = parse("domains:\n  - name: [unclosed\n").unwrap_err();
+    assert!(err.problems[0].message.contains("line"), "{err}");
+}
+
+#[test]
+fn five_mistakes_are_all_reported_at_once() {
+    let broken = VALID
+        .replace("tags: [gold]", "tags: [gold]\n        colour: blue") // unknown key
+        .replace("name: lineitem", "name: orders") // duplicate product
+        .replace("name: customers", "name: system") // reserved schema
+        .replace("${DATA_ROOT}", "${NO_SUCH_VAR}") // missing env var
+        .replace("s3://crm/customer", "s3:///customer"); // malformed URL
+    let err = parse(&broken).unwrap_err();
+    let paths: Vec<&str> = err.problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        vec![
+            "domains[sales].products[orders].colour",
+            "domains[sales].products[orders].name",
+            "domains[sales].products[orders].source.location",
+            "domains[system].name",
+            "domains[system].products[customer].source.location",
+        ],
+        "{err}"
+    );
+    let rendered = err.to_string();
+    assert!(rendered.starts_with("/srv/mesh/mesh.yaml: 5 problems"), "{rendered}");
+}

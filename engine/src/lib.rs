@@ -1,0 +1,25 @@
+//! Agora's embeddable data-mesh query engine.
+//!
+//! Load a mesh configuration, open a [`Session`] and run SQL over every domain's
+//! data products, which stay where they are (Parquet on object stores, Delta
+//! tables). Names follow the mesh: catalog `mesh`, one schema per domain, one
+//! table per product, so `SELECT … FROM sales.orders JOIN customers.customer …`.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), agora_engine::EngineError> {
+//! let engine = agora_engine::Engine::open("mesh.yaml")?;
+//! let batches = engine.session().collect("SELECT count(*) FROM sales.orders").await?;
+//! # Ok(()) }
+//! ```
+
+mod catalog;
+pub mod config;
+mod engine;
+mod error;
+mod product;
+
+pub use crate::config::{ConfigError, ConfigProblem, MeshConfig};
+pub use crate::engine::{CATALOG, Engine, ProductCheck, Query, Session};
+pub use crate::error::EngineError;
+pub use crate::product::ProductRef;
+pub use agora_connectors::ConnectorError;

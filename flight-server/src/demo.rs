@@ -1,0 +1,265 @@
+//! The demo mesh: TPC-H data split into three domains, written once to local disk.
+//!
+//! | domain      | products                    | format                              |
+//! |-------------|-----------------------------|-------------------------------------|
+//! | `sales`     | `orders`, `lineitem`        | Parquet (`orders` partitioned by year) |
+//! | `customers` | `customer`, `nation`, `region` | Delta Lake                        |
+//! | `supply`    | `part`, `supplier`, `partsupp` | Parquet                           |
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use arrow::array::{ArrayRef, AsArray, RecordBatch};
+use arrow::compute::kernels::temporal::{DatePart, date_part};
+use arrow::compute::{cast, filter_record_batch};
+use arrow::datatypes::Int32Type;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use indicatif::{ProgressBar, ProgressStyle};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use tpchgen::generators::{
+    CustomerGenerator, LineItemGenerator, NationGenerator, OrderGenerator, PartGenerator, PartSuppGenerator,
+    RegionGenerator, SupplierGenerator,
+};
+use tpchgen_arrow::{
+    CustomerArrow, LineItemArrow, NationArrow, OrderArrow, PartArrow, PartSuppArrow, RegionArrow, SupplierArrow,
+};
+
+/// Name of the file that marks a finished generation; its absence means a
+/// previous run was interrupted and the data is generated again.
+const COMPLETE_MARKER: &str = ".agora-demo-complete";
+
+/// The demo mesh's configuration file inside the demo directory.
+pub const MESH_FILE: &str = "mesh.yaml";
+
+/// Files `lineitem` is split into, so that scans run in parallel.
+const LINEITEM_FILES: i32 = 4;
+
+/// Options of the demo generator.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Where the mesh is written.
+    pub dir: PathBuf,
+    /// TPC-H scale factor (1.0 ≈ 1 GB of CSV; the default 0.1 takes seconds).
+    pub scale: f64,
+    /// Draw a progress bar on the terminal.
+    pub progress: bool,
+}
+
+/// Generates the demo mesh unless a complete one is already in `options.dir`,
+/// and returns the path of its `mesh.yaml`.
+pub async fn ensure(options: &DemoOptions) -> Result<PathBuf> {
+    let dir = &options.dir;
+    let mesh = dir.join(MESH_FILE);
+    let marker = dir.join(COMPLETE_MARKER);
+    if marker.exists() && mesh.exists() {
+        let scale = std::fs::read_to_string(&marker).unwrap_or_default();
+        if scale.trim() == options.scale.to_string() {
+            return Ok(mesh);
+        }
+    }
+    for domain in ["sales", "customers", "supply"] {
+        let path = dir.join(domain);
+        if path.exists() {
+            std::fs::remove_dir_all(&path).with_context(|| format!("cannot clear {}", path.display()))?;
+        }
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+
+    let sf = options.scale;
+    let rows = |n: i64| n.max(0) as u64;
+    let total = rows(OrderGenerator::calculate_row_count(sf, 1, 1)) * 5 // lineitem ≈ 4 per order
+        + rows(CustomerGenerator::calculate_row_count(sf, 1, 1))
+        + rows(PartGenerator::calculate_row_count(sf, 1, 1)) * 5 // partsupp = 4 per part
+        + rows(SupplierGenerator::calculate_row_count(sf, 1, 1))
+        + 30;
+    let bar = if options.progress { ProgressBar::new(total) } else { ProgressBar::hidden() };
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>18} [{bar:40}] {percent:>3}% {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+
+    bar.set_message("sales.orders");
+    write_orders_by_year(&dir.join("sales/orders"), OrderArrow::new(OrderGenerator::new(sf, 1, 1)), &bar)?;
+    bar.set_message("sales.lineitem");
+    for part in 1..=LINEITEM_FILES {
+        let batches = LineItemArrow::new(LineItemGenerator::new(sf, part, LINEITEM_FILES));
+        write_parquet(&dir.join(format!("sales/lineitem/part-{part}.parquet")), batches, &bar)?;
+    }
+
+    bar.set_message("supply.part");
+    write_parquet(&dir.join("supply/part/part-1.parquet"), PartArrow::new(PartGenerator::new(sf, 1, 1)), &bar)?;
+    bar.set_message("supply.supplier");
+    write_parquet(
+        &dir.join("supply/supplier/part-1.parquet"),
+        SupplierArrow::new(SupplierGenerator::new(sf, 1, 1)),
+        &bar,
+    )?;
+    bar.set_message("supply.partsupp");
+    write_parquet(
+        &dir.join("supply/partsupp/part-1.parquet"),
+        PartSuppArrow::new(PartSuppGenerator::new(sf, 1, 1)),
+        &bar,
+    )?;
+
+    bar.set_message("customers.customer");
+    write_delta(&dir.join("customers/customer"), CustomerArrow::new(CustomerGenerator::new(sf, 1, 1)), &bar).await?;
+    bar.set_message("customers.nation");
+    write_delta(&dir.join("customers/nation"), NationArrow::new(NationGenerator::new(sf, 1, 1)), &bar).await?;
+    bar.set_message("customers.region");
+    write_delta(&dir.join("customers/region"), RegionArrow::new(RegionGenerator::new(sf, 1, 1)), &bar).await?;
+    bar.finish_with_message("done");
+
+    std::fs::write(&mesh, MESH_YAML).with_context(|| format!("cannot write {}", mesh.display()))?;
+    std::fs::write(&marker, sf.to_string()).with_context(|| format!("cannot write {}", marker.display()))?;
+    Ok(mesh)
+}
+
+/// Casts view types to their plain equivalents: the files are read by other
+/// engines and older clients too.
+fn plain_types(batch: &RecordBatch) -> Result<RecordBatch> {
+    let mut fields = Vec::with_capacity(batch.num_columns());
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns());
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        let target = match field.data_type() {
+            DataType::Utf8View => DataType::Utf8,
+            DataType::BinaryView => DataType::Binary,
+            other => other.clone(),
+        };
+        columns.push(if &target == column.data_type() { Arc::clone(column) } else { cast(column, &target)? });
+        fields.push(Field::new(field.name(), target, field.is_nullable()));
+    }
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
+}
+
+fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_max_row_group_row_count(Some(128 * 1024))
+        .build()
+}
+
+fn write_parquet(path: &Path, batches: impl Iterator<Item = RecordBatch>, bar: &ProgressBar) -> Result<()> {
+    let mut writer: Option<ArrowWriter<File>> = None;
+    for batch in batches {
+        let batch = plain_types(&batch)?;
+        if writer.is_none() {
+            writer = Some(new_writer(path, batch.schema())?);
+        }
+        if let Some(w) = writer.as_mut() {
+            w.write(&batch)?;
+        }
+        bar.inc(batch.num_rows() as u64);
+    }
+    if let Some(w) = writer {
+        w.close()?;
+    }
+    Ok(())
+}
+
+fn new_writer(path: &Path, schema: SchemaRef) -> Result<ArrowWriter<File>> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    Ok(ArrowWriter::try_new(file, schema, Some(writer_properties()))?)
+}
+
+/// Writes orders as `year=YYYY/part-1.parquet`, one file per order year.
+fn write_orders_by_year(dir: &Path, batches: OrderArrow, bar: &ProgressBar) -> Result<()> {
+    let mut writers: BTreeMap<i32, ArrowWriter<File>> = BTreeMap::new();
+    for batch in batches {
+        let batch = plain_types(&batch)?;
+        let dates = batch.column_by_name("o_orderdate").context("orders have no o_orderdate column")?;
+        let years = date_part(dates, DatePart::Year)?;
+        let years: Vec<i32> = years.as_primitive::<Int32Type>().iter().map(|y| y.unwrap_or(0)).collect();
+        let mut distinct = years.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        for year in distinct {
+            let mask = arrow::array::BooleanArray::from(years.iter().map(|y| *y == year).collect::<Vec<_>>());
+            let part = filter_record_batch(&batch, &mask)?;
+            let writer = match writers.entry(year) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(new_writer(&dir.join(format!("year={year}/part-1.parquet")), part.schema())?)
+                }
+            };
+            writer.write(&part)?;
+        }
+        bar.inc(batch.num_rows() as u64);
+    }
+    for writer in writers.into_values() {
+        writer.close()?;
+    }
+    Ok(())
+}
+
+async fn write_delta(dir: &Path, batches: impl Iterator<Item = RecordBatch>, bar: &ProgressBar) -> Result<()> {
+    let mut plain = Vec::new();
+    for batch in batches {
+        bar.inc(batch.num_rows() as u64);
+        plain.push(plain_types(&batch)?);
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let dir = std::path::absolute(dir)?;
+    let url =
+        url::Url::from_directory_path(&dir).map_err(|()| anyhow::anyhow!("cannot make a URL of {}", dir.display()))?;
+    let table = deltalake::DeltaTable::try_from_url(url).await?;
+    table.write(plain).with_writer_properties(writer_properties()).await?;
+    Ok(())
+}
+
+/// The demo mesh's configuration, with relative locations.
+const MESH_YAML: &str = r#"# The Agora demo mesh: TPC-H data split into three business domains.
+# Locations are relative to this file. See docs/configuration.md.
+domains:
+  - name: sales
+    description: Customer orders and their line items, as booked by the sales organisation.
+    owner: { name: Sales Analytics, contact: sales-data@example.com }
+    products:
+      - name: orders
+        description: One row per customer order, with status, total price and priority. Partitioned by order year.
+        tags: [gold, transactional]
+        source: { kind: parquet, location: sales/orders }
+      - name: lineitem
+        description: "One row per order line: part, supplier, quantity, price, discount, tax and shipping dates."
+        tags: [gold, transactional]
+        source: { kind: parquet, location: sales/lineitem }
+
+  - name: customers
+    description: Who buys from us and where they are, kept by the CRM team as Delta tables.
+    owner: { name: CRM Team, contact: crm@example.com }
+    products:
+      - name: customer
+        description: Customer master data with market segment and account balance. Contains personal data.
+        tags: [pii]
+        source: { kind: delta, location: customers/customer }
+      - name: nation
+        description: The 25 nations customers and suppliers are located in.
+        tags: [reference]
+        source: { kind: delta, location: customers/nation }
+      - name: region
+        description: The 5 world regions nations belong to.
+        tags: [reference]
+        source: { kind: delta, location: customers/region }
+
+  - name: supply
+    description: Parts we sell and the suppliers who provide them.
+    owner: { name: Procurement, contact: procurement@example.com }
+    products:
+      - name: part
+        description: The parts catalogue with brand, type, size and retail price.
+        source: { kind: parquet, location: supply/part }
+      - name: supplier
+        description: Suppliers with their nation and account balance.
+        source: { kind: parquet, location: supply/supplier }
+      - name: partsupp
+        description: Which supplier offers which part, at what cost and with how much stock.
+        source: { kind: parquet, location: supply/partsupp }
+"#;

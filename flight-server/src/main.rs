@@ -1,0 +1,270 @@
+//! The `agora` command: query, check, serve and demo a data mesh.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use agora_engine::Engine;
+use agora_flight_server::demo::{self, DemoOptions};
+use anyhow::{Context, Result};
+use arrow::record_batch::RecordBatch;
+use clap::{Parser, Subcommand, ValueEnum};
+use futures::TryStreamExt;
+use tracing_subscriber::EnvFilter;
+
+/// Agora: query a data mesh's products where they live, under its governance.
+#[derive(Parser)]
+#[command(name = "agora", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one SQL statement in-process and print the result.
+    Query {
+        /// The mesh configuration file.
+        #[arg(long, short, default_value = "mesh.yaml")]
+        config: PathBuf,
+        /// Output format.
+        #[arg(long, short, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// The SQL statement.
+        sql: String,
+    },
+    /// Validate the configuration, then open every product and report on each.
+    Check {
+        /// The mesh configuration file.
+        #[arg(long, short, default_value = "mesh.yaml")]
+        config: PathBuf,
+    },
+    /// Serve the mesh over Arrow Flight SQL.
+    Serve {
+        /// The mesh configuration file.
+        #[arg(long, short, default_value = "mesh.yaml")]
+        config: PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:50051")]
+        bind: SocketAddr,
+    },
+    /// Generate (once) a demo mesh of TPC-H data in three domains, then serve it.
+    Demo {
+        /// Where the demo mesh is written.
+        #[arg(long, default_value = "demo-mesh")]
+        dir: PathBuf,
+        /// TPC-H scale factor.
+        #[arg(long, default_value_t = 0.1)]
+        scale: f64,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:50051")]
+        bind: SocketAddr,
+        /// Generate the data and exit without serving.
+        #[arg(long)]
+        generate_only: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    /// An aligned text table.
+    Table,
+    /// CSV with a header row.
+    Csv,
+    /// JSON Lines, one object per row.
+    Json,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_env("AGORA_LOG").unwrap_or_else(|_| {
+            EnvFilter::new("warn,agora=info,agora_engine=info,agora_flight_server=info,agora_connectors=info")
+        }))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Query { config, format, sql } => {
+            let engine = Engine::open(&config)?;
+            query(&engine, &sql, format).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { config } => check(&config).await,
+        Command::Serve { config, bind } => {
+            let engine = Engine::open(&config)?;
+            serve(engine, bind, None).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { dir, scale, bind, generate_only } => {
+            if !(scale > 0.0 && scale <= 100.0) {
+                anyhow::bail!("--scale must be greater than 0 and at most 100, got {scale}");
+            }
+            let options = DemoOptions { dir, scale, progress: true };
+            let mesh = demo::ensure(&options).await?;
+            if generate_only {
+                println!("Demo mesh written to {}", mesh.display());
+                return Ok(ExitCode::SUCCESS);
+            }
+            let engine = Engine::open(&mesh)?;
+            serve(engine, bind, Some(mesh)).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn query(engine: &Engine, sql: &str, format: Format) -> Result<()> {
+    let mut stream = engine.session().sql(sql).await?;
+    let schema = stream.schema();
+    let stdout = std::io::stdout();
+    match format {
+        Format::Table => {
+            let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(agora_engine::EngineError::from)?;
+            let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+            if batches.is_empty() {
+                println!("{}", arrow::util::pretty::pretty_format_batches(&[RecordBatch::new_empty(schema)])?);
+            } else {
+                println!("{}", arrow::util::pretty::pretty_format_batches(&batches)?);
+            }
+            eprintln!("{rows} row{}", if rows == 1 { "" } else { "s" });
+        }
+        Format::Csv => {
+            let mut writer = arrow::csv::WriterBuilder::new().with_header(true).build(stdout.lock());
+            while let Some(batch) = stream.try_next().await.map_err(agora_engine::EngineError::from)? {
+                writer.write(&batch)?;
+            }
+        }
+        Format::Json => {
+            let mut writer = arrow::json::LineDelimitedWriter::new(stdout.lock());
+            while let Some(batch) = stream.try_next().await.map_err(agora_engine::EngineError::from)? {
+                writer.write(&batch)?;
+            }
+            writer.finish()?;
+        }
+    }
+    Ok(())
+}
+
+async fn check(config: &std::path::Path) -> Result<ExitCode> {
+    let engine = Engine::open(config)?;
+    println!("{}: configuration ok ({} domains)", config.display(), engine.domains().len());
+    let mut failed = 0;
+    for check in engine.check().await {
+        match check.result {
+            Ok(schema) => println!("ok    {:<32} {} columns", check.product.to_string(), schema.fields().len()),
+            Err(e) => {
+                failed += 1;
+                println!("FAIL  {:<32} {e}", check.product.to_string());
+            }
+        }
+    }
+    if failed > 0 {
+        println!("{failed} product{} failed", if failed == 1 { "" } else { "s" });
+        Ok(ExitCode::FAILURE)
+    } else {
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+async fn serve(engine: Engine, bind: SocketAddr, demo_mesh: Option<PathBuf>) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| format!("cannot listen on {bind}"))?;
+    let products: usize = engine.domains().iter().map(|d| d.products.len()).sum();
+    println!(
+        "Agora serving {} domains, {products} products over Arrow Flight SQL at grpc://{bind}",
+        engine.domains().len()
+    );
+    if let Some(mesh) = demo_mesh {
+        print_demo_help(&mesh, bind);
+    }
+    let shutdown = async {
+        shutdown_signal().await;
+        tracing::info!("shutdown requested; finishing running requests");
+    };
+    Ok(agora_flight_server::serve_on(engine, listener, shutdown).await?)
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn print_demo_help(mesh: &std::path::Path, bind: SocketAddr) {
+    println!(
+        r#"
+Demo mesh: {mesh}
+  sales.orders, sales.lineitem               (Parquet, orders partitioned by year)
+  customers.customer, customers.nation, customers.region   (Delta Lake)
+  supply.part, supply.supplier, supply.partsupp            (Parquet)
+
+Connect from Python (pip install adbc-driver-flightsql pyarrow):
+
+  import adbc_driver_flightsql.dbapi as flightsql
+  conn = flightsql.connect("grpc://{bind}")
+  cur = conn.cursor()
+  cur.execute("SELECT count(*) FROM sales.orders")
+  print(cur.fetch_arrow_table())
+
+Or query in-process:  agora query --config {mesh} "SELECT ..."
+
+Example cross-domain queries:
+
+  -- Revenue by customer nation
+  SELECT n.n_name, sum(l.l_extendedprice * (1 - l.l_discount)) AS revenue
+  FROM sales.lineitem l
+  JOIN sales.orders o ON l.l_orderkey = o.o_orderkey
+  JOIN customers.customer c ON o.o_custkey = c.c_custkey
+  JOIN customers.nation n ON c.c_nationkey = n.n_nationkey
+  GROUP BY n.n_name ORDER BY revenue DESC LIMIT 5;
+
+  -- Orders shipped by a supplier from the customer's own nation
+  SELECT o.year, count(DISTINCT o.o_orderkey) AS orders
+  FROM sales.orders o
+  JOIN customers.customer c ON o.o_custkey = c.c_custkey
+  JOIN sales.lineitem l ON l.l_orderkey = o.o_orderkey
+  JOIN supply.supplier s ON l.l_suppkey = s.s_suppkey AND s.s_nationkey = c.c_nationkey
+  GROUP BY o.year ORDER BY o.year;
+
+  -- Most valuable part stock per region
+  SELECT r.r_name, sum(ps.ps_supplycost * ps.ps_availqty) AS stock_value
+  FROM supply.partsupp ps
+  JOIN supply.supplier s ON ps.ps_suppkey = s.s_suppkey
+  JOIN customers.nation n ON s.s_nationkey = n.n_nationkey
+  JOIN customers.region r ON n.n_regionkey = r.r_regionkey
+  GROUP BY r.r_name ORDER BY stock_value DESC;
+
+Press Ctrl-C to stop."#,
+        mesh = mesh.display()
+    );
+}

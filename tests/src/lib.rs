@@ -1,0 +1,1 @@
+//! End-to-end tests live under tests/e2e and tests/python.

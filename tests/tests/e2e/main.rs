@@ -1,0 +1,10 @@
+//! End-to-end tests of Agora: one test binary (each links all of DataFusion).
+//!
+//! Run by `./scripts/test`, which also provides the S3-protocol server the `s3`
+//! module needs (`AGORA_TEST_S3_ENDPOINT`).
+
+mod faults;
+mod flight;
+mod local;
+mod s3;
+mod support;

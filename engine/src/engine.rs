@@ -3,9 +3,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use datafusion::common::TableReference;
+use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::LogicalPlan;
@@ -17,7 +18,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::catalog::MeshCatalog;
 use crate::config::{DomainConfig, MeshConfig, RESERVED_SCHEMAS};
-use crate::{EngineError, ProductRef};
+use crate::{EngineError, Principal, ProductRef};
 
 /// The SQL catalog name under which every domain appears.
 pub const CATALOG: &str = "mesh";
@@ -87,9 +88,16 @@ impl Engine {
         &self.inner.config.domains
     }
 
-    /// Opens a session. Sessions are independent: settings changed in one do not
-    /// leak into another, while opened tables and object stores are shared.
+    /// Opens a session for the embedding application itself (the `local`
+    /// principal). Sessions are independent: settings changed in one do not leak
+    /// into another, while opened tables and object stores are shared.
     pub fn session(&self) -> Session {
+        self.session_as(Principal::user("local"))
+    }
+
+    /// Opens a session that runs as `principal`: the identity every access
+    /// decision and audit record of the session refers to.
+    pub fn session_as(&self, principal: Principal) -> Session {
         let state = SessionStateBuilder::new()
             .with_config(self.inner.session_config.clone())
             .with_runtime_env(Arc::clone(&self.inner.runtime))
@@ -97,7 +105,7 @@ impl Engine {
             .build();
         let ctx = SessionContext::new_with_state(state);
         ctx.register_catalog(CATALOG, Arc::clone(&self.inner.catalog) as _);
-        Session { ctx, engine: self.clone() }
+        Session { ctx, engine: self.clone(), principal }
     }
 
     /// The schema of one product, opening it if needed.
@@ -144,6 +152,7 @@ impl Engine {
 pub struct Session {
     ctx: SessionContext,
     engine: Engine,
+    principal: Principal,
 }
 
 /// A planned query: its result schema is known before it runs.
@@ -154,10 +163,14 @@ pub struct Query {
 impl Session {
     /// Plans a single read-only SQL statement. Names are checked against the mesh
     /// first, so a typo gets a message listing the products that exist.
+    ///
+    /// Parameters may be written `$1`, `$2`… or, as JDBC does, `?` (numbered in
+    /// order of appearance); bind them with [`Query::bind`].
     pub async fn query(&self, sql: &str) -> Result<Query, EngineError> {
         let state = self.ctx.state();
         let dialect = state.config().options().sql_parser.dialect;
-        let statement = state.sql_to_statement(sql, &dialect)?;
+        let sql = number_question_marks(sql);
+        let statement = state.sql_to_statement(&sql, &dialect)?;
         ensure_read_only(&statement)?;
         for reference in state.resolve_table_references(&statement)? {
             self.check_reference(&reference)?;
@@ -185,6 +198,11 @@ impl Session {
     pub async fn collect(&self, sql: &str) -> Result<Vec<RecordBatch>, EngineError> {
         let stream = self.sql(sql).await?;
         stream.map_err(EngineError::from).try_collect().await
+    }
+
+    /// Who the session runs as.
+    pub fn principal(&self) -> &Principal {
+        &self.principal
     }
 
     /// The underlying DataFusion context, for embedders that need more than SQL.
@@ -225,9 +243,32 @@ impl Session {
 }
 
 impl Query {
-    /// The schema of the rows the query returns.
+    /// The schema of the rows the query returns, as planned (logical).
     pub fn schema(&self) -> SchemaRef {
         Arc::clone(self.frame.schema().inner())
+    }
+
+    /// The exact schema of the batches [`Query::stream`] will produce, nullability
+    /// included: it comes from the physical plan, which may know more than the
+    /// logical one. Plans the query without running it.
+    pub async fn output_schema(&self) -> Result<SchemaRef, EngineError> {
+        Ok(self.frame.clone().create_physical_plan().await?.schema())
+    }
+
+    /// The query's parameters (`$1`, `$2`…) in numeric order, with the type
+    /// inferred from their use where DataFusion can tell.
+    pub fn parameters(&self) -> Result<Vec<(String, Option<DataType>)>, EngineError> {
+        let mut params: Vec<_> = self.frame.logical_plan().get_parameter_types()?.into_iter().collect();
+        params.sort_by_key(|(name, _)| {
+            (name.trim_start_matches('$').parse::<usize>().unwrap_or(usize::MAX), name.clone())
+        });
+        Ok(params)
+    }
+
+    /// Binds positional parameter values (`$1` is `values[0]`).
+    pub fn bind(self, values: Vec<ScalarValue>) -> Result<Query, EngineError> {
+        let frame = self.frame.with_param_values(ParamValues::from(values))?;
+        Ok(Query { frame })
     }
 
     /// The logical plan, after name resolution and before optimisation.
@@ -240,6 +281,32 @@ impl Query {
     pub async fn stream(self) -> Result<SendableRecordBatchStream, EngineError> {
         Ok(self.frame.execute_stream().await?)
     }
+}
+
+/// Rewrites JDBC-style `?` placeholders as `$1`, `$2`… in order of appearance.
+/// Works on tokens, so a `?` inside a string literal or comment is left alone.
+fn number_question_marks(sql: &str) -> std::borrow::Cow<'_, str> {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    if !sql.contains('?') {
+        return sql.into();
+    }
+    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize() else { return sql.into() };
+    if !tokens.iter().any(|t| matches!(t, Token::Placeholder(p) if p == "?")) {
+        return sql.into();
+    }
+    let mut n = 0;
+    let mut out = String::with_capacity(sql.len() + 8);
+    for token in tokens {
+        match token {
+            Token::Placeholder(p) if p == "?" => {
+                n += 1;
+                out.push_str(&format!("${n}"));
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    out.into()
 }
 
 /// Refuses statements other than queries before names are resolved, so that
@@ -271,4 +338,16 @@ fn ensure_read_only(statement: &DFStatement) -> Result<(), EngineError> {
 /// which also covers statements nested in `EXPLAIN`.
 fn read_only() -> SQLOptions {
     SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::number_question_marks;
+
+    #[test]
+    fn question_marks_become_numbered_placeholders() {
+        assert_eq!(number_question_marks("SELECT ? + ?"), "SELECT $1 + $2");
+        assert_eq!(number_question_marks("SELECT '?', ? -- ?"), "SELECT '?', $1 -- ?");
+        assert_eq!(number_question_marks("SELECT $1"), "SELECT $1");
+    }
 }

@@ -16,10 +16,12 @@ mod catalog;
 pub mod config;
 mod engine;
 mod error;
+pub mod identity;
 mod product;
 
 pub use crate::config::{ConfigError, ConfigProblem, MeshConfig};
 pub use crate::engine::{CATALOG, Engine, ProductCheck, Query, Session};
 pub use crate::error::EngineError;
+pub use crate::identity::{AuthError, Authenticator, Principal};
 pub use crate::product::ProductRef;
 pub use agora_connectors::ConnectorError;

@@ -29,6 +29,15 @@ use tpchgen_arrow::{
     CustomerArrow, LineItemArrow, NationArrow, OrderArrow, PartArrow, PartSuppArrow, RegionArrow, SupplierArrow,
 };
 
+/// Version of the demo's layout and configuration; a demo directory written by
+/// another version is generated again.
+const DEMO_FORMAT: &str = "agora-demo-2";
+
+/// The demo's users and their passwords, printed by `agora demo`. The demo
+/// serves loopback only; these are not secrets.
+pub const DEMO_USERS: &[(&str, &str, &str)] =
+    &[("admin", "admin-demo", "sees everything"), ("analyst", "analyst-demo", "an analyst of the EUROPE region")];
+
 /// Name of the file that marks a finished generation; its absence means a
 /// previous run was interrupted and the data is generated again.
 const COMPLETE_MARKER: &str = ".agora-demo-complete";
@@ -56,11 +65,9 @@ pub async fn ensure(options: &DemoOptions) -> Result<PathBuf> {
     let dir = &options.dir;
     let mesh = dir.join(MESH_FILE);
     let marker = dir.join(COMPLETE_MARKER);
-    if marker.exists() && mesh.exists() {
-        let scale = std::fs::read_to_string(&marker).unwrap_or_default();
-        if scale.trim() == options.scale.to_string() {
-            return Ok(mesh);
-        }
+    let stamp = format!("{DEMO_FORMAT} {}", options.scale);
+    if marker.exists() && mesh.exists() && std::fs::read_to_string(&marker).unwrap_or_default().trim() == stamp {
+        return Ok(mesh);
     }
     for domain in ["sales", "customers", "supply"] {
         let path = dir.join(domain);
@@ -115,8 +122,8 @@ pub async fn ensure(options: &DemoOptions) -> Result<PathBuf> {
     write_delta(&dir.join("customers/region"), RegionArrow::new(RegionGenerator::new(sf, 1, 1)), &bar).await?;
     bar.finish_with_message("done");
 
-    std::fs::write(&mesh, MESH_YAML).with_context(|| format!("cannot write {}", mesh.display()))?;
-    std::fs::write(&marker, sf.to_string()).with_context(|| format!("cannot write {}", marker.display()))?;
+    std::fs::write(&mesh, mesh_yaml()?).with_context(|| format!("cannot write {}", mesh.display()))?;
+    std::fs::write(&marker, stamp).with_context(|| format!("cannot write {}", marker.display()))?;
     Ok(mesh)
 }
 
@@ -215,7 +222,22 @@ async fn write_delta(dir: &Path, batches: impl Iterator<Item = RecordBatch>, bar
     Ok(())
 }
 
-/// The demo mesh's configuration, with relative locations.
+/// The demo mesh's configuration with freshly hashed demo passwords.
+fn mesh_yaml() -> Result<String> {
+    let mut users = String::from("auth:\n  token_ttl_seconds: 28800\n  users:\n");
+    for (name, password, _) in DEMO_USERS {
+        let hash = agora_engine::identity::hash_password(password)
+            .map_err(|e| anyhow::anyhow!("cannot hash a demo password: {e}"))?;
+        let (groups, attributes) = match *name {
+            "admin" => ("[admins]", "{}"),
+            _ => ("[analysts]", "{ region: EUROPE }"),
+        };
+        users.push_str(&format!("    - name: {name}\n      password_hash: \"{hash}\"\n      groups: {groups}\n      attributes: {attributes}\n"));
+    }
+    Ok(format!("{MESH_YAML}\n{users}"))
+}
+
+/// The demo mesh's domains, with relative locations.
 const MESH_YAML: &str = r#"# The Agora demo mesh: TPC-H data split into three business domains.
 # Locations are relative to this file. See docs/configuration.md.
 domains:

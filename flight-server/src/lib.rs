@@ -1,33 +1,51 @@
 //! Agora's network face: an Arrow Flight SQL service over an [`agora_engine::Engine`],
 //! and the demo mesh generator used by `agora demo`.
 
+mod auth;
 pub mod demo;
+mod metadata;
+mod prepared;
 mod service;
+mod types;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 
-use agora_engine::Engine;
+use agora_engine::{Authenticator, Engine};
 use arrow_flight::flight_service_server::FlightServiceServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
+pub use crate::auth::AuthLayer;
 pub use crate::service::AgoraFlightSqlService;
+pub use crate::types::TypePolicy;
 
 /// Largest gRPC message the server decodes (parameter batches, DoPut payloads).
 pub const MAX_DECODING_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
 
-/// Serves `engine` over Flight SQL on `addr` until `shutdown` completes, then stops
-/// accepting requests and lets running ones finish.
-pub async fn serve(
-    engine: Engine,
-    addr: SocketAddr,
-    shutdown: impl std::future::Future<Output = ()> + Send,
-) -> Result<(), ServeError> {
-    let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
-    serve_on(engine, listener, shutdown).await
+/// How the server is exposed.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// Serve TLS with these PEM files; plaintext when `None`.
+    pub tls: Option<TlsFiles>,
+    /// How result types are presented to clients.
+    pub types: TypePolicy,
 }
 
-/// Why the server stopped with an error.
+/// PEM files for TLS.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The server certificate chain.
+    pub cert: PathBuf,
+    /// The server's private key.
+    pub key: PathBuf,
+    /// When set, clients must present a certificate signed by this CA (mTLS).
+    pub client_ca: Option<PathBuf>,
+}
+
+/// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// The address could not be bound (in use, not local, no permission).
@@ -38,9 +56,29 @@ pub enum ServeError {
         /// The operating system's reason.
         source: std::io::Error,
     },
+    /// Nobody could log in: no users or service tokens and anonymous access off.
+    #[error(
+        "the mesh configuration defines no users or service tokens and does not allow anonymous access; add an `auth` section (see docs/configuration.md) or set `auth.allow_anonymous: true`"
+    )]
+    NoIdentities,
+    /// A TLS file could not be read or used.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The gRPC transport failed.
     #[error("transport error: {0}")]
     Transport(#[from] tonic::transport::Error),
+}
+
+/// Serves `engine` over Flight SQL on `addr` until `shutdown` completes, then stops
+/// accepting requests and lets running ones finish.
+pub async fn serve(
+    engine: Engine,
+    addr: SocketAddr,
+    options: ServeOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
+    serve_on(engine, listener, options, shutdown).await
 }
 
 /// Like [`serve`], on an already bound listener (tests bind port 0 and read the
@@ -48,14 +86,38 @@ pub enum ServeError {
 pub async fn serve_on(
     engine: Engine,
     listener: TcpListener,
+    options: ServeOptions,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    let service = FlightServiceServer::new(AgoraFlightSqlService::new(engine))
+    let auth = Arc::new(Authenticator::new(engine.config().auth.clone()));
+    if !auth.has_identities() && !auth.allows_anonymous() {
+        return Err(ServeError::NoIdentities);
+    }
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &options.tls {
+        builder = builder.tls_config(tls_config(tls)?)?;
+    }
+    let service = FlightServiceServer::new(AgoraFlightSqlService::new(engine, Arc::clone(&auth), options.types))
         .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE)
         .max_encoding_message_size(usize::MAX);
-    tonic::transport::Server::builder()
+    builder
+        .layer(AuthLayer::new(auth))
         .add_service(service)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;
     Ok(())
+}
+
+fn tls_config(files: &TlsFiles) -> Result<ServerTlsConfig, ServeError> {
+    // Dependencies enable both of rustls' crypto back ends, so rustls cannot pick
+    // one by itself; an already installed provider is kept.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let read = |path: &PathBuf| {
+        std::fs::read(path).map_err(|e| ServeError::Tls(format!("cannot read {}: {e}", path.display())))
+    };
+    let mut config = ServerTlsConfig::new().identity(Identity::from_pem(read(&files.cert)?, read(&files.key)?));
+    if let Some(ca) = &files.client_ca {
+        config = config.client_ca_root(Certificate::from_pem(read(ca)?));
+    }
+    Ok(config)
 }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use agora_engine::Engine;
 use agora_flight_server::demo::{self, DemoOptions};
+use agora_flight_server::{ServeOptions, TlsFiles, TypePolicy};
 use anyhow::{Context, Result};
 use arrow::record_batch::RecordBatch;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -47,7 +48,11 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:50051")]
         bind: SocketAddr,
+        #[command(flatten)]
+        server: ServerArgs,
     },
+    /// Hash a password for `auth.users[].password_hash` (reads it from standard input).
+    HashPassword,
     /// Generate (once) a demo mesh of TPC-H data in three domains, then serve it.
     Demo {
         /// Where the demo mesh is written.
@@ -62,7 +67,36 @@ enum Command {
         /// Generate the data and exit without serving.
         #[arg(long)]
         generate_only: bool,
+        #[command(flatten)]
+        server: ServerArgs,
     },
+}
+
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// Serve TLS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this PEM CA (mutual TLS).
+    #[arg(long, requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// Send Utf8View/BinaryView columns as they are instead of as Utf8/Binary
+    /// (only for clients that read view types; the JDBC driver before 19.0 does not).
+    #[arg(long)]
+    view_types: bool,
+}
+
+impl ServerArgs {
+    fn options(self) -> ServeOptions {
+        let tls = match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key, client_ca: self.tls_client_ca }),
+            _ => None,
+        };
+        ServeOptions { tls, types: TypePolicy { plain_view_types: !self.view_types } }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -107,12 +141,17 @@ async fn run(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config } => check(&config).await,
-        Command::Serve { config, bind } => {
+        Command::Serve { config, bind, server } => {
             let engine = Engine::open(&config)?;
-            serve(engine, bind, None).await?;
+            serve(engine, bind, server.options(), None).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo { dir, scale, bind, generate_only } => {
+        Command::HashPassword => {
+            let password = read_password()?;
+            println!("{}", agora_engine::identity::hash_password(&password).map_err(anyhow::Error::msg)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { dir, scale, bind, generate_only, server } => {
             if !(scale > 0.0 && scale <= 100.0) {
                 anyhow::bail!("--scale must be greater than 0 and at most 100, got {scale}");
             }
@@ -123,7 +162,7 @@ async fn run(command: Command) -> Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             let engine = Engine::open(&mesh)?;
-            serve(engine, bind, Some(mesh)).await?;
+            serve(engine, bind, server.options(), Some(mesh)).await?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -182,7 +221,23 @@ async fn check(config: &std::path::Path) -> Result<ExitCode> {
     }
 }
 
-async fn serve(engine: Engine, bind: SocketAddr, demo_mesh: Option<PathBuf>) -> Result<()> {
+/// Reads one password line from standard input, prompting on a terminal.
+fn read_password() -> Result<String> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if std::io::stdin().is_terminal() {
+        eprint!("password (input is shown): ");
+        std::io::stderr().flush()?;
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    let password = line.trim_end_matches(['\n', '\r']).to_string();
+    if password.is_empty() {
+        anyhow::bail!("empty password: give the password on standard input");
+    }
+    Ok(password)
+}
+
+async fn serve(engine: Engine, bind: SocketAddr, options: ServeOptions, demo_mesh: Option<PathBuf>) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| format!("cannot listen on {bind}"))?;
     let products: usize = engine.domains().iter().map(|d| d.products.len()).sum();
     println!(
@@ -196,7 +251,7 @@ async fn serve(engine: Engine, bind: SocketAddr, demo_mesh: Option<PathBuf>) -> 
         shutdown_signal().await;
         tracing::info!("shutdown requested; finishing running requests");
     };
-    Ok(agora_flight_server::serve_on(engine, listener, shutdown).await?)
+    Ok(agora_flight_server::serve_on(engine, listener, options, shutdown).await?)
 }
 
 async fn shutdown_signal() {
@@ -224,6 +279,7 @@ fn print_demo_help(mesh: &std::path::Path, bind: SocketAddr) {
     println!(
         r#"
 Demo mesh: {mesh}
+Users: {users}
   sales.orders, sales.lineitem               (Parquet, orders partitioned by year)
   customers.customer, customers.nation, customers.region   (Delta Lake)
   supply.part, supply.supplier, supply.partsupp            (Parquet)
@@ -231,7 +287,9 @@ Demo mesh: {mesh}
 Connect from Python (pip install adbc-driver-flightsql pyarrow):
 
   import adbc_driver_flightsql.dbapi as flightsql
-  conn = flightsql.connect("grpc://{bind}")
+  from adbc_driver_flightsql import DatabaseOptions
+  conn = flightsql.connect("grpc://{bind}", db_kwargs={{
+      DatabaseOptions.USERNAME.value: "analyst", DatabaseOptions.PASSWORD.value: "analyst-demo"}})
   cur = conn.cursor()
   cur.execute("SELECT count(*) FROM sales.orders")
   print(cur.fetch_arrow_table())
@@ -265,6 +323,8 @@ Example cross-domain queries:
   GROUP BY r.r_name ORDER BY stock_value DESC;
 
 Press Ctrl-C to stop."#,
-        mesh = mesh.display()
+        mesh = mesh.display(),
+        users =
+            demo::DEMO_USERS.iter().map(|(u, p, what)| format!("{u} / {p} ({what})")).collect::<Vec<_>>().join(", "),
     );
 }

@@ -1,35 +1,224 @@
-//! The Flight SQL service: statement queries planned by GetFlightInfo and streamed
-//! by DoGet.
+//! The Flight SQL service over an [`Engine`].
+//!
+//! Statement and prepared-statement handles are stateless (see [`crate::prepared`]):
+//! GetFlightInfo plans the query to learn its schema and DoGet plans it again and
+//! streams it, batch by batch, so any instance can serve any ticket and nothing
+//! is buffered.
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
 
-use agora_engine::{Engine, EngineError};
+use agora_engine::{CATALOG, Engine, EngineError, Principal, ProductRef, Query, Session};
+use arrow::array::RecordBatch;
+use arrow::datatypes::{Schema, SchemaRef};
+use arrow::ipc::writer::IpcWriteOptions;
+use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;
-use arrow_flight::sql::server::FlightSqlService;
-use arrow_flight::sql::{CommandStatementQuery, ProstMessageExt, SqlInfo, TicketStatementQuery};
-use arrow_flight::{FlightDescriptor, FlightEndpoint, FlightInfo, Ticket};
-use futures::{Stream, TryStreamExt};
+use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
+use arrow_flight::sql::{
+    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult,
+    CommandGetCatalogs, CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys,
+    CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandGetXdbcTypeInfo,
+    CommandPreparedStatementQuery, CommandPreparedStatementUpdate, CommandStatementQuery, CommandStatementUpdate,
+    DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
+};
+use arrow_flight::{
+    Action, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage,
+    SchemaAsIpc, Ticket,
+};
+use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
-use tonic::{Request, Response, Status};
+use tonic::metadata::MetadataValue;
+use tonic::{Request, Response, Status, Streaming};
 
-/// Serves an [`Engine`] to Flight SQL clients.
-///
-/// Statement handles carry the SQL itself, so any server instance can answer a
-/// DoGet for a FlightInfo another one planned.
+use crate::auth::{Credentials, credentials, unauthenticated};
+use crate::metadata::{SQL_INFO, XDBC_TYPES, foreign_keys_schema, primary_keys_schema, table_schema_with_metadata};
+use crate::prepared::{Handle, is_empty_bind, parameter_schema, parameter_values};
+use crate::types::TypePolicy;
+use agora_engine::Authenticator;
+
+/// Serves an [`Engine`] to Flight SQL clients, each request as its principal.
 pub struct AgoraFlightSqlService {
     engine: Engine,
+    auth: Arc<Authenticator>,
+    types: TypePolicy,
 }
 
 impl AgoraFlightSqlService {
-    /// Wraps an engine.
-    pub fn new(engine: Engine) -> Self {
-        AgoraFlightSqlService { engine }
+    /// Wraps an engine. `auth` answers Handshakes; requests reaching the service
+    /// are expected to carry a [`Principal`] from [`crate::auth::AuthLayer`].
+    pub fn new(engine: Engine, auth: Arc<Authenticator>, types: TypePolicy) -> Self {
+        AgoraFlightSqlService { engine, auth, types }
+    }
+
+    fn session<T>(&self, request: &Request<T>) -> Session {
+        let principal = request.extensions().get::<Principal>().cloned().unwrap_or_else(Principal::anonymous);
+        self.engine.session_as(principal)
+    }
+
+    /// Plans `handle`'s SQL and binds its parameters, if any.
+    async fn plan(&self, session: &Session, handle: &Handle) -> Result<Query, Status> {
+        let query = session.query(&handle.sql).await.map_err(status)?;
+        match &handle.parameters {
+            Some(batch) if !is_empty_bind(batch) => {
+                let expected = query.parameters().map_err(status)?;
+                let values = parameter_values(batch, &expected)?;
+                query.bind(values).map_err(status)
+            }
+            _ => Ok(query),
+        }
+    }
+
+    /// The schema clients will receive for a planned query.
+    async fn result_schema(&self, query: &Query) -> Result<SchemaRef, Status> {
+        let schema = query.output_schema().await.map_err(status)?;
+        Ok(self.types.schema(&schema))
+    }
+
+    /// Plans and streams `handle` as Flight data, logging rows and duration when
+    /// the stream ends or the client goes away.
+    async fn stream(&self, session: Session, handle: Handle) -> Result<Response<DoGetStream>, Status> {
+        let started = Instant::now();
+        let principal = session.principal().user.clone();
+        let query = self.plan(&session, &handle).await?;
+        let batches = query.stream().await.map_err(status)?;
+        let target = self.types.schema(&batches.schema());
+        let types = self.types;
+        let mut log = StreamLog { principal, sql: handle.sql, rows: 0, started, failed: false };
+        let converted_target = Arc::clone(&target);
+        let batches = batches.map(move |batch| {
+            let batch = batch.map_err(|e| FlightError::Tonic(Box::new(status(EngineError::from(e)))))?;
+            types.batch(batch, &converted_target).map_err(FlightError::Arrow)
+        });
+        let counted = batches.inspect(move |item| {
+            // Borrowing the whole log moves it into the closure, so it is dropped
+            // (and logs) when the stream ends or the client goes away.
+            let log = &mut log;
+            match item {
+                Ok(batch) => log.rows += batch.num_rows(),
+                Err(_) => log.failed = true,
+            }
+        });
+        let flight = FlightDataEncoderBuilder::new().with_schema(target).build(counted).map_err(Status::from);
+        Ok(Response::new(Box::pin(flight)))
+    }
+
+    fn flight_info(
+        &self,
+        schema: &Schema,
+        ticket: Vec<u8>,
+        descriptor: FlightDescriptor,
+    ) -> Result<FlightInfo, Status> {
+        let endpoint = FlightEndpoint::new().with_ticket(Ticket::new(ticket));
+        Ok(FlightInfo::new()
+            .try_with_schema(schema)
+            .map_err(|e| Status::internal(format!("cannot encode the result schema: {e}")))?
+            .with_endpoint(endpoint)
+            .with_descriptor(descriptor))
+    }
+
+    fn batch_stream(&self, schema: SchemaRef, batch: RecordBatch) -> Response<DoGetStream> {
+        let flight = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(futures::stream::once(async move { Ok(batch) }))
+            .map_err(Status::from);
+        Response::new(Box::pin(flight))
+    }
+
+    /// Builds the GetTables answer: only products the patterns can match are
+    /// opened, and only when their schemas are asked for.
+    async fn tables(&self, query: CommandGetTables) -> Result<RecordBatch, Status> {
+        let catalog_ok = query.catalog.as_deref().is_none_or(|c| c == CATALOG);
+        let schema_pattern = query.db_schema_filter_pattern.clone();
+        let table_pattern = query.table_name_filter_pattern.clone();
+        let type_ok = query.table_types.is_empty() || query.table_types.iter().any(|t| t == TABLE_TYPE);
+        let include_schema = query.include_schema;
+        let mut builder = query.into_builder();
+        if !(catalog_ok && type_ok) {
+            return builder.build().map_err(|e| Status::internal(e.to_string()));
+        }
+        for domain in self.engine.domains() {
+            if !schema_pattern.as_deref().is_none_or(|p| like(p, &domain.name)) {
+                continue;
+            }
+            for product in &domain.products {
+                if !table_pattern.as_deref().is_none_or(|p| like(p, &product.name)) {
+                    continue;
+                }
+                let schema = if include_schema {
+                    match self.engine.product_schema(&ProductRef::new(&domain.name, &product.name)).await {
+                        Ok(s) => {
+                            table_schema_with_metadata(&self.types.schema(&s), CATALOG, &domain.name, &product.name)
+                        }
+                        Err(e) => {
+                            tracing::warn!(product = %format!("{}.{}", domain.name, product.name), error = %e, "left out of GetTables: cannot open");
+                            continue;
+                        }
+                    }
+                } else {
+                    Schema::empty()
+                };
+                builder
+                    .append(CATALOG, &domain.name, &product.name, TABLE_TYPE, &schema)
+                    .map_err(|e| Status::internal(e.to_string()))?;
+            }
+        }
+        builder.build().map_err(|e| Status::internal(e.to_string()))
     }
 }
 
-type DoGetStream = Pin<Box<dyn Stream<Item = Result<arrow_flight::FlightData, Status>> + Send + 'static>>;
+/// The table type of every product.
+const TABLE_TYPE: &str = "TABLE";
+
+type DoGetStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send + 'static>>;
+type HandshakeStream = Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>;
+
+/// Logs a finished (or abandoned) result stream.
+struct StreamLog {
+    principal: String,
+    sql: String,
+    rows: usize,
+    started: Instant,
+    failed: bool,
+}
+
+impl Drop for StreamLog {
+    fn drop(&mut self) {
+        tracing::info!(
+            principal = %self.principal,
+            rows = self.rows,
+            elapsed_ms = self.started.elapsed().as_millis() as u64,
+            failed = self.failed,
+            sql = %self.sql,
+            "query stream ended"
+        );
+    }
+}
+
+/// SQL `LIKE` matching for metadata filter patterns: `%` any run, `_` one character.
+fn like(pattern: &str, text: &str) -> bool {
+    fn go(p: &[char], t: &[char]) -> bool {
+        match p.split_first() {
+            None => t.is_empty(),
+            Some(('%', rest)) => (0..=t.len()).any(|i| go(rest, &t[i..])),
+            Some(('_', rest)) => !t.is_empty() && go(rest, &t[1..]),
+            Some((c, rest)) => t.first() == Some(c) && go(rest, &t[1..]),
+        }
+    }
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    go(&p, &t)
+}
+
+fn ipc_schema(schema: &Schema) -> Result<bytes::Bytes, Status> {
+    let message: IpcMessage = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
+        .try_into()
+        .map_err(|e: arrow::error::ArrowError| Status::internal(format!("cannot encode schema: {e}")))?;
+    Ok(message.0)
+}
 
 /// Maps engine errors onto gRPC codes: a user's mistake is never `Internal`.
 pub(crate) fn status(err: EngineError) -> Status {
@@ -44,42 +233,391 @@ pub(crate) fn status(err: EngineError) -> Status {
     }
 }
 
+fn read_only() -> Status {
+    Status::unimplemented("Agora is read-only: updates, DDL and ingestion are not supported")
+}
+
 #[tonic::async_trait]
 impl FlightSqlService for AgoraFlightSqlService {
     type FlightService = AgoraFlightSqlService;
+
+    async fn do_handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<HandshakeStream>, Status> {
+        let token = match credentials(request.metadata().as_ref())? {
+            Some(Credentials::Basic { user, password }) => {
+                let principal = self.auth.login(&user, &password).map_err(|_| {
+                    tracing::warn!(user = %user, "login refused");
+                    unauthenticated()
+                })?;
+                tracing::info!(principal = %principal.user, "login");
+                self.auth.issue_token(&principal)
+            }
+            Some(Credentials::Bearer(token)) => {
+                self.auth.verify_token(&token).map_err(|_| unauthenticated())?;
+                token
+            }
+            None if self.auth.allows_anonymous() => String::new(),
+            None => return Err(unauthenticated()),
+        };
+        let payload = HandshakeResponse { protocol_version: 0, payload: token.clone().into() };
+        let stream: HandshakeStream = Box::pin(futures::stream::once(async move { Ok(payload) }));
+        let mut response = Response::new(stream);
+        if !token.is_empty() {
+            let value = MetadataValue::try_from(format!("Bearer {token}"))
+                .map_err(|_| Status::internal("token is not a valid header value"))?;
+            response.metadata_mut().insert("authorization", value);
+        }
+        Ok(response)
+    }
 
     async fn get_flight_info_statement(
         &self,
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let session = self.engine.session();
-        let planned = session.query(&query.query).await.map_err(status)?;
-        let schema = planned.schema();
-        let ticket = TicketStatementQuery { statement_handle: query.query.into_bytes().into() };
-        let endpoint = FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec()));
-        let info = FlightInfo::new()
-            .try_with_schema(&schema)
-            .map_err(|e| Status::internal(format!("cannot encode the result schema: {e}")))?
-            .with_endpoint(endpoint)
-            .with_descriptor(request.into_inner());
+        let session = self.session(&request);
+        let handle = Handle { sql: query.query, parameters: None };
+        let planned = self.plan(&session, &handle).await?;
+        let schema = self.result_schema(&planned).await?;
+        let ticket = TicketStatementQuery { statement_handle: handle.encode()?.into() };
+        let info = self.flight_info(&schema, ticket.as_any().encode_to_vec(), request.into_inner())?;
         Ok(Response::new(info))
     }
 
     async fn do_get_statement(
         &self,
         ticket: TicketStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let handle = Handle::decode(&ticket.statement_handle)?;
+        self.stream(self.session(&request), handle).await
+    }
+
+    async fn get_flight_info_prepared_statement(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let session = self.session(&request);
+        let handle = Handle::decode(&query.prepared_statement_handle)?;
+        let planned = self.plan(&session, &handle).await?;
+        let schema = self.result_schema(&planned).await?;
+        let info = self.flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())?;
+        Ok(Response::new(info))
+    }
+
+    async fn do_get_prepared_statement(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let handle = Handle::decode(&query.prepared_statement_handle)?;
+        self.stream(self.session(&request), handle).await
+    }
+
+    async fn do_action_create_prepared_statement(
+        &self,
+        query: ActionCreatePreparedStatementRequest,
+        request: Request<Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        let session = self.session(&request);
+        let handle = Handle { sql: query.query, parameters: None };
+        let planned = self.plan(&session, &handle).await?;
+        let parameters = planned.parameters().map_err(status)?;
+        // With unbound parameters the physical plan cannot be built yet; the
+        // logical schema is the best answer until values are bound.
+        let dataset = match planned.output_schema().await {
+            Ok(s) => self.types.schema(&s),
+            Err(_) => self.types.schema(&planned.schema()),
+        };
+        Ok(ActionCreatePreparedStatementResult {
+            prepared_statement_handle: handle.encode()?.into(),
+            dataset_schema: ipc_schema(&dataset)?,
+            parameter_schema: ipc_schema(&parameter_schema(&parameters))?,
+        })
+    }
+
+    async fn do_put_prepared_statement_query(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<DoPutPreparedStatementResult, Status> {
+        let session = self.session(&request);
+        let mut handle = Handle::decode(&query.prepared_statement_handle)?;
+        let data = request.into_inner().map_err(|s| FlightError::Tonic(Box::new(s)));
+        let batches: Vec<RecordBatch> = FlightRecordBatchStream::new_from_flight_data(data)
+            .try_collect()
+            .await
+            .map_err(|e| Status::invalid_argument(format!("cannot read the parameters: {e}")))?;
+        let batches: Vec<RecordBatch> = batches.into_iter().filter(|b| !is_empty_bind(b)).collect();
+        handle.parameters = match batches.as_slice() {
+            [] => None,
+            [one] => Some(one.clone()),
+            _ => return Err(Status::invalid_argument("bind exactly one row of parameters to a query")),
+        };
+        // Check the values against the statement now, so a mistake is reported
+        // at bind time rather than at execution.
+        self.plan(&session, &handle).await?;
+        Ok(DoPutPreparedStatementResult { prepared_statement_handle: Some(handle.encode()?.into()) })
+    }
+
+    async fn do_action_close_prepared_statement(
+        &self,
+        _query: ActionClosePreparedStatementRequest,
+        _request: Request<Action>,
+    ) -> Result<(), Status> {
+        // Handles hold no server state: closing always succeeds.
+        Ok(())
+    }
+
+    async fn do_put_statement_update(
+        &self,
+        _ticket: CommandStatementUpdate,
+        _request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        Err(read_only())
+    }
+
+    async fn do_put_prepared_statement_update(
+        &self,
+        _query: CommandPreparedStatementUpdate,
+        _request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        Err(read_only())
+    }
+
+    async fn do_action_fallback(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
+        Err(Status::unimplemented(format!("action '{}' is not supported", request.get_ref().r#type)))
+    }
+
+    async fn get_flight_info_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.into_builder().schema();
+        Ok(Response::new(self.flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())?))
+    }
+
+    async fn do_get_catalogs(
+        &self,
+        query: CommandGetCatalogs,
         _request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let sql = String::from_utf8(ticket.statement_handle.to_vec())
-            .map_err(|_| Status::invalid_argument("statement handle is not UTF-8 SQL"))?;
-        let stream = self.engine.session().sql(&sql).await.map_err(status)?;
-        let schema = stream.schema();
-        let batches = stream.map_err(|e| FlightError::Tonic(Box::new(status(EngineError::from(e)))));
-        let flight = FlightDataEncoderBuilder::new().with_schema(schema).build(batches).map_err(Status::from);
-        let stream: DoGetStream = Box::pin(flight);
-        Ok(Response::new(stream))
+        let mut builder = query.into_builder();
+        builder.append(CATALOG);
+        let schema = builder.schema();
+        let batch = builder.build().map_err(|e| Status::internal(e.to_string()))?;
+        Ok(self.batch_stream(schema, batch))
+    }
+
+    async fn get_flight_info_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder().schema();
+        Ok(Response::new(self.flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())?))
+    }
+
+    async fn do_get_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let mut builder = query.into_builder();
+        for domain in self.engine.domains() {
+            builder.append(CATALOG, &domain.name);
+        }
+        let schema = builder.schema();
+        let batch = builder.build().map_err(|e| Status::internal(e.to_string()))?;
+        Ok(self.batch_stream(schema, batch))
+    }
+
+    async fn get_flight_info_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder().schema();
+        Ok(Response::new(self.flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())?))
+    }
+
+    async fn do_get_tables(
+        &self,
+        query: CommandGetTables,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let schema = query.clone().into_builder().schema();
+        let batch = self.tables(query).await?;
+        Ok(self.batch_stream(schema, batch))
+    }
+
+    async fn get_flight_info_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.into_builder().schema();
+        Ok(Response::new(self.flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())?))
+    }
+
+    async fn do_get_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let mut builder = query.into_builder();
+        builder.append(TABLE_TYPE);
+        let schema = builder.schema();
+        let batch = builder.build().map_err(|e| Status::internal(e.to_string()))?;
+        Ok(self.batch_stream(schema, batch))
+    }
+
+    async fn get_flight_info_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder(&SQL_INFO).schema();
+        Ok(Response::new(self.flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())?))
+    }
+
+    async fn do_get_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let builder = query.into_builder(&SQL_INFO);
+        let schema = builder.schema();
+        let batch = builder.build().map_err(|e| Status::internal(e.to_string()))?;
+        Ok(self.batch_stream(schema, batch))
+    }
+
+    async fn get_flight_info_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.into_builder(&XDBC_TYPES).schema();
+        Ok(Response::new(self.flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())?))
+    }
+
+    async fn do_get_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let builder = query.into_builder(&XDBC_TYPES);
+        let schema = builder.schema();
+        let batch = builder.build().map_err(|e| Status::internal(e.to_string()))?;
+        Ok(self.batch_stream(schema, batch))
+    }
+
+    async fn get_flight_info_primary_keys(
+        &self,
+        query: CommandGetPrimaryKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        Ok(Response::new(self.flight_info(
+            &primary_keys_schema(),
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )?))
+    }
+
+    async fn do_get_primary_keys(
+        &self,
+        _query: CommandGetPrimaryKeys,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let schema = primary_keys_schema();
+        Ok(self.batch_stream(Arc::clone(&schema), RecordBatch::new_empty(schema)))
+    }
+
+    async fn get_flight_info_exported_keys(
+        &self,
+        query: CommandGetExportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        Ok(Response::new(self.flight_info(
+            &foreign_keys_schema(),
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )?))
+    }
+
+    async fn do_get_exported_keys(
+        &self,
+        _query: CommandGetExportedKeys,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let schema = foreign_keys_schema();
+        Ok(self.batch_stream(Arc::clone(&schema), RecordBatch::new_empty(schema)))
+    }
+
+    async fn get_flight_info_imported_keys(
+        &self,
+        query: CommandGetImportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        Ok(Response::new(self.flight_info(
+            &foreign_keys_schema(),
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )?))
+    }
+
+    async fn do_get_imported_keys(
+        &self,
+        _query: CommandGetImportedKeys,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let schema = foreign_keys_schema();
+        Ok(self.batch_stream(Arc::clone(&schema), RecordBatch::new_empty(schema)))
+    }
+
+    async fn get_flight_info_cross_reference(
+        &self,
+        query: CommandGetCrossReference,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        Ok(Response::new(self.flight_info(
+            &foreign_keys_schema(),
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )?))
+    }
+
+    async fn do_get_cross_reference(
+        &self,
+        _query: CommandGetCrossReference,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let schema = foreign_keys_schema();
+        Ok(self.batch_stream(Arc::clone(&schema), RecordBatch::new_empty(schema)))
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::like;
+
+    #[test]
+    fn like_patterns() {
+        assert!(like("%", "anything"));
+        assert!(like("sal%", "sales"));
+        assert!(like("_ales", "sales"));
+        assert!(!like("_ales", "ales"));
+        assert!(like("order_", "orders"));
+        assert!(!like("orders", "order"));
+        assert!(like("%item", "lineitem"));
+    }
 }

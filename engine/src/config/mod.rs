@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 
 use agora_connectors::{ObjectStoreSettings, Source};
 
+use crate::identity::AuthConfig;
+
 pub use self::error::{ConfigError, ConfigProblem};
 
 /// Schema names that domains may not use: `system` holds the engine's own tables
@@ -28,6 +30,8 @@ pub struct MeshConfig {
     pub file: Option<PathBuf>,
     /// The domains, in file order.
     pub domains: Vec<DomainConfig>,
+    /// Who may connect: users, service tokens, anonymous access.
+    pub auth: AuthConfig,
 }
 
 /// A business domain: one SQL schema, owned by one team.

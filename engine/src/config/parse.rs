@@ -4,11 +4,13 @@
 //! derive stops at the first error, while users need all of them, each with its
 //! key path.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use agora_connectors::{DeltaSource, ObjectStoreSettings, ParquetSource, PartitionColumn, PartitionType, Source};
 use serde_norway::{Mapping, Value};
+
+use crate::identity::{AuthConfig, ServiceTokenConfig, UserConfig, check_password_hash, token_digest};
 
 use super::{ConfigError, ConfigProblem, DomainConfig, MeshConfig, Owner, ProductConfig, RESERVED_SCHEMAS, location};
 
@@ -21,8 +23,9 @@ pub(super) fn parse(text: &str, file: &Path, env: &dyn Fn(&str) -> Option<String
 
     let mut walker = Walker { problems: Vec::new(), env, base: &base };
     let domains = walker.mesh(&root);
+    let auth = walker.auth(&root);
     if walker.problems.is_empty() {
-        Ok(MeshConfig { file: Some(file.to_path_buf()), domains })
+        Ok(MeshConfig { file: Some(file.to_path_buf()), domains, auth })
     } else {
         Err(ConfigError { file: file.to_path_buf(), problems: walker.problems })
     }
@@ -207,7 +210,7 @@ impl Walker<'_> {
     }
 
     fn mesh(&mut self, root: &Value) -> Vec<DomainConfig> {
-        let Some(map) = self.mapping(root, "", &["domains"]) else { return Vec::new() };
+        let Some(map) = self.mapping(root, "", &["domains", "auth"]) else { return Vec::new() };
         let items = self.sequence(map, "domains", "", true);
         let mut seen = HashSet::new();
         let mut domains = Vec::new();
@@ -403,5 +406,172 @@ impl Walker<'_> {
             out.push(PartitionColumn { name: name.to_string(), data_type });
         }
         Some(out)
+    }
+
+    fn string_list(&mut self, map: &Mapping, key: &str, path: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, item) in self.sequence(map, key, path, false).iter().enumerate() {
+            match item.as_str() {
+                Some(v) if !v.trim().is_empty() => out.push(v.to_string()),
+                _ => self.problem(
+                    &format!("{}[{i}]", join(path, key)),
+                    format!("expected a non-empty string, found {}", describe(item)),
+                ),
+            }
+        }
+        out
+    }
+
+    fn attributes(&mut self, map: &Mapping, path: &str) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        let Some(value) = map.get("attributes") else { return out };
+        let path = join(path, "attributes");
+        let Value::Mapping(entries) = value else {
+            self.problem(&path, format!("expected a mapping of attribute name to value, found {}", describe(value)));
+            return out;
+        };
+        for (k, v) in entries {
+            let Some(name) = k.as_str() else {
+                self.problem(&path, "attribute names must be strings");
+                continue;
+            };
+            let apath = join(&path, name);
+            let value = match v {
+                Value::String(s) => self.interpolate(s, &apath),
+                Value::Number(n) => Some(n.to_string()),
+                Value::Bool(b) => Some(b.to_string()),
+                other => {
+                    self.problem(&apath, format!("expected a string, found {}", describe(other)));
+                    None
+                }
+            };
+            if let Some(v) = value {
+                out.insert(name.to_string(), v);
+            }
+        }
+        out
+    }
+
+    /// A secret given either by an environment variable (`<key>_env`) or a file
+    /// (`<key>_file`, relative to the mesh file).
+    fn secret_from_env_or_file(&mut self, map: &Mapping, key: &str, path: &str, required: bool) -> Option<String> {
+        let env_key = format!("{key}_env");
+        let file_key = format!("{key}_file");
+        match (map.contains_key(env_key.as_str()), map.contains_key(file_key.as_str())) {
+            (true, true) => {
+                self.problem(path, format!("give either {env_key} or {file_key}, not both"));
+                None
+            }
+            (true, false) => self.secret(map, &env_key, path),
+            (false, true) => {
+                let raw = self.string(map, &file_key, path, true)?;
+                let file =
+                    if Path::new(&raw).is_absolute() { Path::new(&raw).to_path_buf() } else { self.base.join(&raw) };
+                match std::fs::read_to_string(&file) {
+                    Ok(text) if !text.trim().is_empty() => Some(text.trim().to_string()),
+                    Ok(_) => {
+                        self.problem(&join(path, &file_key), format!("file {} is empty", file.display()));
+                        None
+                    }
+                    Err(e) => {
+                        self.problem(&join(path, &file_key), format!("cannot read {}: {e}", file.display()));
+                        None
+                    }
+                }
+            }
+            (false, false) => {
+                if required {
+                    self.problem(path, format!("missing {env_key} or {file_key}"));
+                }
+                None
+            }
+        }
+    }
+
+    fn auth(&mut self, root: &Value) -> AuthConfig {
+        let default = AuthConfig { token_ttl: std::time::Duration::from_secs(3600), ..AuthConfig::default() };
+        let Some(value) = root.get("auth") else { return default };
+        let path = "auth";
+        let keys =
+            ["allow_anonymous", "token_ttl_seconds", "signing_key_env", "signing_key_file", "users", "service_tokens"];
+        let Some(map) = self.mapping(value, path, &keys) else { return default };
+        let allow_anonymous = self.boolean(map, "allow_anonymous", path).unwrap_or(false);
+        let token_ttl = match map.get("token_ttl_seconds") {
+            None => default.token_ttl,
+            Some(v) => match v.as_u64() {
+                Some(secs) if secs > 0 => std::time::Duration::from_secs(secs),
+                _ => {
+                    self.problem(
+                        &join(path, "token_ttl_seconds"),
+                        format!("expected a positive number of seconds, found {}", describe(v)),
+                    );
+                    default.token_ttl
+                }
+            },
+        };
+        let signing_key = self.secret_from_env_or_file(map, "signing_key", path, false).map(String::into_bytes);
+        if let Some(key) = &signing_key
+            && key.len() < 32
+        {
+            self.problem(&join(path, "signing_key_env"), "the signing key must be at least 32 bytes long");
+        }
+
+        let mut users = Vec::new();
+        let mut names = HashSet::new();
+        for (i, item) in self.sequence(map, "users", path, false).iter().enumerate() {
+            let upath = Self::element_path(path, "users", i, item);
+            let Some(umap) = self.mapping(item, &upath, &["name", "password_hash", "groups", "attributes"]) else {
+                continue;
+            };
+            let name = self.string(umap, "name", &upath, true);
+            let hash = self.string(umap, "password_hash", &upath, true);
+            if let Some(h) = &hash
+                && let Err(message) = check_password_hash(h)
+            {
+                self.problem(&join(&upath, "password_hash"), message);
+            }
+            let groups = self.string_list(umap, "groups", &upath);
+            let attributes = self.attributes(umap, &upath);
+            if let Some(n) = &name
+                && !names.insert(n.clone())
+            {
+                self.problem(&join(&upath, "name"), format!("duplicate user or service name '{n}'"));
+            }
+            if let (Some(name), Some(password_hash)) = (name, hash) {
+                users.push(UserConfig { name, password_hash, groups, attributes });
+            }
+        }
+
+        let mut service_tokens = Vec::new();
+        for (i, item) in self.sequence(map, "service_tokens", path, false).iter().enumerate() {
+            let tpath = Self::element_path(path, "service_tokens", i, item);
+            let Some(tmap) = self.mapping(item, &tpath, &["name", "token_env", "token_file", "groups", "attributes"])
+            else {
+                continue;
+            };
+            let name = self.string(tmap, "name", &tpath, true);
+            let token = self.secret_from_env_or_file(tmap, "token", &tpath, true);
+            let groups = self.string_list(tmap, "groups", &tpath);
+            let attributes = self.attributes(tmap, &tpath);
+            if let Some(n) = &name
+                && !names.insert(n.clone())
+            {
+                self.problem(&join(&tpath, "name"), format!("duplicate user or service name '{n}'"));
+            }
+            if let Some(t) = &token
+                && t.len() < 16
+            {
+                self.problem(&tpath, "a service token must be at least 16 characters long");
+            }
+            if let (Some(name), Some(token)) = (name, token) {
+                service_tokens.push(ServiceTokenConfig {
+                    name,
+                    token_sha256: token_digest(&token),
+                    groups,
+                    attributes,
+                });
+            }
+        }
+        AuthConfig { allow_anonymous, token_ttl, signing_key, users, service_tokens }
     }
 }

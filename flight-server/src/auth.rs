@@ -1,0 +1,179 @@
+//! Authentication of Flight requests.
+//!
+//! Every RPC except `Handshake` must carry `authorization: Bearer <token>`; a
+//! tower layer checks it before the request reaches the service and attaches the
+//! resulting [`Principal`] to the request. `Handshake` exchanges HTTP Basic
+//! credentials (padded or unpadded base64, as Go clients send) for a session
+//! token returned in the `authorization` response header.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use agora_engine::{AuthError, Authenticator, Principal};
+use base64::Engine as _;
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use futures::future::BoxFuture;
+use http::HeaderMap;
+use tonic::Status;
+use tower::{Layer, Service};
+
+/// Standard base64 that accepts input with or without `=` padding.
+const BASE64_ANY_PADDING: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+const HANDSHAKE_PATH: &str = "/arrow.flight.protocol.FlightService/Handshake";
+
+/// Credentials found in an `authorization` header.
+pub enum Credentials {
+    /// `Basic base64(user:password)`.
+    Basic { user: String, password: String },
+    /// `Bearer token`.
+    Bearer(String),
+}
+
+/// Reads the `authorization` header. `Ok(None)` when there is none.
+pub fn credentials(headers: &HeaderMap) -> Result<Option<Credentials>, Status> {
+    let Some(value) = headers.get(http::header::AUTHORIZATION) else { return Ok(None) };
+    let value = value.to_str().map_err(|_| unauthenticated())?;
+    let (scheme, rest) = value.split_once(' ').ok_or_else(unauthenticated)?;
+    match scheme.to_ascii_lowercase().as_str() {
+        "basic" => {
+            let decoded = BASE64_ANY_PADDING.decode(rest.trim()).map_err(|_| unauthenticated())?;
+            let decoded = String::from_utf8(decoded).map_err(|_| unauthenticated())?;
+            let (user, password) = decoded.split_once(':').ok_or_else(unauthenticated)?;
+            Ok(Some(Credentials::Basic { user: user.to_string(), password: password.to_string() }))
+        }
+        "bearer" => Ok(Some(Credentials::Bearer(rest.trim().to_string()))),
+        _ => Err(unauthenticated()),
+    }
+}
+
+/// The one answer to every authentication failure: it never says which part was
+/// wrong.
+pub fn unauthenticated() -> Status {
+    Status::unauthenticated("invalid or missing credentials")
+}
+
+/// Resolves the principal of a non-handshake request.
+fn principal(auth: &Authenticator, headers: &HeaderMap) -> Result<Principal, Status> {
+    match credentials(headers)? {
+        Some(Credentials::Bearer(token)) => match auth.verify_token(&token) {
+            Ok(p) => Ok(p),
+            // Some clients send junk such as `Bearer None` when they have no
+            // credentials; where anonymous access is allowed that is no credentials.
+            Err(AuthError::InvalidCredentials) if auth.allows_anonymous() && !auth.has_identities() => {
+                Ok(Principal::anonymous())
+            }
+            Err(_) => Err(unauthenticated()),
+        },
+        Some(Credentials::Basic { user, password }) => auth.login(&user, &password).map_err(|_| unauthenticated()),
+        None if auth.allows_anonymous() => Ok(Principal::anonymous()),
+        None => Err(unauthenticated()),
+    }
+}
+
+/// Adds authentication and a request log line to a gRPC service.
+#[derive(Clone)]
+pub struct AuthLayer {
+    auth: Arc<Authenticator>,
+}
+
+impl AuthLayer {
+    /// Authenticates requests with `auth`.
+    pub fn new(auth: Arc<Authenticator>) -> Self {
+        AuthLayer { auth }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService { inner, auth: Arc::clone(&self.auth) }
+    }
+}
+
+/// The service produced by [`AuthLayer`].
+#[derive(Clone)]
+pub struct AuthService<S> {
+    inner: S,
+    auth: Arc<Authenticator>,
+}
+
+impl<S, B> Service<http::Request<B>> for AuthService<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let started = Instant::now();
+        let path = request.uri().path().to_string();
+        let method = path.rsplit('/').next().unwrap_or_default().to_string();
+        let user = if path == HANDSHAKE_PATH {
+            "-".to_string()
+        } else {
+            match principal(&self.auth, request.headers()) {
+                Ok(p) => {
+                    let user = p.user.clone();
+                    request.extensions_mut().insert(p);
+                    user
+                }
+                Err(status) => {
+                    tracing::warn!(rpc = %method, "request refused: unauthenticated");
+                    return Box::pin(futures::future::ready(Ok(status.into_http())));
+                }
+            }
+        };
+        // The clone taken by `poll_ready` must serve this call (tower's contract).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let future: BoxFuture<'static, _> = Box::pin(async move {
+            let response = inner.call(request).await;
+            tracing::info!(rpc = %method, principal = %user, elapsed_ms = started.elapsed().as_millis() as u64, "request");
+            response
+        });
+        future
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(http::header::AUTHORIZATION, value.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn basic_credentials_decode_with_and_without_padding() {
+        // "ab:c" encodes to "YWI6Yw==" with padding.
+        for encoded in ["YWI6Yw==", "YWI6Yw"] {
+            match credentials(&headers(&format!("Basic {encoded}"))).unwrap() {
+                Some(Credentials::Basic { user, password }) => {
+                    assert_eq!((user.as_str(), password.as_str()), ("ab", "c"))
+                }
+                _ => panic!("expected basic credentials"),
+            }
+        }
+        assert!(matches!(credentials(&headers("Bearer xyz")).unwrap(), Some(Credentials::Bearer(t)) if t == "xyz"));
+        assert!(credentials(&headers("Digest abc")).is_err());
+        assert!(credentials(&HeaderMap::new()).unwrap().is_none());
+    }
+}

@@ -173,7 +173,10 @@ impl Session {
         let statement = state.sql_to_statement(&sql, &dialect)?;
         ensure_read_only(&statement)?;
         for reference in state.resolve_table_references(&statement)? {
-            self.check_reference(&reference)?;
+            let is_table_function = matches!(&reference, TableReference::Bare { table } if state.table_functions().contains_key(table.as_ref()));
+            if !is_table_function {
+                self.check_reference(&reference)?;
+            }
         }
         let plan = state.statement_to_plan(statement).await?;
         read_only()

@@ -107,6 +107,8 @@ enum Format {
     Csv,
     /// JSON Lines, one object per row.
     Json,
+    /// An Arrow IPC stream (exact types; for piping into other Arrow tools).
+    Arrow,
 }
 
 fn main() -> ExitCode {
@@ -188,6 +190,13 @@ async fn query(engine: &Engine, sql: &str, format: Format) -> Result<()> {
             while let Some(batch) = stream.try_next().await.map_err(agora_engine::EngineError::from)? {
                 writer.write(&batch)?;
             }
+        }
+        Format::Arrow => {
+            let mut writer = arrow::ipc::writer::StreamWriter::try_new(stdout.lock(), &schema)?;
+            while let Some(batch) = stream.try_next().await.map_err(agora_engine::EngineError::from)? {
+                writer.write(&batch)?;
+            }
+            writer.finish()?;
         }
         Format::Json => {
             let mut writer = arrow::json::LineDelimitedWriter::new(stdout.lock());
@@ -287,9 +296,8 @@ Users: {users}
 Connect from Python (pip install adbc-driver-flightsql pyarrow):
 
   import adbc_driver_flightsql.dbapi as flightsql
-  from adbc_driver_flightsql import DatabaseOptions
-  conn = flightsql.connect("grpc://{bind}", db_kwargs={{
-      DatabaseOptions.USERNAME.value: "analyst", DatabaseOptions.PASSWORD.value: "analyst-demo"}})
+  conn = flightsql.connect("grpc://{bind}", autocommit=True,
+                           db_kwargs={{"username": "admin", "password": "admin-demo"}})
   cur = conn.cursor()
   cur.execute("SELECT count(*) FROM sales.orders")
   print(cur.fetch_arrow_table())

@@ -49,19 +49,20 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def server(agora_bin, mesh_config):
+def server(agora_bin, mesh_config, tmp_path_factory):
     """`agora serve` over the demo mesh on a free loopback port; yields its URI."""
     port = free_port()
+    log_path = tmp_path_factory.mktemp("server") / "agora.log"
+    log = open(log_path, "wb")
     proc = subprocess.Popen(
         [agora_bin, "serve", "--config", str(mesh_config), "--bind", f"127.0.0.1:{port}"],
-        stdout=subprocess.PIPE,
+        stdout=log,
         stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 30
     while True:
         if proc.poll() is not None:
-            out = proc.stdout.read().decode() if proc.stdout else ""
-            pytest.fail(f"agora serve exited with {proc.returncode}: {out}")
+            pytest.fail(f"agora serve exited with {proc.returncode}: {log_path.read_text()}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             break
@@ -70,12 +71,13 @@ def server(agora_bin, mesh_config):
                 proc.kill()
                 pytest.fail("agora serve did not start listening within 30 s")
             time.sleep(0.1)
-    yield {"uri": f"grpc://127.0.0.1:{port}", "process": proc}
+    yield {"uri": f"grpc://127.0.0.1:{port}", "process": proc, "port": port, "log": log_path}
     proc.terminate()
     try:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         proc.kill()
+    log.close()
 
 
 @pytest.fixture(scope="session")
@@ -100,3 +102,27 @@ def duck(mesh_dir):
         con.execute(f"CREATE VIEW {name} AS SELECT * FROM {source}")
     yield con
     con.close()
+
+
+# The demo mesh's users (see flight-server/src/demo.rs).
+ADMIN = ("admin", "admin-demo")
+ANALYST = ("analyst", "analyst-demo")
+
+
+def connect(server, user=ADMIN):
+    """An ADBC DB-API connection to the server, logged in as `user`."""
+    import adbc_driver_flightsql.dbapi as flightsql
+
+    return flightsql.connect(server["uri"], db_kwargs={"username": user[0], "password": user[1]}, autocommit=True)
+
+
+def engine_answer(agora_bin, mesh_config, sql):
+    """The in-process engine's answer (agora query --format arrow) as a pyarrow Table."""
+    import pyarrow as pa
+
+    out = subprocess.run(
+        [agora_bin, "query", "--config", str(mesh_config), "--format", "arrow", sql],
+        check=True,
+        capture_output=True,
+    ).stdout
+    return pa.ipc.open_stream(out).read_all()

@@ -3,10 +3,10 @@
 import json
 import subprocess
 
-import adbc_driver_flightsql.dbapi as flightsql
 import pytest
 
 from compare import assert_same_rows, rows_of
+from conftest import connect
 from tpch import QUERIES
 
 
@@ -43,7 +43,7 @@ def _as_like(value, like):
 @pytest.mark.parametrize("name", sorted(QUERIES))
 def test_flight_sql_answers_equal_duckdb(name, server, duck):
     sql = QUERIES[name]
-    with flightsql.connect(server["uri"]) as conn, conn.cursor() as cur:
+    with connect(server) as conn, conn.cursor() as cur:
         cur.execute(sql)
         table = cur.fetch_arrow_table()
     expected = duck.execute(sql).to_arrow_table()

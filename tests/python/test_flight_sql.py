@@ -1,0 +1,278 @@
+"""Agora's Flight SQL server through the real clients: the ADBC driver (DB-API) and pyarrow.flight."""
+
+import datetime
+import os
+import time
+
+import adbc_driver_manager
+import pyarrow as pa
+import pyarrow.flight as flight
+import pytest
+
+from conftest import ADMIN, ANALYST, connect, engine_answer
+
+
+def test_login_with_user_and_password(server):
+    with connect(server, ANALYST) as conn, conn.cursor() as cur:
+        cur.execute("SELECT 1 AS one")
+        assert cur.fetchall() == [(1,)]
+
+
+def test_wrong_password_is_refused(server):
+    with pytest.raises(adbc_driver_manager.Error) as info:
+        with connect(server, ("admin", "wrong")) as conn, conn.cursor() as cur:
+            cur.execute("SELECT 1")
+    assert "Unauthenticated" in str(info.value) or "UNAUTHENTICATED" in str(info.value), str(info.value)
+
+
+def test_no_credentials_is_refused(server):
+    import adbc_driver_flightsql.dbapi as flightsql
+
+    with pytest.raises(adbc_driver_manager.Error) as info:
+        with flightsql.connect(server["uri"], autocommit=True) as conn, conn.cursor() as cur:
+            cur.execute("SELECT 1")
+    assert "nauthenticated" in str(info.value).lower() or "UNAUTHENTICATED" in str(info.value), str(info.value)
+
+
+CROSS_DOMAIN = """
+SELECT c.c_custkey, c.c_name, n.n_name, count(*) AS orders, sum(o.o_totalprice) AS total,
+       min(o.o_orderdate) AS first_order
+FROM sales.orders o
+JOIN customers.customer c ON o.o_custkey = c.c_custkey
+JOIN customers.nation n ON c.c_nationkey = n.n_nationkey
+WHERE n.n_name = 'GERMANY'
+GROUP BY c.c_custkey, c.c_name, n.n_name
+ORDER BY c.c_custkey
+"""
+
+
+def test_results_equal_the_in_process_engine(server, agora_bin, mesh_config):
+    expected = engine_answer(agora_bin, mesh_config, CROSS_DOMAIN)
+    assert expected.num_rows > 0
+    with connect(server) as conn, conn.cursor() as cur:
+        cur.execute(CROSS_DOMAIN)
+        actual = cur.fetch_arrow_table()
+    # The server sends view types as plain strings; values are identical.
+    assert actual.column_names == expected.column_names
+    assert actual.to_pylist() == expected.to_pylist()
+    assert actual.schema.field("c_name").type == pa.string()
+    assert actual.schema.field("total").type == expected.schema.field("total").type
+    assert actual.schema.field("first_order").type == pa.date32()
+
+
+def test_parameterised_cross_domain_query(server, agora_bin, mesh_config):
+    sql = """
+        SELECT o.o_orderkey, o.o_totalprice, c.c_name
+        FROM sales.orders o JOIN customers.customer c ON o.o_custkey = c.c_custkey
+        WHERE o.o_custkey = ? AND o.o_orderdate >= ? AND o.o_totalprice > ?
+        ORDER BY o.o_orderkey"""
+    literal = sql.replace("?", "{}", 3).format(370, "DATE '1995-01-01'", 1000.5)
+    expected = engine_answer(agora_bin, mesh_config, literal)
+    assert expected.num_rows > 0
+    with connect(server) as conn, conn.cursor() as cur:
+        cur.execute(sql, (370, datetime.date(1995, 1, 1), 1000.5))
+        actual = cur.fetch_arrow_table()
+        assert actual.to_pylist() == expected.to_pylist()
+        # The same prepared statement again, with other values.
+        cur.execute(sql, (371, datetime.date(1992, 1, 1), 0.0))
+        again = cur.fetch_arrow_table()
+        assert all(row["o_orderkey"] is not None for row in again.to_pylist())
+
+
+@pytest.mark.parametrize(
+    "value, sql_type",
+    [
+        (42, "BIGINT"),
+        (2.5, "DOUBLE"),
+        ("GERMANY", "VARCHAR"),
+        (datetime.date(1994, 6, 30), "DATE"),
+    ],
+)
+def test_parameter_types_round_trip(server, value, sql_type):
+    with connect(server) as conn, conn.cursor() as cur:
+        cur.execute(f"SELECT CAST($1 AS {sql_type}) AS v", (value,))
+        assert cur.fetchall() == [(value,)]
+
+
+def test_null_parameters(server):
+    with connect(server) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM customers.nation WHERE n_name = $1", (None,))
+        assert cur.fetchall() == [(0,)]
+        cur.execute("SELECT CAST($1 AS BIGINT) IS NULL", (None,))
+        assert cur.fetchall() == [(True,)]
+
+
+def test_bad_sql_error_carries_the_message(server):
+    with connect(server) as conn, conn.cursor() as cur:
+        with pytest.raises(adbc_driver_manager.Error) as info:
+            cur.execute("SELECT nope FROM sales.orders")
+        assert "nope" in str(info.value)
+        with pytest.raises(adbc_driver_manager.Error) as info:
+            cur.execute("SELECT * FROM sales.ordrs")
+        assert "no product 'ordrs' in domain 'sales'" in str(info.value)
+
+
+def _catalogs(objects):
+    return objects.to_pylist()
+
+
+def test_get_objects_at_every_depth(server):
+    with connect(server) as conn:
+        catalogs = conn.adbc_get_objects(depth="catalogs").read_all().to_pylist()
+        assert [c["catalog_name"] for c in catalogs] == ["mesh"]
+
+        schemas = conn.adbc_get_objects(depth="db_schemas").read_all().to_pylist()
+        names = sorted(s["db_schema_name"] for s in schemas[0]["catalog_db_schemas"])
+        assert names == ["customers", "sales", "supply"]
+
+        tables = conn.adbc_get_objects(depth="tables").read_all().to_pylist()
+        found = {
+            (s["db_schema_name"], t["table_name"], t["table_type"])
+            for s in tables[0]["catalog_db_schemas"]
+            for t in s["db_schema_tables"]
+        }
+        assert ("sales", "orders", "TABLE") in found and ("customers", "customer", "TABLE") in found
+        assert len(found) == 8
+
+        columns = conn.adbc_get_objects(depth="all").read_all().to_pylist()
+        by_table = {
+            (s["db_schema_name"], t["table_name"]): [c["column_name"] for c in t["table_columns"]]
+            for s in columns[0]["catalog_db_schemas"]
+            for t in s["db_schema_tables"]
+        }
+        assert by_table[("customers", "region")] == ["r_regionkey", "r_name", "r_comment"]
+        assert "year" in by_table[("sales", "orders")]
+
+
+def test_get_objects_with_filters(server):
+    with connect(server) as conn:
+        filtered = conn.adbc_get_objects(
+            depth="columns", db_schema_filter="cust%", table_name_filter="n_tion", column_name_filter="n_%key"
+        ).read_all().to_pylist()
+        schemas = filtered[0]["catalog_db_schemas"]
+        assert [s["db_schema_name"] for s in schemas] == ["customers"]
+        tables = schemas[0]["db_schema_tables"]
+        assert [t["table_name"] for t in tables] == ["nation"]
+        assert [c["column_name"] for c in tables[0]["table_columns"]] == ["n_nationkey", "n_regionkey"]
+        assert tables[0]["table_columns"][0]["xdbc_type_name"] == "BIGINT"
+
+        nothing = conn.adbc_get_objects(depth="tables", db_schema_filter="marketing").read_all().to_pylist()
+        assert all(not c["catalog_db_schemas"] for c in nothing)
+
+
+def test_get_table_schema(server):
+    with connect(server) as conn:
+        schema = conn.adbc_get_table_schema("supplier", db_schema_filter="supply")
+        assert schema.names == ["s_suppkey", "s_name", "s_address", "s_nationkey", "s_phone", "s_acctbal", "s_comment"]
+        assert schema.field("s_acctbal").type == pa.decimal128(15, 2)
+        assert schema.field("s_name").type == pa.string()
+        with pytest.raises(adbc_driver_manager.Error):
+            conn.adbc_get_table_schema("nope", db_schema_filter="supply")
+
+
+def test_get_info(server):
+    with connect(server) as conn:
+        info = conn.adbc_get_info()
+        assert info["vendor_name"] == "Agora"
+        assert info["vendor_version"] == "0.1.0"
+        assert info["vendor_arrow_version"]
+
+
+def test_get_table_types(server):
+    with connect(server) as conn:
+        assert conn.adbc_get_table_types() == ["TABLE"]
+
+
+def _rss_kib(pid):
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_a_million_rows_stream_with_bounded_server_memory(server):
+    pid = server["process"].pid
+    sql = "SELECT value, value * 2 AS twice, repeat('x', 200) AS pad FROM generate_series(1, 1000000)"
+    before = _rss_kib(pid)
+    peak = before
+    rows = 0
+    with connect(server) as conn, conn.cursor() as cur:
+        cur.execute(sql)
+        reader = cur.fetch_record_batch()
+        for batch in reader:
+            rows += batch.num_rows
+            peak = max(peak, _rss_kib(pid))
+            time.sleep(0.001)  # a slow consumer: the server must not run ahead unboundedly
+    assert rows == 1_000_000
+    # The result is over 200 MB of Arrow data; the server must stream it, not hold it.
+    growth_mib = (peak - before) / 1024
+    assert growth_mib < 150, f"server RSS grew by {growth_mib:.0f} MiB while streaming"
+
+
+def _cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_client_cancellation_stops_the_query(server):
+    pid = server["process"].pid
+    # A join of two 50-million-row inputs: minutes of work if nobody stopped it.
+    sql = (
+        "SELECT count(*), sum(a.value) FROM generate_series(1, 50000000) a "
+        "JOIN generate_series(1, 50000000) b ON a.value = b.value"
+    )
+    with connect(server) as conn:
+        cur = conn.cursor()
+        cur.execute("SELECT value FROM generate_series(1, 1000000000)")
+        reader = cur.fetch_record_batch()
+        next(iter(reader))  # the stream is running
+        del reader
+        cur.close()  # the client goes away mid-stream
+        cur = conn.cursor()
+        cur.adbc_statement.set_sql_query(sql)
+        stream, _ = cur.adbc_statement.execute_query()
+        time.sleep(0.5)
+        del stream
+        cur.close()
+    time.sleep(1.0)
+    start = _cpu_seconds(pid)
+    time.sleep(2.0)
+    busy = _cpu_seconds(pid) - start
+    assert busy < 0.5, f"the server kept working for {busy:.2f} CPU-seconds after the clients went away"
+
+
+def test_pyarrow_flight_with_a_basic_token(server):
+    client = flight.FlightClient(f"grpc://127.0.0.1:{server['port']}")
+    header = client.authenticate_basic_token(*ADMIN)
+    assert header[0].lower() == b"authorization" and header[1].startswith(b"Bearer ")
+    options = flight.FlightCallOptions(headers=[header])
+    # A CommandStatementQuery packed in an Any, as Flight SQL clients send it.
+    command = _any("type.googleapis.com/arrow.flight.protocol.sql.CommandStatementQuery", _string_field(1, "SELECT r_name FROM customers.region ORDER BY r_regionkey"))
+    info = client.get_flight_info(flight.FlightDescriptor.for_command(command), options)
+    table = client.do_get(info.endpoints[0].ticket, options).read_all()
+    assert table.column("r_name").to_pylist() == ["AFRICA", "AMERICA", "ASIA", "EUROPE", "MIDDLE EAST"]
+    with pytest.raises(flight.FlightUnauthenticatedError):
+        client.authenticate_basic_token("admin", "wrong")
+
+
+def _varint(n):
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _string_field(number, text):
+    data = text.encode()
+    return bytes([number << 3 | 2]) + _varint(len(data)) + data
+
+
+def _any(type_url, value):
+    return _string_field(1, type_url) + bytes([2 << 3 | 2]) + _varint(len(value)) + value

@@ -114,7 +114,9 @@ enum Format {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_env("AGORA_LOG").unwrap_or_else(|_| {
-            EnvFilter::new("warn,agora=info,agora_engine=info,agora_flight_server=info,agora_connectors=info")
+            EnvFilter::new(
+                "warn,buoyant_kernel=off,agora=info,agora_engine=info,agora_flight_server=info,agora_connectors=info",
+            )
         }))
         .with_writer(std::io::stderr)
         .init();

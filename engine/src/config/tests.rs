@@ -168,3 +168,59 @@ fn five_mistakes_are_all_reported_at_once() {
     let rendered = err.to_string();
     assert!(rendered.starts_with("/srv/mesh/mesh.yaml: 5 problems"), "{rendered}");
 }
+
+const AUTH: &str = r#"
+auth:
+  token_ttl_seconds: 600
+  users:
+    - name: alice
+      password_hash: "HASH"
+      groups: [analysts, europe]
+      attributes: { region: EUROPE }
+  service_tokens:
+    - name: etl
+      token_env: ETL_TOKEN
+      groups: [etl]
+"#;
+
+fn parse_auth(auth: &str, env: &[(&str, &str)]) -> Result<MeshConfig, ConfigError> {
+    let hash = crate::identity::hash_password("pw").unwrap();
+    let yaml = format!("{VALID}{}", auth.replace("HASH", &hash));
+    let mut vars: HashMap<String, String> =
+        self::env().into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let env = vars;
+    MeshConfig::from_yaml(&yaml, Path::new(FILE), &|k| env.get(k).cloned())
+}
+
+#[test]
+fn the_auth_section_defines_users_and_service_tokens() {
+    let mesh = parse_auth(AUTH, &[("ETL_TOKEN", "a-long-machine-token")]).unwrap();
+    assert_eq!(mesh.auth.token_ttl.as_secs(), 600);
+    assert!(!mesh.auth.allow_anonymous);
+    assert_eq!(mesh.auth.users[0].groups, vec!["analysts", "europe"]);
+    assert_eq!(mesh.auth.users[0].attributes["region"], "EUROPE");
+    let auth = crate::Authenticator::new(mesh.auth.clone());
+    assert_eq!(auth.login("alice", "pw").unwrap().user, "alice");
+    assert_eq!(auth.verify_token("a-long-machine-token").unwrap().groups, vec!["etl"]);
+    assert!(!format!("{:?}", mesh.auth).contains("a-long-machine-token"));
+}
+
+#[test]
+fn auth_mistakes_are_reported_with_their_path() {
+    let err = parse_auth(
+        &AUTH.replace("password_hash: \"HASH\"", "password_hash: hunter2"),
+        &[("ETL_TOKEN", "a-long-machine-token")],
+    )
+    .unwrap_err();
+    assert_eq!(err.problems.len(), 1, "{err}");
+    assert_eq!(err.problems[0].path, "auth.users[alice].password_hash");
+    assert!(err.problems[0].message.contains("agora hash-password"), "{err}");
+
+    let err = parse_auth(AUTH, &[]).unwrap_err();
+    assert_eq!(err.problems[0].path, "auth.service_tokens[etl].token_env");
+    assert!(err.problems[0].message.contains("'ETL_TOKEN' is not set"), "{err}");
+
+    let err = parse_auth(AUTH, &[("ETL_TOKEN", "short")]).unwrap_err();
+    assert!(err.problems[0].message.contains("at least 16 characters"), "{err}");
+}

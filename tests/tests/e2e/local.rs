@@ -149,3 +149,26 @@ async fn information_schema_lists_domains_and_products() {
         assert!(text.contains(name), "{name} missing from\n{text}");
     }
 }
+
+#[tokio::test]
+async fn registering_a_thousand_products_reads_nothing() {
+    // 999 products whose locations do not exist and one real one: loading the
+    // mesh must not touch any source, so it succeeds, and querying the real
+    // product opens only that one.
+    let dir = tempfile::tempdir().unwrap();
+    crate::support::copy_dir(&crate::support::demo_dir().join("customers/region"), &dir.path().join("region"));
+    let mut yaml = String::from(
+        "domains:\n  - name: big\n    description: Many products\n    owner: { name: T, contact: t@example.com }\n    products:\n",
+    );
+    yaml.push_str("      - { name: region, description: real, source: { kind: delta, location: region } }\n");
+    for i in 0..999 {
+        yaml.push_str(&format!(
+            "      - {{ name: p{i}, description: missing, source: {{ kind: parquet, location: missing/p{i} }} }}\n"
+        ));
+    }
+    let path = dir.path().join("mesh.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let engine = agora_engine::Engine::open(&path).unwrap();
+    assert_eq!(engine.domains()[0].products.len(), 1000);
+    assert_eq!(scalar_i64(&engine, "SELECT count(*) FROM big.region").await, 5);
+}

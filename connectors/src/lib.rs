@@ -13,6 +13,7 @@
 mod delta;
 mod error;
 mod parquet;
+mod postgres;
 mod storage;
 
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use datafusion::catalog::{Session, TableProvider};
 pub use crate::delta::DeltaSource;
 pub use crate::error::ConnectorError;
 pub use crate::parquet::{ParquetSource, PartitionColumn, PartitionType};
+pub use crate::postgres::{PostgresConnection, PostgresSource, with_federation};
 pub use crate::storage::{ObjectStoreSettings, register_object_store};
 
 /// Where a data product's rows live, with everything needed to read them.
@@ -31,6 +33,8 @@ pub enum Source {
     Parquet(ParquetSource),
     /// A Delta Lake table.
     Delta(DeltaSource),
+    /// A PostgreSQL table or view.
+    Postgres(PostgresSource),
 }
 
 impl Source {
@@ -39,6 +43,7 @@ impl Source {
         match self {
             Source::Parquet(_) => "parquet",
             Source::Delta(_) => "delta",
+            Source::Postgres(_) => "postgres",
         }
     }
 
@@ -47,6 +52,7 @@ impl Source {
         match self {
             Source::Parquet(s) => &s.location,
             Source::Delta(s) => &s.location,
+            Source::Postgres(s) => &s.location,
         }
     }
 
@@ -59,6 +65,7 @@ impl Source {
         match self {
             Source::Parquet(s) => s.open(session).await,
             Source::Delta(s) => s.open(session).await,
+            Source::Postgres(s) => s.open(session).await,
         }
     }
 }

@@ -84,7 +84,7 @@ impl Product {
                 let started = std::time::Instant::now();
                 let table = self.config.source.open(self.opener.as_ref() as &dyn Session).await.map_err(|source| {
                     tracing::warn!(product = %self.reference, error = %source, "cannot open product");
-                    EngineError::ProductUnavailable { product: self.reference.clone(), source }
+                    EngineError::ProductUnavailable { product: self.reference.clone(), cause: source }
                 })?;
                 tracing::debug!(product = %self.reference, elapsed = ?started.elapsed(), "opened product");
                 Ok(table)
@@ -114,8 +114,8 @@ impl SchemaProvider for DomainSchema {
         let Some(product) = self.products.get(name) else { return Ok(None) };
         match product.table().await {
             Ok(table) => Ok(Some(table)),
-            Err(EngineError::ProductUnavailable { product, source }) => {
-                Err(DataFusionError::External(Box::new(ProductFailure { product, source })))
+            Err(EngineError::ProductUnavailable { product, cause }) => {
+                Err(DataFusionError::External(Box::new(ProductFailure { product, source: cause })))
             }
             Err(other) => Err(DataFusionError::External(Box::new(other))),
         }

@@ -16,6 +16,8 @@ use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::Statement as SQLStatement;
 use futures::{StreamExt, TryStreamExt};
 
+use agora_connectors::Source;
+
 use crate::catalog::MeshCatalog;
 use crate::config::{DomainConfig, MeshConfig, RESERVED_SCHEMAS};
 use crate::{EngineError, Principal, ProductRef};
@@ -45,6 +47,9 @@ struct Inner {
     catalog: Arc<MeshCatalog>,
     runtime: Arc<RuntimeEnv>,
     session_config: SessionConfig,
+    /// Some products are remote databases: plans go through the federation
+    /// optimizer, which sends whole single-source sub-plans to the source.
+    federated: bool,
 }
 
 /// The outcome of opening one product, as reported by [`Engine::check`].
@@ -69,13 +74,15 @@ impl Engine {
             .with_default_catalog_and_schema(CATALOG, DEFAULT_SCHEMA)
             .with_create_default_catalog_and_schema(false)
             .with_information_schema(true);
+        let federated =
+            config.domains.iter().flat_map(|d| &d.products).any(|p| matches!(p.source, Source::Postgres(_)));
         let opener = SessionStateBuilder::new()
             .with_config(session_config.clone())
             .with_runtime_env(Arc::clone(&runtime))
             .with_default_features()
             .build();
         let catalog = Arc::new(MeshCatalog::new(&config, Arc::new(opener)));
-        Ok(Engine { inner: Arc::new(Inner { config, catalog, runtime, session_config }) })
+        Ok(Engine { inner: Arc::new(Inner { config, catalog, runtime, session_config, federated }) })
     }
 
     /// The configuration the engine was built from.
@@ -98,11 +105,14 @@ impl Engine {
     /// Opens a session that runs as `principal`: the identity every access
     /// decision and audit record of the session refers to.
     pub fn session_as(&self, principal: Principal) -> Session {
-        let state = SessionStateBuilder::new()
+        let mut builder = SessionStateBuilder::new()
             .with_config(self.inner.session_config.clone())
             .with_runtime_env(Arc::clone(&self.inner.runtime))
-            .with_default_features()
-            .build();
+            .with_default_features();
+        if self.inner.federated {
+            builder = agora_connectors::with_federation(builder);
+        }
+        let state = builder.build();
         let ctx = SessionContext::new_with_state(state);
         ctx.register_catalog(CATALOG, Arc::clone(&self.inner.catalog) as _);
         Session { ctx, engine: self.clone(), principal }

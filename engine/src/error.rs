@@ -25,12 +25,12 @@ pub enum EngineError {
     #[error("{0}")]
     ReadOnly(String),
     /// A product's source could not be opened or read.
-    #[error("product {product} is unavailable: {source}")]
+    #[error("product {product} is unavailable: {cause}")]
     ProductUnavailable {
         /// The product that failed.
         product: ProductRef,
-        /// What its connector reported.
-        source: ConnectorError,
+        /// What its connector reported (already part of the message).
+        cause: ConnectorError,
     },
     /// The query exceeded a memory or other resource limit.
     #[error("resources exhausted: {0}")]
@@ -57,10 +57,7 @@ impl From<DataFusionError> for EngineError {
             match current {
                 DataFusionError::External(e) => {
                     if let Some(f) = e.downcast_ref::<ProductFailure>() {
-                        return EngineError::ProductUnavailable {
-                            product: f.product.clone(),
-                            source: f.source.clone(),
-                        };
+                        return EngineError::ProductUnavailable { product: f.product.clone(), cause: f.source.clone() };
                     }
                     break;
                 }

@@ -7,7 +7,12 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
-use agora_connectors::{DeltaSource, ObjectStoreSettings, ParquetSource, PartitionColumn, PartitionType, Source};
+use std::sync::Arc;
+
+use agora_connectors::{
+    DeltaSource, ObjectStoreSettings, ParquetSource, PartitionColumn, PartitionType, PostgresConnection,
+    PostgresSource, Source,
+};
 use serde_norway::{Mapping, Value};
 
 use crate::identity::{AuthConfig, ServiceTokenConfig, UserConfig, check_password_hash, token_digest};
@@ -277,8 +282,9 @@ impl Walker<'_> {
     }
 
     fn domain(&mut self, value: &Value, path: &str) -> Option<DomainConfig> {
-        let map = self.mapping(value, path, &["name", "description", "owner", "storage", "products"])?;
+        let map = self.mapping(value, path, &["name", "description", "owner", "storage", "postgres", "products"])?;
         let name = self.name(map, path);
+        let postgres = self.postgres(map, path, name.as_deref().unwrap_or("?"));
         let description = self.string(map, "description", path, true);
         let owner = match map.get("owner") {
             Some(v) => self.owner(v, &join(path, "owner")),
@@ -300,7 +306,7 @@ impl Walker<'_> {
                 }
                 _ => true,
             };
-            if let Some(product) = self.product(item, &ppath, owner.as_ref(), &storage)
+            if let Some(product) = self.product(item, &ppath, owner.as_ref(), &storage, postgres.as_ref())
                 && unique
             {
                 products.push(product);
@@ -315,6 +321,7 @@ impl Walker<'_> {
         path: &str,
         domain_owner: Option<&Owner>,
         storage: &ObjectStoreSettings,
+        postgres: Option<&Arc<PostgresConnection>>,
     ) -> Option<ProductConfig> {
         let map = self.mapping(value, path, &["name", "description", "owner", "tags", "source"])?;
         let name = self.name(map, path);
@@ -334,7 +341,7 @@ impl Walker<'_> {
             }
         }
         let source = match map.get("source") {
-            Some(v) => self.source(v, &join(path, "source"), storage),
+            Some(v) => self.source(v, &join(path, "source"), storage, postgres),
             None => {
                 self.problem(&join(path, "source"), "missing (expected a mapping with kind and location)");
                 None
@@ -343,17 +350,27 @@ impl Walker<'_> {
         Some(ProductConfig { name: name?, description: description?, owner: owner?, tags, source: source? })
     }
 
-    fn source(&mut self, value: &Value, path: &str, storage: &ObjectStoreSettings) -> Option<Source> {
+    fn source(
+        &mut self,
+        value: &Value,
+        path: &str,
+        storage: &ObjectStoreSettings,
+        postgres: Option<&Arc<PostgresConnection>>,
+    ) -> Option<Source> {
         let kind = value.get("kind").and_then(Value::as_str);
         let keys: &[&str] = match kind {
             Some("parquet") => &["kind", "location", "partition_columns"],
             Some("delta") => &["kind", "location"],
+            Some("postgres") => return self.postgres_source(value, path, postgres),
             Some(other) => {
-                self.problem(&join(path, "kind"), format!("unknown source kind '{other}' (expected parquet or delta)"));
+                self.problem(
+                    &join(path, "kind"),
+                    format!("unknown source kind '{other}' (expected parquet, delta or postgres)"),
+                );
                 return None;
             }
             None => {
-                self.problem(&join(path, "kind"), "missing (expected parquet or delta)");
+                self.problem(&join(path, "kind"), "missing (expected parquet, delta or postgres)");
                 return None;
             }
         };
@@ -573,5 +590,89 @@ impl Walker<'_> {
             }
         }
         AuthConfig { allow_anonymous, token_ttl, signing_key, users, service_tokens }
+    }
+
+    /// A domain's PostgreSQL connection (`postgres:` key).
+    fn postgres(&mut self, map: &Mapping, path: &str, domain: &str) -> Option<Arc<PostgresConnection>> {
+        let value = map.get("postgres")?;
+        let path = join(path, "postgres");
+        let keys = [
+            "host",
+            "port",
+            "database",
+            "user",
+            "password_env",
+            "password_file",
+            "sslmode",
+            "pool_size",
+            "connect_timeout_seconds",
+            "statement_timeout_seconds",
+        ];
+        let map = self.mapping(value, &path, &keys)?;
+        let host = self.string(map, "host", &path, true);
+        let database = self.string(map, "database", &path, true);
+        let user = self.string(map, "user", &path, true);
+        let password = self.secret_from_env_or_file(map, "password", &path, false);
+        let sslmode = self.string(map, "sslmode", &path, false).unwrap_or_else(|| "prefer".to_string());
+        if !["disable", "prefer", "require", "verify-ca", "verify-full"].contains(&sslmode.as_str()) {
+            self.problem(
+                &join(&path, "sslmode"),
+                format!("unknown sslmode '{sslmode}' (expected disable, prefer, require, verify-ca or verify-full)"),
+            );
+        }
+        let mut number = |key: &str, default: u64, max: u64| -> u64 {
+            match map.get(key) {
+                None => default,
+                Some(v) => match v.as_u64() {
+                    Some(n) if n <= max => n,
+                    _ => {
+                        self.problem(
+                            &join(&path, key),
+                            format!("expected a whole number up to {max}, found {}", describe(v)),
+                        );
+                        default
+                    }
+                },
+            }
+        };
+        let port = number("port", 5432, 65535) as u16;
+        let pool_size = number("pool_size", 8, 1024) as u32;
+        let connect_timeout = std::time::Duration::from_secs(number("connect_timeout_seconds", 5, 3600));
+        let statement_timeout = std::time::Duration::from_secs(number("statement_timeout_seconds", 0, 86_400));
+        Some(Arc::new(PostgresConnection::new(
+            domain.to_string(),
+            host?,
+            port,
+            database?,
+            user?,
+            password,
+            sslmode,
+            pool_size,
+            connect_timeout,
+            statement_timeout,
+        )))
+    }
+
+    fn postgres_source(
+        &mut self,
+        value: &Value,
+        path: &str,
+        postgres: Option<&Arc<PostgresConnection>>,
+    ) -> Option<Source> {
+        let map = self.mapping(value, path, &["kind", "table"])?;
+        let table = self.string(map, "table", path, true)?;
+        let Some(connection) = postgres else {
+            self.problem(path, "a postgres source needs a `postgres:` connection on its domain");
+            return None;
+        };
+        let (schema, name) = match table.split_once('.') {
+            Some((s, t)) if !s.is_empty() && !t.is_empty() && !t.contains('.') => (s.to_string(), t.to_string()),
+            None if !table.is_empty() => ("public".to_string(), table.clone()),
+            _ => {
+                self.problem(&join(path, "table"), format!("expected schema.table, found '{table}'"));
+                return None;
+            }
+        };
+        Some(Source::Postgres(PostgresSource::new(Arc::clone(connection), schema, name)))
     }
 }

@@ -6,5 +6,6 @@
 mod faults;
 mod flight;
 mod local;
+mod postgres;
 mod s3;
 mod support;

@@ -113,7 +113,7 @@ async fn a_missing_bucket_fails_alone() {
     let (engine, _) = s3_mesh("missing").await;
     let err = engine.session().query("SELECT * FROM lake.lost").await.err().unwrap();
     match &err {
-        EngineError::ProductUnavailable { product, source } => {
+        EngineError::ProductUnavailable { product, cause: source } => {
             assert_eq!(product.to_string(), "lake.lost");
             assert!(matches!(source, agora_engine::ConnectorError::NotFound { .. }), "{source:?}");
         }

@@ -1,0 +1,206 @@
+//! PostgreSQL tables queried in place through `datafusion-table-providers`.
+//!
+//! Each table becomes a *federated* table: DataFusion's federation optimizer
+//! (see [`federation_optimizer_rules`]) hands every sub-plan that touches only
+//! tables of one connection to PostgreSQL as a single SQL statement, so filters,
+//! projections, limits, joins and aggregates run inside the database.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::TableReference;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::context::QueryPlanner;
+use datafusion::optimizer::OptimizerRule;
+use datafusion_table_providers::UnsupportedTypeAction;
+use datafusion_table_providers::postgres::PostgresTableFactory;
+use datafusion_table_providers::sql::db_connection_pool::postgrespool::PostgresConnectionPool;
+use secrecy::SecretString;
+use tokio::sync::OnceCell;
+use url::Url;
+
+use crate::ConnectorError;
+
+/// A named PostgreSQL connection, shared by all products of a domain.
+///
+/// The pool is created on first use and kept; connections that break (a server
+/// restart) are replaced by the pool on later checkouts, so Agora recovers
+/// without a restart.
+pub struct PostgresConnection {
+    /// The name shown in errors (the domain that declares it).
+    pub name: String,
+    /// Host name or address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Database name.
+    pub database: String,
+    /// User name.
+    pub user: String,
+    /// Password, already read from its environment variable or file.
+    pub password: Option<String>,
+    /// `disable`, `prefer`, `require`, `verify-ca` or `verify-full`.
+    pub sslmode: String,
+    /// Most connections the pool opens.
+    pub pool_size: u32,
+    /// How long to wait for a connection to be established.
+    pub connect_timeout: Duration,
+    /// Longest a statement may run in PostgreSQL (0: no limit).
+    pub statement_timeout: Duration,
+    pool: OnceCell<Arc<PostgresConnectionPool>>,
+}
+
+impl PostgresConnection {
+    /// Describes a connection; nothing is opened until a product is.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        name: String,
+        host: String,
+        port: u16,
+        database: String,
+        user: String,
+        password: Option<String>,
+        sslmode: String,
+        pool_size: u32,
+        connect_timeout: Duration,
+        statement_timeout: Duration,
+    ) -> Self {
+        PostgresConnection {
+            name,
+            host,
+            port,
+            database,
+            user,
+            password,
+            sslmode,
+            pool_size,
+            connect_timeout,
+            statement_timeout,
+            pool: OnceCell::new(),
+        }
+    }
+
+    /// A `postgres://` URL naming the connection, without the password.
+    pub fn url(&self) -> Url {
+        let text = format!("postgres://{}@{}:{}/{}", self.user, self.host, self.port, self.database);
+        Url::parse(&text).unwrap_or_else(|_| Url::parse("postgres://invalid").unwrap_or_else(|_| unreachable!()))
+    }
+
+    async fn pool(&self) -> Result<Arc<PostgresConnectionPool>, ConnectorError> {
+        self.pool
+            .get_or_try_init(|| async {
+                let mut connection = format!(
+                    "host={} port={} dbname={} user={} connect_timeout={}",
+                    quote(&self.host),
+                    self.port,
+                    quote(&self.database),
+                    quote(&self.user),
+                    self.connect_timeout.as_secs().max(1)
+                );
+                if let Some(password) = &self.password {
+                    connection.push_str(&format!(" password={}", quote(password)));
+                }
+                let mut params: HashMap<String, SecretString> = HashMap::new();
+                params.insert("connection_string".into(), SecretString::from(connection));
+                params.insert("sslmode".into(), SecretString::from(self.sslmode.clone()));
+                params.insert("connection_pool_size".into(), SecretString::from(self.pool_size.to_string()));
+                params.insert("application_name".into(), SecretString::from("agora".to_string()));
+                if !self.statement_timeout.is_zero() {
+                    let options = format!("-c statement_timeout={}", self.statement_timeout.as_millis());
+                    params.insert("options".into(), SecretString::from(options));
+                }
+                let pool = tokio::time::timeout(
+                    self.connect_timeout + Duration::from_secs(1),
+                    PostgresConnectionPool::new(params),
+                )
+                .await
+                .map_err(|_| self.unavailable(format!("no connection within {:?}", self.connect_timeout)))?
+                .map_err(|e| self.unavailable(e.to_string()))?
+                // Types without an Arrow mapping of their own (json, jsonb…)
+                // are read as their text form rather than refused.
+                .with_unsupported_type_action(UnsupportedTypeAction::String);
+                Ok(Arc::new(pool))
+            })
+            .await
+            .cloned()
+    }
+
+    fn unavailable(&self, cause: String) -> ConnectorError {
+        ConnectorError::Unavailable { location: format!("{} (connection of domain {})", self.url(), self.name), cause }
+    }
+}
+
+/// Quotes a libpq connection-string value.
+fn quote(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+impl fmt::Debug for PostgresConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresConnection")
+            .field("name", &self.name)
+            .field("url", &self.url().as_str())
+            .field("password", &self.password.as_ref().map(|_| "<set>"))
+            .field("sslmode", &self.sslmode)
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
+}
+
+impl PartialEq for PostgresConnection {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.name, &self.host, self.port, &self.database, &self.user)
+            == (&other.name, &other.host, other.port, &other.database, &other.user)
+    }
+}
+
+/// A PostgreSQL table or view.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PostgresSource {
+    /// The connection it is reached through.
+    pub connection: Arc<PostgresConnection>,
+    /// PostgreSQL schema.
+    pub schema: String,
+    /// Table or view name.
+    pub table: String,
+    /// `postgres://user@host:port/db/schema.table`, for messages and catalogues.
+    pub location: Url,
+}
+
+impl PostgresSource {
+    /// A source for `schema.table` on `connection`.
+    pub fn new(connection: Arc<PostgresConnection>, schema: String, table: String) -> Self {
+        let mut location = connection.url();
+        location.set_path(&format!("{}/{schema}.{table}", connection.database));
+        PostgresSource { connection, schema, table, location }
+    }
+
+    pub(crate) async fn open(&self, _session: &dyn Session) -> Result<Arc<dyn TableProvider>, ConnectorError> {
+        let pool = self.connection.pool().await?;
+        let factory = PostgresTableFactory::new(pool);
+        let reference = TableReference::partial(self.schema.as_str(), self.table.as_str());
+        factory.table_provider(reference).await.map_err(|e| {
+            let cause = e.to_string();
+            let lower = cause.to_ascii_lowercase();
+            let location = self.location.to_string();
+            if lower.contains("does not exist") || lower.contains("not found") {
+                ConnectorError::NotFound { location, cause }
+            } else if lower.contains("connect") || lower.contains("timed out") || lower.contains("closed") {
+                ConnectorError::Unavailable { location, cause }
+            } else {
+                ConnectorError::InvalidData { location, cause }
+            }
+        })
+    }
+}
+
+/// Adds what federated sources need to a session: the federation optimizer rule
+/// (which turns single-source sub-plans into remote SQL) and its query planner.
+pub fn with_federation(builder: SessionStateBuilder) -> SessionStateBuilder {
+    let rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> = datafusion_federation::default_optimizer_rules();
+    let planner: Arc<dyn QueryPlanner + Send + Sync> = Arc::new(datafusion_federation::FederatedQueryPlanner::new());
+    builder.with_optimizer_rules(rules).with_query_planner(planner)
+}

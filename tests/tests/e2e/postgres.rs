@@ -1,0 +1,283 @@
+//! PostgreSQL products on a real server: types, pushdown checked in
+//! `pg_stat_statements`, cross-source joins, faults.
+//!
+//! `./scripts/test` starts a throwaway cluster and sets `AGORA_TEST_PG_*`; these
+//! tests fail (rather than skip) without it.
+
+use std::process::Command;
+
+use agora_engine::{Engine, EngineError, MeshConfig};
+
+use crate::support::{demo_engine, render, scalar_i64};
+
+struct Pg {
+    host: String,
+    port: String,
+    user: String,
+}
+
+fn pg() -> Pg {
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!("{name} is not set: run the tests through ./scripts/test, which starts PostgreSQL")
+        })
+    };
+    Pg { host: var("AGORA_TEST_PG_HOST"), port: var("AGORA_TEST_PG_PORT"), user: var("AGORA_TEST_PG_USER") }
+}
+
+/// Runs SQL with psql and returns its unaligned output.
+fn psql(database: &str, sql: &str) -> String {
+    let pg = pg();
+    let out = Command::new("psql")
+        .args([
+            "-h",
+            &pg.host,
+            "-p",
+            &pg.port,
+            "-U",
+            &pg.user,
+            "-d",
+            database,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-tA",
+            "-c",
+            sql,
+        ])
+        .output()
+        .expect("psql runs");
+    assert!(out.status.success(), "psql failed on {sql}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A new, empty database for one test.
+fn database(test: &str) -> String {
+    let name = format!("agora_{test}_{}", std::process::id());
+    psql("postgres", &format!("DROP DATABASE IF EXISTS {name}"));
+    psql("postgres", &format!("CREATE DATABASE {name}"));
+    name
+}
+
+/// A mesh with domain `ops` on `database` (products listed as name → table) and
+/// the demo's domains next to it.
+fn mesh(database: &str, products: &[(&str, &str)], port: Option<&str>) -> Engine {
+    let pg = pg();
+    let demo = crate::support::demo_dir();
+    let demo_yaml = std::fs::read_to_string(demo.join("mesh.yaml")).unwrap();
+    let domains = demo_yaml.split("\nauth:").next().unwrap();
+    let mut yaml = format!(
+        "{domains}\n  - name: ops\n    description: Operational data in PostgreSQL\n    owner: {{ name: Ops, contact: ops@example.com }}\n    postgres:\n      host: {}\n      port: {}\n      database: {database}\n      user: {}\n      sslmode: disable\n      connect_timeout_seconds: 2\n    products:\n",
+        pg.host,
+        port.unwrap_or(&pg.port),
+        pg.user
+    );
+    for (name, table) in products {
+        yaml.push_str(&format!(
+            "      - {{ name: {name}, description: {name}, source: {{ kind: postgres, table: {table} }} }}\n"
+        ));
+    }
+    let config = MeshConfig::from_yaml(&yaml, &demo.join("mesh.yaml"), &|_| None).unwrap();
+    Engine::new(config).unwrap()
+}
+
+#[tokio::test]
+async fn postgres_types_map_to_arrow_with_nulls() {
+    let db = database("types");
+    psql(
+        &db,
+        "CREATE TYPE mood AS ENUM ('sad', 'happy');
+         CREATE TABLE all_types (
+           id int4 PRIMARY KEY, i2 int2, i8 int8, n numeric(12,3), f4 float4, f8 float8, b bool,
+           t text, vc varchar(10), c char(3), by bytea, d date, tm time, ts timestamp, tstz timestamptz,
+           iv interval, u uuid, j json, jb jsonb, e mood, ai int4[], at text[]);
+         INSERT INTO all_types VALUES
+           (1, -2, 9000000000, 12345.678, 1.5, 2.25, true, 'text', 'varchar', 'abc', '\\x0102ff', '2024-02-29',
+            '13:45:01', '2024-02-29 13:45:01.5', '2024-02-29 13:45:01+02', '1 day 2 hours', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11',
+            '{\"a\": 1}', '{\"b\": [1, 2]}', 'happy', '{1,2,3}', '{x,y}'),
+           (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);",
+    );
+    let engine = mesh(&db, &[("all_types", "public.all_types")], None);
+    let schema = engine.product_schema(&agora_engine::ProductRef::new("ops", "all_types")).await.unwrap();
+    let types: Vec<String> = schema.fields().iter().map(|f| format!("{}:{}", f.name(), f.data_type())).collect();
+    let expect_type = |name: &str, expected: &str| {
+        let found = types.iter().find(|t| t.starts_with(&format!("{name}:"))).unwrap();
+        assert_eq!(found, &format!("{name}:{expected}"), "all types: {types:?}");
+    };
+    expect_type("i2", "Int16");
+    expect_type("i8", "Int64");
+    expect_type("n", "Decimal128(12, 3)");
+    expect_type("f4", "Float32");
+    expect_type("f8", "Float64");
+    expect_type("b", "Boolean");
+    expect_type("d", "Date32");
+    let text = render(&engine, "SELECT * FROM ops.all_types ORDER BY id").await;
+    for value in [
+        "9000000000",
+        "12345.678",
+        "1.5",
+        "2.25",
+        "true",
+        "| text ",
+        "varchar",
+        "abc",
+        "2024-02-29",
+        "13:45:01",
+        "happy",
+        "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+    ] {
+        assert!(text.contains(value), "{value} missing from\n{text}");
+    }
+    // The timestamptz is 11:45:01 UTC.
+    assert!(text.contains("2024-02-29T11:45:01"), "{text}");
+    // Row 2 is NULL in every column.
+    let nulls = scalar_i64(
+        &engine,
+        "SELECT count(*) FROM ops.all_types WHERE id = 2 AND i2 IS NULL AND i8 IS NULL AND n IS NULL AND f4 IS NULL \
+         AND b IS NULL AND t IS NULL AND by IS NULL AND d IS NULL AND ts IS NULL AND tstz IS NULL AND u IS NULL AND e IS NULL AND ai IS NULL",
+    )
+    .await;
+    assert_eq!(nulls, 1);
+}
+
+/// The statements PostgreSQL ran that mention `table`, with the rows each returned.
+fn statements(db: &str, table: &str) -> Vec<(String, i64)> {
+    let out = psql(
+        db,
+        &format!(
+            "SELECT query || '|' || rows FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid \
+             WHERE d.datname = current_database() AND query ILIKE '%{table}%' AND query NOT ILIKE '%pg_stat_statements%' \
+             AND query NOT ILIKE '%information_schema%' AND query NOT ILIKE '%pg_catalog%' AND rows > 0"
+        ),
+    );
+    out.lines()
+        .filter_map(|l| l.rsplit_once('|'))
+        .map(|(q, r)| (q.replace('\n', " "), r.trim().parse().unwrap_or(-1)))
+        .collect()
+}
+
+#[tokio::test]
+async fn filters_projections_limits_joins_and_aggregates_run_in_postgres() {
+    let db = database("pushdown");
+    psql(
+        &db,
+        "CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
+         CREATE TABLE customers (id int PRIMARY KEY, region text, note text);
+         INSERT INTO customers SELECT g, CASE WHEN g % 2 = 0 THEN 'EU' ELSE 'US' END, repeat('n', 50) FROM generate_series(1, 100) g;
+         CREATE TABLE orders (id int PRIMARY KEY, customer int, amount int, note text);
+         INSERT INTO orders SELECT g, 1 + g % 100, g % 1000, repeat('x', 100) FROM generate_series(1, 20000) g;",
+    );
+    let engine = mesh(&db, &[("orders", "public.orders"), ("customers", "public.customers")], None);
+    let reset = || psql(&db, "SELECT pg_stat_statements_reset()");
+
+    reset();
+    assert_eq!(scalar_i64(&engine, "SELECT count(*) FROM (SELECT id FROM ops.orders WHERE amount = 999) t").await, 20);
+    let seen = statements(&db, "orders");
+    assert!(
+        seen.iter().any(|(q, rows)| q.to_lowercase().contains("where") && *rows <= 20),
+        "filter not pushed: {seen:?}"
+    );
+    assert!(seen.iter().all(|(_, rows)| *rows <= 20), "more than the 20 matching rows left PostgreSQL: {seen:?}");
+
+    reset();
+    let text = render(&engine, "SELECT id FROM ops.orders ORDER BY id LIMIT 3").await;
+    assert!(text.contains("| 3  |"), "{text}");
+    let seen = statements(&db, "orders");
+    eprintln!("statements for the LIMIT query: {seen:?}");
+    assert!(seen.iter().all(|(q, _)| !q.contains("note")), "projection not pushed: {seen:?}");
+    assert!(
+        seen.iter().any(|(q, rows)| q.to_lowercase().contains("limit") && *rows <= 3),
+        "limit not pushed: {seen:?}"
+    );
+
+    reset();
+    let eu = scalar_i64(
+        &engine,
+        "SELECT count(*) FROM ops.orders o JOIN ops.customers c ON o.customer = c.id WHERE c.region = 'EU'",
+    )
+    .await;
+    assert_eq!(eu, 10_000);
+    let seen = statements(&db, "orders");
+    assert!(
+        seen.iter().any(|(q, rows)| q.to_lowercase().contains("join") && q.contains("customers") && *rows == 1),
+        "join and count not pushed as one statement: {seen:?}"
+    );
+
+    reset();
+    let groups =
+        render(&engine, "SELECT customer % 2 AS parity, sum(amount) AS total FROM ops.orders GROUP BY 1 ORDER BY 1")
+            .await;
+    assert!(groups.contains("| 0      |") && groups.contains("| 1      |"), "{groups}");
+    let seen = statements(&db, "orders");
+    assert!(
+        seen.iter().any(|(q, rows)| q.to_lowercase().contains("group by") && *rows == 2),
+        "aggregate not pushed: {seen:?}"
+    );
+
+    // EXPLAIN shows the SQL sent to PostgreSQL.
+    let plan = render(&engine, "EXPLAIN SELECT id FROM ops.orders WHERE amount = 999").await;
+    assert!(plan.to_lowercase().contains("select") && plan.contains("999"), "{plan}");
+}
+
+#[tokio::test]
+async fn a_cross_source_join_equals_the_all_parquet_answer() {
+    // supply.supplier (Parquet) copied into PostgreSQL, then joined with
+    // sales.orders (Parquet) and customers.customer (Delta).
+    let db = database("cross");
+    psql(
+        &db,
+        "CREATE TABLE supplier (s_suppkey bigint, s_name text, s_address text, s_nationkey bigint, s_phone text, s_acctbal numeric(15,2), s_comment text)",
+    );
+    let csv = crate::support::demo_dir().join("supplier.csv");
+    let batches = demo_engine().session().collect("SELECT * FROM supply.supplier").await.unwrap();
+    {
+        let file = std::fs::File::create(&csv).unwrap();
+        let mut writer = arrow::csv::WriterBuilder::new().with_header(true).build(file);
+        for b in &batches {
+            writer.write(b).unwrap();
+        }
+    }
+    psql(&db, &format!("\\copy supplier FROM '{}' WITH (FORMAT csv, HEADER true)", csv.display()));
+
+    let engine = mesh(&db, &[("supplier", "public.supplier")], None);
+    let query = |supplier: &str| {
+        format!(
+            "SELECT s.s_nationkey, count(*) AS n, sum(o.o_totalprice) AS total, max(s.s_acctbal) AS richest \
+             FROM sales.orders o JOIN customers.customer c ON o.o_custkey = c.c_custkey \
+             JOIN {supplier} s ON s.s_nationkey = c.c_nationkey \
+             WHERE o.year = 1995 AND s.s_acctbal > 1000 GROUP BY s.s_nationkey ORDER BY s.s_nationkey"
+        )
+    };
+    let federated = render(&engine, &query("ops.supplier")).await;
+    let parquet = render(&engine, &query("supply.supplier")).await;
+    assert_eq!(federated, parquet);
+    assert!(federated.lines().count() > 10, "{federated}");
+}
+
+#[tokio::test]
+async fn missing_tables_and_unreachable_servers_fail_alone() {
+    let db = database("faults");
+    psql(&db, "CREATE TABLE present (id int); INSERT INTO present VALUES (1), (2)");
+    let engine = mesh(&db, &[("present", "public.present"), ("absent", "public.absent")], None);
+    assert_eq!(scalar_i64(&engine, "SELECT count(*) FROM ops.present").await, 2);
+    let err = engine.session().query("SELECT * FROM ops.absent").await.err().unwrap();
+    assert!(
+        matches!(&err, EngineError::ProductUnavailable { product, .. } if product.to_string() == "ops.absent"),
+        "{err:?}"
+    );
+
+    // Nothing listens on port 1: the domain fails fast, naming its connection;
+    // the other domains answer.
+    let down = mesh(&db, &[("present", "public.present")], Some("1"));
+    let started = std::time::Instant::now();
+    let err = down.session().query("SELECT * FROM ops.present").await.err().unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "took {:?}", started.elapsed());
+    match &err {
+        EngineError::ProductUnavailable { product, cause: source } => {
+            assert_eq!(product.to_string(), "ops.present");
+            assert!(matches!(source, agora_engine::ConnectorError::Unavailable { .. }), "{source:?}");
+            assert!(err.to_string().contains("connection of domain ops"), "{err}");
+        }
+        other => panic!("expected ProductUnavailable, got {other:?}"),
+    }
+    assert_eq!(scalar_i64(&down, "SELECT count(*) FROM customers.region").await, 5);
+}

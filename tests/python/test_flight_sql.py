@@ -207,6 +207,7 @@ def test_a_million_rows_stream_with_bounded_server_memory(server):
     assert rows == 1_000_000
     # The result is over 200 MB of Arrow data; the server must stream it, not hold it.
     growth_mib = (peak - before) / 1024
+    print(f"server RSS: {before / 1024:.0f} MiB before, peak {peak / 1024:.0f} MiB while streaming 1,000,000 rows")
     assert growth_mib < 150, f"server RSS grew by {growth_mib:.0f} MiB while streaming"
 
 

@@ -260,3 +260,31 @@ async fn mutual_tls() {
     .await;
     assert!(refused.is_err(), "a client without a certificate was accepted");
 }
+
+#[tokio::test]
+async fn serve_refuses_to_start_without_identities_unless_anonymous_is_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = crate::support::demo_dir();
+    crate::support::copy_dir(&demo.join("customers/region"), &dir.path().join("region"));
+    let domains = "domains:\n  - name: d\n    description: x\n    owner: { name: T, contact: t@example.com }\n    products:\n      - { name: region, description: r, source: { kind: delta, location: region } }\n";
+    let path = dir.path().join("mesh.yaml");
+
+    std::fs::write(&path, domains).unwrap();
+    let engine = agora_engine::Engine::open(&path).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = serve_on(engine, listener, ServeOptions::default(), std::future::pending()).await.unwrap_err();
+    assert!(matches!(err, agora_flight_server::ServeError::NoIdentities), "{err}");
+
+    std::fs::write(&path, format!("{domains}auth:\n  allow_anonymous: true\n")).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(serve_on(
+        agora_engine::Engine::open(&path).unwrap(),
+        listener,
+        ServeOptions::default(),
+        std::future::pending(),
+    ));
+    let mut client = connect(addr).await;
+    let batches = sql(&mut client, "SELECT count(*) FROM d.region").await.unwrap();
+    assert_eq!(batches[0].column(0).as_primitive::<arrow::datatypes::Int64Type>().value(0), 5);
+}

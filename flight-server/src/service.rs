@@ -120,6 +120,27 @@ impl AgoraFlightSqlService {
             .with_descriptor(descriptor))
     }
 
+    /// The FlightInfo of a metadata command: its schema and a ticket that is the
+    /// command itself, so DoGet dispatches back to the matching `do_get_*`.
+    fn command_info(
+        &self,
+        schema: &Schema,
+        command: &impl ProstMessageExt,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        Ok(Response::new(self.flight_info(schema, command.as_any().encode_to_vec(), request.into_inner())?))
+    }
+
+    /// Streams a metadata result built by one of arrow-flight's builders.
+    fn built<E: std::fmt::Display>(
+        &self,
+        schema: SchemaRef,
+        batch: Result<RecordBatch, E>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let batch = batch.map_err(|e| Status::internal(format!("cannot build the metadata result: {e}")))?;
+        Ok(self.batch_stream(schema, batch))
+    }
+
     fn batch_stream(&self, schema: SchemaRef, batch: RecordBatch) -> Response<DoGetStream> {
         let flight = FlightDataEncoderBuilder::new()
             .with_schema(schema)
@@ -401,7 +422,7 @@ impl FlightSqlService for AgoraFlightSqlService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = query.into_builder().schema();
-        Ok(Response::new(self.flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())?))
+        self.command_info(&schema, &query, request)
     }
 
     async fn do_get_catalogs(
@@ -412,8 +433,7 @@ impl FlightSqlService for AgoraFlightSqlService {
         let mut builder = query.into_builder();
         builder.append(CATALOG);
         let schema = builder.schema();
-        let batch = builder.build().map_err(|e| Status::internal(e.to_string()))?;
-        Ok(self.batch_stream(schema, batch))
+        self.built(schema, builder.build())
     }
 
     async fn get_flight_info_schemas(
@@ -422,7 +442,7 @@ impl FlightSqlService for AgoraFlightSqlService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = query.clone().into_builder().schema();
-        Ok(Response::new(self.flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())?))
+        self.command_info(&schema, &query, request)
     }
 
     async fn do_get_schemas(
@@ -435,8 +455,7 @@ impl FlightSqlService for AgoraFlightSqlService {
             builder.append(CATALOG, &domain.name);
         }
         let schema = builder.schema();
-        let batch = builder.build().map_err(|e| Status::internal(e.to_string()))?;
-        Ok(self.batch_stream(schema, batch))
+        self.built(schema, builder.build())
     }
 
     async fn get_flight_info_tables(
@@ -445,7 +464,7 @@ impl FlightSqlService for AgoraFlightSqlService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = query.clone().into_builder().schema();
-        Ok(Response::new(self.flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())?))
+        self.command_info(&schema, &query, request)
     }
 
     async fn do_get_tables(
@@ -464,7 +483,7 @@ impl FlightSqlService for AgoraFlightSqlService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = query.into_builder().schema();
-        Ok(Response::new(self.flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())?))
+        self.command_info(&schema, &query, request)
     }
 
     async fn do_get_table_types(
@@ -475,8 +494,7 @@ impl FlightSqlService for AgoraFlightSqlService {
         let mut builder = query.into_builder();
         builder.append(TABLE_TYPE);
         let schema = builder.schema();
-        let batch = builder.build().map_err(|e| Status::internal(e.to_string()))?;
-        Ok(self.batch_stream(schema, batch))
+        self.built(schema, builder.build())
     }
 
     async fn get_flight_info_sql_info(
@@ -485,7 +503,7 @@ impl FlightSqlService for AgoraFlightSqlService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = query.clone().into_builder(&SQL_INFO).schema();
-        Ok(Response::new(self.flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())?))
+        self.command_info(&schema, &query, request)
     }
 
     async fn do_get_sql_info(
@@ -495,8 +513,7 @@ impl FlightSqlService for AgoraFlightSqlService {
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let builder = query.into_builder(&SQL_INFO);
         let schema = builder.schema();
-        let batch = builder.build().map_err(|e| Status::internal(e.to_string()))?;
-        Ok(self.batch_stream(schema, batch))
+        self.built(schema, builder.build())
     }
 
     async fn get_flight_info_xdbc_type_info(
@@ -505,7 +522,7 @@ impl FlightSqlService for AgoraFlightSqlService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = query.into_builder(&XDBC_TYPES).schema();
-        Ok(Response::new(self.flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())?))
+        self.command_info(&schema, &query, request)
     }
 
     async fn do_get_xdbc_type_info(
@@ -515,8 +532,7 @@ impl FlightSqlService for AgoraFlightSqlService {
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let builder = query.into_builder(&XDBC_TYPES);
         let schema = builder.schema();
-        let batch = builder.build().map_err(|e| Status::internal(e.to_string()))?;
-        Ok(self.batch_stream(schema, batch))
+        self.built(schema, builder.build())
     }
 
     async fn get_flight_info_primary_keys(

@@ -56,6 +56,16 @@ impl Source {
         }
     }
 
+    /// Checks, cheaply, that the source can be reached now (a TCP connect to a
+    /// database server); file and object-store sources always pass, since their
+    /// reads report failures themselves.
+    pub async fn probe(&self) -> Result<(), ConnectorError> {
+        match self {
+            Source::Postgres(s) => s.connection.probe().await,
+            Source::Parquet(_) | Source::Delta(_) => Ok(()),
+        }
+    }
+
     /// Opens the source as a DataFusion table.
     ///
     /// Reads metadata only (file listing and footers for Parquet, the transaction log

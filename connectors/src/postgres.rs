@@ -128,6 +128,18 @@ impl PostgresConnection {
             .cloned()
     }
 
+    /// Checks that the server accepts TCP connections, within the connect
+    /// timeout. The pool itself waits up to 30 s for a connection, so this is
+    /// what makes queries against a server that is down fail fast.
+    pub async fn probe(&self) -> Result<(), ConnectorError> {
+        let address = (self.host.as_str(), self.port);
+        match tokio::time::timeout(self.connect_timeout, tokio::net::TcpStream::connect(address)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(self.unavailable(format!("cannot connect: {e}"))),
+            Err(_) => Err(self.unavailable(format!("no answer within {:?}", self.connect_timeout))),
+        }
+    }
+
     fn unavailable(&self, cause: String) -> ConnectorError {
         ConnectorError::Unavailable { location: format!("{} (connection of domain {})", self.url(), self.name), cause }
     }

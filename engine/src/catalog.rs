@@ -77,8 +77,17 @@ impl DomainSchema {
 }
 
 impl Product {
-    /// The product's table, opening its source on first use.
+    /// The product's table, opening its source on first use. A source that can
+    /// tell cheaply whether it is reachable is checked each time, so a query on
+    /// a database that went down fails at once, naming the product.
     pub(crate) async fn table(&self) -> Result<Arc<dyn TableProvider>, EngineError> {
+        if self.table.initialized() {
+            self.config
+                .source
+                .probe()
+                .await
+                .map_err(|cause| EngineError::ProductUnavailable { product: self.reference.clone(), cause })?;
+        }
         self.table
             .get_or_try_init(|| async {
                 let started = std::time::Instant::now();

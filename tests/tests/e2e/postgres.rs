@@ -281,3 +281,76 @@ async fn missing_tables_and_unreachable_servers_fail_alone() {
     }
     assert_eq!(scalar_i64(&down, "SELECT count(*) FROM customers.region").await, 5);
 }
+
+#[tokio::test]
+async fn a_restarted_server_is_reconnected_without_restarting_agora() {
+    let port =
+        std::env::var("AGORA_TEST_PG_RESTART_PORT").expect("AGORA_TEST_PG_RESTART_PORT: run through ./scripts/test");
+    let ctl =
+        std::env::var("AGORA_TEST_PG_RESTART_CTL").expect("AGORA_TEST_PG_RESTART_CTL: run through ./scripts/test");
+    let run = |action: &str| {
+        let status = Command::new(&ctl).arg(action).status().expect("the cluster control script runs");
+        assert!(status.success(), "{ctl} {action} failed");
+    };
+    let on_restartable = |sql: &str| {
+        let pg = pg();
+        let out = Command::new("psql")
+            .args([
+                "-h",
+                &pg.host,
+                "-p",
+                &port,
+                "-U",
+                &pg.user,
+                "-d",
+                "postgres",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-tA",
+                "-c",
+                sql,
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    on_restartable("DROP TABLE IF EXISTS beats; CREATE TABLE beats (id int); INSERT INTO beats VALUES (1), (2), (3)");
+    let engine = mesh("postgres", &[("beats", "public.beats")], Some(&port));
+    assert_eq!(scalar_i64(&engine, "SELECT count(*) FROM ops.beats").await, 3);
+
+    run("stop");
+    let started = std::time::Instant::now();
+    let err = engine
+        .session()
+        .collect("SELECT count(*) FROM ops.beats")
+        .await
+        .expect_err("a query against a stopped server fails");
+    assert!(started.elapsed() < std::time::Duration::from_secs(15), "failing took {:?}", started.elapsed());
+    assert!(
+        matches!(&err, EngineError::ProductUnavailable { cause: agora_engine::ConnectorError::Unavailable { .. }, .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("product ops.beats is unavailable")
+            && err.to_string().contains("connection of domain ops"),
+        "{err}"
+    );
+    // Other domains keep answering meanwhile.
+    assert_eq!(scalar_i64(&engine, "SELECT count(*) FROM customers.region").await, 5);
+
+    run("start");
+    let mut answer = None;
+    for _ in 0..20 {
+        match engine.session().collect("SELECT count(*) FROM ops.beats").await {
+            Ok(batches) => {
+                answer = Some(
+                    arrow::array::cast::as_primitive_array::<arrow::datatypes::Int64Type>(batches[0].column(0))
+                        .value(0),
+                );
+                break;
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+        }
+    }
+    assert_eq!(answer, Some(3), "the pool did not recover after the server came back");
+}

@@ -50,11 +50,14 @@ pub struct PostgresConnection {
     pub connect_timeout: Duration,
     /// Longest a statement may run in PostgreSQL (0: no limit).
     pub statement_timeout: Duration,
+    /// `postgres://user@host:port/database`, for messages (never a password).
+    url: Url,
     pool: OnceCell<Arc<PostgresConnectionPool>>,
 }
 
 impl PostgresConnection {
-    /// Describes a connection; nothing is opened until a product is.
+    /// Describes a connection; nothing is opened until a product is. Fails when
+    /// host, user or database cannot form a URL.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         name: String,
@@ -67,8 +70,11 @@ impl PostgresConnection {
         pool_size: u32,
         connect_timeout: Duration,
         statement_timeout: Duration,
-    ) -> Self {
-        PostgresConnection {
+    ) -> Result<Self, String> {
+        let url = Url::parse(&format!("postgres://{user}@{host}:{port}/{database}"))
+            .map_err(|e| format!("host '{host}', user '{user}' and database '{database}' do not form a URL: {e}"))?;
+        Ok(PostgresConnection {
+            url,
             name,
             host,
             port,
@@ -80,13 +86,12 @@ impl PostgresConnection {
             connect_timeout,
             statement_timeout,
             pool: OnceCell::new(),
-        }
+        })
     }
 
     /// A `postgres://` URL naming the connection, without the password.
-    pub fn url(&self) -> Url {
-        let text = format!("postgres://{}@{}:{}/{}", self.user, self.host, self.port, self.database);
-        Url::parse(&text).unwrap_or_else(|_| Url::parse("postgres://invalid").unwrap_or_else(|_| unreachable!()))
+    pub fn url(&self) -> &Url {
+        &self.url
     }
 
     async fn pool(&self) -> Result<Arc<PostgresConnectionPool>, ConnectorError> {
@@ -185,7 +190,7 @@ pub struct PostgresSource {
 impl PostgresSource {
     /// A source for `schema.table` on `connection`.
     pub fn new(connection: Arc<PostgresConnection>, schema: String, table: String) -> Self {
-        let mut location = connection.url();
+        let mut location = connection.url().clone();
         location.set_path(&format!("{}/{schema}.{table}", connection.database));
         PostgresSource { connection, schema, table, location }
     }

@@ -639,7 +639,7 @@ impl Walker<'_> {
         let pool_size = number("pool_size", 8, 1024) as u32;
         let connect_timeout = std::time::Duration::from_secs(number("connect_timeout_seconds", 5, 3600));
         let statement_timeout = std::time::Duration::from_secs(number("statement_timeout_seconds", 0, 86_400));
-        Some(Arc::new(PostgresConnection::new(
+        let connection = PostgresConnection::new(
             domain.to_string(),
             host?,
             port,
@@ -650,7 +650,14 @@ impl Walker<'_> {
             pool_size,
             connect_timeout,
             statement_timeout,
-        )))
+        );
+        match connection {
+            Ok(c) => Some(Arc::new(c)),
+            Err(message) => {
+                self.problem(&path, message);
+                None
+            }
+        }
     }
 
     fn postgres_source(

@@ -57,6 +57,9 @@ pub struct DemoOptions {
     pub scale: f64,
     /// Draw a progress bar on the terminal.
     pub progress: bool,
+    /// Put the `supply` domain into this PostgreSQL database
+    /// (`postgres://user[:password]@host[:port]/database`) and register it from there.
+    pub postgres: Option<url::Url>,
 }
 
 /// Generates the demo mesh unless a complete one is already in `options.dir`,
@@ -65,7 +68,8 @@ pub async fn ensure(options: &DemoOptions) -> Result<PathBuf> {
     let dir = &options.dir;
     let mesh = dir.join(MESH_FILE);
     let marker = dir.join(COMPLETE_MARKER);
-    let stamp = format!("{DEMO_FORMAT} {}", options.scale);
+    let stamp =
+        format!("{DEMO_FORMAT} {} {}", options.scale, options.postgres.as_ref().map(redacted).unwrap_or_default());
     if marker.exists() && mesh.exists() && std::fs::read_to_string(&marker).unwrap_or_default().trim() == stamp {
         return Ok(mesh);
     }
@@ -120,9 +124,14 @@ pub async fn ensure(options: &DemoOptions) -> Result<PathBuf> {
     write_delta(&dir.join("customers/nation"), NationArrow::new(NationGenerator::new(sf, 1, 1)), &bar).await?;
     bar.set_message("customers.region");
     write_delta(&dir.join("customers/region"), RegionArrow::new(RegionGenerator::new(sf, 1, 1)), &bar).await?;
+    if let Some(url) = &options.postgres {
+        bar.set_message("supply → PostgreSQL");
+        load_supply_into_postgres(dir, url).await?;
+    }
     bar.finish_with_message("done");
 
-    std::fs::write(&mesh, mesh_yaml()?).with_context(|| format!("cannot write {}", mesh.display()))?;
+    std::fs::write(&mesh, mesh_yaml(options.postgres.as_ref())?)
+        .with_context(|| format!("cannot write {}", mesh.display()))?;
     std::fs::write(&marker, stamp).with_context(|| format!("cannot write {}", marker.display()))?;
     Ok(mesh)
 }
@@ -222,8 +231,118 @@ async fn write_delta(dir: &Path, batches: impl Iterator<Item = RecordBatch>, bar
     Ok(())
 }
 
+/// A PostgreSQL URL without its password, for stamps and messages.
+fn redacted(url: &url::Url) -> String {
+    let mut url = url.clone();
+    let _ = url.set_password(None);
+    url.to_string()
+}
+
+/// The environment variable that holds the demo database's password, when its URL has one.
+pub const DEMO_PG_PASSWORD_ENV: &str = "AGORA_DEMO_PG_PASSWORD";
+
+/// Connection settings of a `postgres://` URL: (host, port, user, database).
+fn postgres_parts(url: &url::Url) -> Result<(String, u16, String, String)> {
+    if url.scheme() != "postgres" && url.scheme() != "postgresql" {
+        anyhow::bail!("--postgres expects postgres://user@host:port/database, got scheme '{}'", url.scheme());
+    }
+    let host = url.host_str().filter(|h| !h.is_empty()).context("--postgres URL has no host")?.to_string();
+    let user = if url.username().is_empty() { "postgres".to_string() } else { url.username().to_string() };
+    let database = url.path().trim_start_matches('/');
+    let database = if database.is_empty() { "postgres".to_string() } else { database.to_string() };
+    Ok((host, url.port().unwrap_or(5432), user, database))
+}
+
+/// Copies the demo's `supply` products (already written as Parquet) into schema
+/// `supply` of the database, replacing earlier copies.
+async fn load_supply_into_postgres(dir: &Path, url: &url::Url) -> Result<()> {
+    use futures::SinkExt;
+
+    let (host, port, user, database) = postgres_parts(url)?;
+    let mut config = tokio_postgres::Config::new();
+    config.host(&host).port(port).user(&user).dbname(&database).application_name("agora-demo");
+    if let Some(password) = url.password() {
+        config.password(password);
+    }
+    let (client, connection) =
+        config.connect(tokio_postgres::NoTls).await.with_context(|| format!("cannot connect to {}", redacted(url)))?;
+    let connection = tokio::spawn(connection);
+    client.batch_execute("CREATE SCHEMA IF NOT EXISTS supply").await?;
+    for table in ["part", "supplier", "partsupp"] {
+        let file = dir.join(format!("supply/{table}/part-1.parquet"));
+        let reader =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(File::open(&file)?)?.build()?;
+        let schema = arrow::array::RecordBatchReader::schema(&reader);
+        let columns: Vec<String> = schema
+            .fields()
+            .iter()
+            .map(|f| Ok(format!("{} {}", f.name(), postgres_type(f.data_type())?)))
+            .collect::<Result<_>>()?;
+        client
+            .batch_execute(&format!(
+                "DROP TABLE IF EXISTS supply.{table}; CREATE TABLE supply.{table} ({})",
+                columns.join(", ")
+            ))
+            .await?;
+        let sink = client.copy_in(&format!("COPY supply.{table} FROM STDIN (FORMAT csv)")).await?;
+        futures::pin_mut!(sink);
+        for batch in reader {
+            let mut csv = Vec::new();
+            arrow::csv::WriterBuilder::new().with_header(false).build(&mut csv).write(&batch?)?;
+            sink.send(bytes::Bytes::from(csv)).await?;
+        }
+        sink.finish().await?;
+        client.batch_execute(&format!("ANALYZE supply.{table}")).await?;
+    }
+    drop(client);
+    let _ = connection.await;
+    Ok(())
+}
+
+/// The PostgreSQL column type for the demo's Arrow types.
+fn postgres_type(data_type: &DataType) -> Result<String> {
+    Ok(match data_type {
+        DataType::Int32 => "integer".to_string(),
+        DataType::Int64 => "bigint".to_string(),
+        DataType::Float64 => "double precision".to_string(),
+        DataType::Decimal128(p, s) => format!("numeric({p},{s})"),
+        DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 => "text".to_string(),
+        DataType::Date32 => "date".to_string(),
+        other => anyhow::bail!("no PostgreSQL type for the demo column type {other}"),
+    })
+}
+
+/// The `supply` domain served from PostgreSQL.
+fn supply_from_postgres(url: &url::Url) -> Result<String> {
+    let (host, port, user, database) = postgres_parts(url)?;
+    let password =
+        if url.password().is_some() { format!("\n      password_env: {DEMO_PG_PASSWORD_ENV}") } else { String::new() };
+    Ok(format!(
+        r#"  - name: supply
+    description: Parts we sell and the suppliers who provide them, in the procurement team's PostgreSQL.
+    owner: {{ name: Procurement, contact: procurement@example.com }}
+    postgres:
+      host: {host}
+      port: {port}
+      database: {database}
+      user: {user}{password}
+      sslmode: prefer
+    products:
+      - name: part
+        description: The parts catalogue with brand, type, size and retail price.
+        source: {{ kind: postgres, table: supply.part }}
+      - name: supplier
+        description: Suppliers with their nation and account balance.
+        source: {{ kind: postgres, table: supply.supplier }}
+      - name: partsupp
+        description: Which supplier offers which part, at what cost and with how much stock.
+        source: {{ kind: postgres, table: supply.partsupp }}
+"#
+    ))
+}
+
 /// The demo mesh's configuration with freshly hashed demo passwords.
-fn mesh_yaml() -> Result<String> {
+fn mesh_yaml(postgres: Option<&url::Url>) -> Result<String> {
     let mut users = String::from("auth:\n  token_ttl_seconds: 28800\n  users:\n");
     for (name, password, _) in DEMO_USERS {
         let hash = agora_engine::identity::hash_password(password)
@@ -234,7 +353,14 @@ fn mesh_yaml() -> Result<String> {
         };
         users.push_str(&format!("    - name: {name}\n      password_hash: \"{hash}\"\n      groups: {groups}\n      attributes: {attributes}\n"));
     }
-    Ok(format!("{MESH_YAML}\n{users}"))
+    let domains = match postgres {
+        Some(url) => {
+            let start = MESH_YAML.find("  - name: supply").context("demo mesh has no supply domain")?;
+            format!("{}{}", &MESH_YAML[..start], supply_from_postgres(url)?)
+        }
+        None => MESH_YAML.to_string(),
+    };
+    Ok(format!("{domains}\n{users}"))
 }
 
 /// The demo mesh's domains, with relative locations.

@@ -67,6 +67,10 @@ enum Command {
         /// Generate the data and exit without serving.
         #[arg(long)]
         generate_only: bool,
+        /// Put the `supply` domain into this PostgreSQL database
+        /// (postgres://user[:password]@host[:port]/database) and serve it from there.
+        #[arg(long)]
+        postgres: Option<url::Url>,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -155,17 +159,31 @@ async fn run(command: Command) -> Result<ExitCode> {
             println!("{}", agora_engine::identity::hash_password(&password).map_err(anyhow::Error::msg)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo { dir, scale, bind, generate_only, server } => {
+        Command::Demo { dir, scale, bind, generate_only, postgres, server } => {
             if !(scale > 0.0 && scale <= 100.0) {
                 anyhow::bail!("--scale must be greater than 0 and at most 100, got {scale}");
             }
-            let options = DemoOptions { dir, scale, progress: true };
+            let password = postgres.as_ref().and_then(|u| u.password()).map(str::to_string);
+            if password.is_some() {
+                println!(
+                    "note: the demo mesh reads the database password from ${}; set it to serve the mesh with `agora serve`",
+                    demo::DEMO_PG_PASSWORD_ENV
+                );
+            }
+            let options = DemoOptions { dir, scale, progress: true, postgres };
             let mesh = demo::ensure(&options).await?;
             if generate_only {
                 println!("Demo mesh written to {}", mesh.display());
                 return Ok(ExitCode::SUCCESS);
             }
-            let engine = Engine::open(&mesh)?;
+            // This process knows the password from --postgres: hand it to the
+            // configuration without putting it in the environment.
+            let text = std::fs::read_to_string(&mesh).with_context(|| format!("cannot read {}", mesh.display()))?;
+            let env = |name: &str| match (&password, name == demo::DEMO_PG_PASSWORD_ENV) {
+                (Some(p), true) => Some(p.clone()),
+                _ => std::env::var(name).ok(),
+            };
+            let engine = Engine::new(agora_engine::MeshConfig::from_yaml(&text, &mesh, &env)?)?;
             serve(engine, bind, server.options(), Some(mesh)).await?;
             Ok(ExitCode::SUCCESS)
         }

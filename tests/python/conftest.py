@@ -126,3 +126,20 @@ def engine_answer(agora_bin, mesh_config, sql):
         capture_output=True,
     ).stdout
     return pa.ipc.open_stream(out).read_all()
+
+
+@pytest.fixture(scope="session")
+def pg_mesh_config(agora_bin, tmp_path_factory) -> Path:
+    """The demo mesh at scale 0.01 with its `supply` domain served from PostgreSQL
+    (the throwaway cluster that ./scripts/test starts)."""
+    port = os.environ.get("AGORA_TEST_PG_PORT")
+    if not port:
+        pytest.fail("AGORA_TEST_PG_PORT is not set: run the tests through ./scripts/test, which starts PostgreSQL")
+    directory = tmp_path_factory.mktemp("pg-mesh")
+    url = f"postgres://{os.environ.get('AGORA_TEST_PG_USER', 'postgres')}@127.0.0.1:{port}/postgres"
+    subprocess.run(
+        [agora_bin, "demo", "--dir", str(directory), "--scale", "0.01", "--generate-only", "--postgres", url],
+        check=True,
+        capture_output=True,
+    )
+    return directory / "mesh.yaml"

@@ -36,7 +36,7 @@ const DEMO_FORMAT: &str = "agora-demo-2";
 /// The demo's users and their passwords, printed by `agora demo`. The demo
 /// serves loopback only; these are not secrets.
 pub const DEMO_USERS: &[(&str, &str, &str)] =
-    &[("admin", "admin-demo", "sees everything"), ("analyst", "analyst-demo", "an analyst of the EUROPE region")];
+    &[("admin", "admin-demo", "sees everything"), ("analyst", "analyst-demo", "group analysts, region EUROPE")];
 
 /// Name of the file that marks a finished generation; its absence means a
 /// previous run was interrupted and the data is generated again.

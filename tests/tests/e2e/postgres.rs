@@ -25,25 +25,16 @@ fn pg() -> Pg {
     Pg { host: var("AGORA_TEST_PG_HOST"), port: var("AGORA_TEST_PG_PORT"), user: var("AGORA_TEST_PG_USER") }
 }
 
-/// Runs SQL with psql and returns its unaligned output.
+/// Runs SQL with psql on the main test cluster and returns its unaligned output.
 fn psql(database: &str, sql: &str) -> String {
+    psql_at(&pg().port, database, sql)
+}
+
+/// Runs SQL with psql on the cluster at `port`.
+fn psql_at(port: &str, database: &str, sql: &str) -> String {
     let pg = pg();
     let out = Command::new("psql")
-        .args([
-            "-h",
-            &pg.host,
-            "-p",
-            &pg.port,
-            "-U",
-            &pg.user,
-            "-d",
-            database,
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-tA",
-            "-c",
-            sql,
-        ])
+        .args(["-h", &pg.host, "-p", port, "-U", &pg.user, "-d", database, "-v", "ON_ERROR_STOP=1", "-tA", "-c", sql])
         .output()
         .expect("psql runs");
     assert!(out.status.success(), "psql failed on {sql}: {}", String::from_utf8_lossy(&out.stderr));
@@ -292,29 +283,11 @@ async fn a_restarted_server_is_reconnected_without_restarting_agora() {
         let status = Command::new(&ctl).arg(action).status().expect("the cluster control script runs");
         assert!(status.success(), "{ctl} {action} failed");
     };
-    let on_restartable = |sql: &str| {
-        let pg = pg();
-        let out = Command::new("psql")
-            .args([
-                "-h",
-                &pg.host,
-                "-p",
-                &port,
-                "-U",
-                &pg.user,
-                "-d",
-                "postgres",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-tA",
-                "-c",
-                sql,
-            ])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    };
-    on_restartable("DROP TABLE IF EXISTS beats; CREATE TABLE beats (id int); INSERT INTO beats VALUES (1), (2), (3)");
+    psql_at(
+        &port,
+        "postgres",
+        "DROP TABLE IF EXISTS beats; CREATE TABLE beats (id int); INSERT INTO beats VALUES (1), (2), (3)",
+    );
     let engine = mesh("postgres", &[("beats", "public.beats")], Some(&port));
     assert_eq!(scalar_i64(&engine, "SELECT count(*) FROM ops.beats").await, 3);
 

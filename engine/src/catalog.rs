@@ -2,18 +2,22 @@
 //!
 //! Products are opened **lazily**: registering a mesh reads nothing from any
 //! source. The first query that names a product opens it (lists its files, reads
-//! a Parquet footer or a Delta log) and the table is kept for later queries. A
+//! a Parquet footer or a Delta log) and the table is kept for later queries
+//! (a Delta table for a few seconds, so that new commits show). A
 //! product that fails to open is not cached, so it is retried on the next query,
 //! and its failure never affects other products.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use datafusion::catalog::{CatalogProvider, SchemaProvider, Session, TableProvider};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::SessionState;
-use tokio::sync::OnceCell;
+use tokio::sync::Mutex;
+
+use agora_connectors::Source;
 
 use crate::config::{DomainConfig, MeshConfig, ProductConfig};
 use crate::error::ProductFailure;
@@ -36,7 +40,8 @@ pub(crate) struct DomainSchema {
 pub(crate) struct Product {
     pub(crate) reference: ProductRef,
     pub(crate) config: ProductConfig,
-    table: OnceCell<Arc<dyn TableProvider>>,
+    /// The opened table and when it was opened.
+    table: Mutex<Option<(Arc<dyn TableProvider>, Instant)>>,
     /// The state used to open the source: its runtime holds the object stores.
     opener: Arc<SessionState>,
 }
@@ -66,7 +71,7 @@ impl DomainSchema {
                 let product = Product {
                     reference: ProductRef::new(&domain.name, &p.name),
                     config: p.clone(),
-                    table: OnceCell::new(),
+                    table: Mutex::new(None),
                     opener: Arc::clone(opener),
                 };
                 (p.name.clone(), Arc::new(product))
@@ -79,29 +84,33 @@ impl DomainSchema {
 impl Product {
     /// The product's table, opening its source on first use. A source that can
     /// tell cheaply whether it is reachable is checked each time, so a query on
-    /// a database that went down fails at once, naming the product.
+    /// a database that went down fails at once, naming the product. A Delta
+    /// table is opened again when its snapshot is older than [`DELTA_REFRESH`],
+    /// so new commits become visible without a restart.
     pub(crate) async fn table(&self) -> Result<Arc<dyn TableProvider>, EngineError> {
-        if self.table.initialized() {
-            self.config
-                .source
-                .probe()
-                .await
-                .map_err(|cause| EngineError::ProductUnavailable { product: self.reference.clone(), cause })?;
+        let unavailable = |cause| EngineError::ProductUnavailable { product: self.reference.clone(), cause };
+        // One opener at a time per product: concurrent first queries share one open.
+        let mut slot = self.table.lock().await;
+        if let Some((table, opened)) = slot.as_ref() {
+            let stale = matches!(self.config.source, Source::Delta(_)) && opened.elapsed() >= DELTA_REFRESH;
+            if !stale {
+                self.config.source.probe().await.map_err(unavailable)?;
+                return Ok(Arc::clone(table));
+            }
         }
-        self.table
-            .get_or_try_init(|| async {
-                let started = std::time::Instant::now();
-                let table = self.config.source.open(self.opener.as_ref() as &dyn Session).await.map_err(|source| {
-                    tracing::warn!(product = %self.reference, error = %source, "cannot open product");
-                    EngineError::ProductUnavailable { product: self.reference.clone(), cause: source }
-                })?;
-                tracing::debug!(product = %self.reference, elapsed = ?started.elapsed(), "opened product");
-                Ok(table)
-            })
-            .await
-            .cloned()
+        let started = Instant::now();
+        let table = self.config.source.open(self.opener.as_ref() as &dyn Session).await.map_err(|cause| {
+            tracing::warn!(product = %self.reference, error = %cause, "cannot open product");
+            unavailable(cause)
+        })?;
+        tracing::debug!(product = %self.reference, elapsed = ?started.elapsed(), "opened product");
+        *slot = Some((Arc::clone(&table), Instant::now()));
+        Ok(table)
     }
 }
+
+/// How long a Delta snapshot is used before the table's log is read again.
+pub(crate) const DELTA_REFRESH: Duration = Duration::from_secs(5);
 
 impl CatalogProvider for MeshCatalog {
     fn schema_names(&self) -> Vec<String> {

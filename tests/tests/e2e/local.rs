@@ -172,3 +172,49 @@ async fn registering_a_thousand_products_reads_nothing() {
     assert_eq!(engine.domains()[0].products.len(), 1000);
     assert_eq!(scalar_i64(&engine, "SELECT count(*) FROM big.region").await, 5);
 }
+
+#[tokio::test]
+async fn new_delta_commits_become_visible_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    crate::support::copy_dir(&crate::support::demo_dir().join("customers/region"), &dir.path().join("region"));
+    let yaml = "domains:\n  - name: d\n    description: x\n    owner: { name: T, contact: t@example.com }\n    products:\n      - { name: region, description: r, source: { kind: delta, location: region } }\n";
+    let path = dir.path().join("mesh.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let engine = agora_engine::Engine::open(&path).unwrap();
+    assert_eq!(scalar_i64(&engine, "SELECT count(*) FROM d.region").await, 5);
+
+    // Another writer appends the same five rows as a new commit.
+    let rows = engine.session().collect("SELECT * FROM d.region").await.unwrap();
+    let rows: Vec<arrow::array::RecordBatch> = rows
+        .iter()
+        .map(|b| {
+            let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(
+                b.schema()
+                    .fields()
+                    .iter()
+                    .map(|f| {
+                        let t = if f.data_type() == &arrow::datatypes::DataType::Utf8View {
+                            arrow::datatypes::DataType::Utf8
+                        } else {
+                            f.data_type().clone()
+                        };
+                        arrow::datatypes::Field::new(f.name(), t, f.is_nullable())
+                    })
+                    .collect::<Vec<_>>(),
+            ));
+            let columns = b
+                .columns()
+                .iter()
+                .zip(schema.fields())
+                .map(|(c, f)| arrow::compute::cast(c, f.data_type()).unwrap())
+                .collect();
+            arrow::array::RecordBatch::try_new(schema, columns).unwrap()
+        })
+        .collect();
+    let url = url::Url::from_directory_path(dir.path().join("region")).unwrap();
+    let table = deltalake::DeltaTable::try_from_url(url).await.unwrap();
+    table.write(rows).await.unwrap();
+
+    tokio::time::sleep(std::time::Duration::from_millis(5_200)).await;
+    assert_eq!(scalar_i64(&engine, "SELECT count(*) FROM d.region").await, 10);
+}

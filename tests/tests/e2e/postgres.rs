@@ -17,11 +17,7 @@ struct Pg {
 }
 
 fn pg() -> Pg {
-    let var = |name: &str| {
-        std::env::var(name).unwrap_or_else(|_| {
-            panic!("{name} is not set: run the tests through ./scripts/test, which starts PostgreSQL")
-        })
-    };
+    let var = |name: &str| crate::support::service_env(name, "PostgreSQL");
     Pg { host: var("AGORA_TEST_PG_HOST"), port: var("AGORA_TEST_PG_PORT"), user: var("AGORA_TEST_PG_USER") }
 }
 
@@ -275,10 +271,8 @@ async fn missing_tables_and_unreachable_servers_fail_alone() {
 
 #[tokio::test]
 async fn a_restarted_server_is_reconnected_without_restarting_agora() {
-    let port =
-        std::env::var("AGORA_TEST_PG_RESTART_PORT").expect("AGORA_TEST_PG_RESTART_PORT: run through ./scripts/test");
-    let ctl =
-        std::env::var("AGORA_TEST_PG_RESTART_CTL").expect("AGORA_TEST_PG_RESTART_CTL: run through ./scripts/test");
+    let port = crate::support::service_env("AGORA_TEST_PG_RESTART_PORT", "a restartable PostgreSQL");
+    let ctl = crate::support::service_env("AGORA_TEST_PG_RESTART_CTL", "a restartable PostgreSQL");
     let run = |action: &str| {
         let status = Command::new(&ctl).arg(action).status().expect("the cluster control script runs");
         assert!(status.success(), "{ctl} {action} failed");

@@ -19,11 +19,7 @@ struct S3Server {
 }
 
 fn server() -> S3Server {
-    let var = |name: &str| {
-        std::env::var(name).unwrap_or_else(|_| {
-            panic!("{name} is not set: run the tests through ./scripts/test, which starts an S3 server")
-        })
-    };
+    let var = |name: &str| crate::support::service_env(name, "an S3 server");
     S3Server { endpoint: var("AGORA_TEST_S3_ENDPOINT"), bucket: var("AGORA_TEST_S3_BUCKET") }
 }
 

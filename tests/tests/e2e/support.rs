@@ -63,3 +63,10 @@ pub async fn scalar_i64(engine: &Engine, sql: &str) -> i64 {
     let column = batches[0].column(0);
     arrow::array::cast::as_primitive_array::<arrow::datatypes::Int64Type>(column).value(0)
 }
+
+/// A variable `./scripts/test` sets for a service it starts; the tests fail
+/// (rather than skip) when it is missing.
+pub fn service_env(name: &str, service: &str) -> String {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run the tests through ./scripts/test, which starts {service}"))
+}

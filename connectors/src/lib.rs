@@ -23,7 +23,9 @@ use datafusion::catalog::{Session, TableProvider};
 pub use crate::delta::DeltaSource;
 pub use crate::error::ConnectorError;
 pub use crate::parquet::{ParquetSource, PartitionColumn, PartitionType};
-pub use crate::postgres::{PostgresConnection, PostgresSource, with_federation};
+pub use crate::postgres::{
+    PostgresConnection, PostgresSource, extension_planners, federated_plan, in_engine_provider, with_federation,
+};
 pub use crate::storage::{ObjectStoreSettings, register_object_store};
 
 /// Where a data product's rows live, with everything needed to read them.

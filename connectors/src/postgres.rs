@@ -13,8 +13,9 @@ use std::time::Duration;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::TableReference;
 use datafusion::execution::SessionStateBuilder;
-use datafusion::execution::context::QueryPlanner;
+use datafusion::logical_expr::{LogicalPlan, UserDefinedLogicalNode};
 use datafusion::optimizer::OptimizerRule;
+use datafusion::physical_planner::ExtensionPlanner;
 use datafusion_table_providers::UnsupportedTypeAction;
 use datafusion_table_providers::postgres::PostgresTableFactory;
 use datafusion_table_providers::sql::db_connection_pool::postgrespool::PostgresConnectionPool;
@@ -214,10 +215,30 @@ impl PostgresSource {
     }
 }
 
-/// Adds what federated sources need to a session: the federation optimizer rule
-/// (which turns single-source sub-plans into remote SQL) and its query planner.
+/// Adds the federation optimizer rule to a session: it turns single-source
+/// sub-plans into remote SQL. The session's query planner must include
+/// [`extension_planners`].
 pub fn with_federation(builder: SessionStateBuilder) -> SessionStateBuilder {
     let rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> = datafusion_federation::default_optimizer_rules();
-    let planner: Arc<dyn QueryPlanner + Send + Sync> = Arc::new(datafusion_federation::FederatedQueryPlanner::new());
-    builder.with_optimizer_rules(rules).with_query_planner(planner)
+    builder.with_optimizer_rules(rules)
+}
+
+/// The physical planners for the plan nodes that [`with_federation`] creates.
+pub fn extension_planners() -> Vec<Arc<dyn ExtensionPlanner + Send + Sync>> {
+    vec![Arc::new(datafusion_federation::FederatedPlanner::new())]
+}
+
+/// The provider that reads `table` inside the engine. A federated table is
+/// otherwise absorbed, with the plan nodes above it, into SQL sent to its
+/// database; its own provider still receives filters, projections and limits.
+pub fn in_engine_provider(table: &Arc<dyn TableProvider>) -> Arc<dyn TableProvider> {
+    match table.downcast_ref::<datafusion_federation::FederatedTableProviderAdaptor>() {
+        Some(adaptor) => adaptor.table_provider.clone().unwrap_or_else(|| Arc::clone(table)),
+        None => Arc::clone(table),
+    }
+}
+
+/// The plan a federation node sends to its source, for reporting what a query read.
+pub fn federated_plan(node: &dyn UserDefinedLogicalNode) -> Option<&LogicalPlan> {
+    node.as_any().downcast_ref::<datafusion_federation::FederatedPlanNode>().map(|n| n.plan())
 }

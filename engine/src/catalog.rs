@@ -11,22 +11,21 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use datafusion::catalog::{CatalogProvider, SchemaProvider, Session, TableProvider};
-use datafusion::error::{DataFusionError, Result};
+use datafusion::catalog::{Session, TableProvider};
 use datafusion::execution::SessionState;
 use tokio::sync::Mutex;
 
 use agora_connectors::Source;
 
 use crate::config::{DomainConfig, MeshConfig, ProductConfig};
-use crate::error::ProductFailure;
 use crate::{EngineError, ProductRef};
 
 /// The catalog of all domains, shared by every session of an engine.
 #[derive(Debug)]
 pub(crate) struct MeshCatalog {
     domains: BTreeMap<String, Arc<DomainSchema>>,
+    /// The state products are opened with; also plans policy expressions.
+    opener: Arc<SessionState>,
 }
 
 /// One domain as a SQL schema.
@@ -50,7 +49,19 @@ impl MeshCatalog {
     pub(crate) fn new(config: &MeshConfig, opener: Arc<SessionState>) -> Self {
         let domains =
             config.domains.iter().map(|d| (d.name.clone(), Arc::new(DomainSchema::new(d, &opener)))).collect();
-        MeshCatalog { domains }
+        MeshCatalog { domains, opener }
+    }
+
+    pub(crate) fn opener(&self) -> &SessionState {
+        &self.opener
+    }
+
+    pub(crate) fn domains(&self) -> impl Iterator<Item = (&str, &Arc<DomainSchema>)> {
+        self.domains.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    pub(crate) fn domain(&self, name: &str) -> Option<&Arc<DomainSchema>> {
+        self.domains.get(name)
     }
 
     pub(crate) fn product(&self, product: &ProductRef) -> Option<&Arc<Product>> {
@@ -78,6 +89,14 @@ impl DomainSchema {
             })
             .collect();
         DomainSchema { products }
+    }
+
+    pub(crate) fn product_names(&self) -> impl Iterator<Item = &str> {
+        self.products.keys().map(String::as_str)
+    }
+
+    pub(crate) fn has_product(&self, name: &str) -> bool {
+        self.products.contains_key(name)
     }
 }
 
@@ -111,35 +130,3 @@ impl Product {
 
 /// How long a Delta snapshot is used before the table's log is read again.
 pub(crate) const DELTA_REFRESH: Duration = Duration::from_secs(5);
-
-impl CatalogProvider for MeshCatalog {
-    fn schema_names(&self) -> Vec<String> {
-        self.domains.keys().cloned().collect()
-    }
-
-    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
-        self.domains.get(name).map(|d| Arc::clone(d) as _)
-    }
-}
-
-#[async_trait]
-impl SchemaProvider for DomainSchema {
-    fn table_names(&self) -> Vec<String> {
-        self.products.keys().cloned().collect()
-    }
-
-    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        let Some(product) = self.products.get(name) else { return Ok(None) };
-        match product.table().await {
-            Ok(table) => Ok(Some(table)),
-            Err(EngineError::ProductUnavailable { product, cause }) => {
-                Err(DataFusionError::External(Box::new(ProductFailure { product, source: cause })))
-            }
-            Err(other) => Err(DataFusionError::External(Box::new(other))),
-        }
-    }
-
-    fn table_exist(&self, name: &str) -> bool {
-        self.products.contains_key(name)
-    }
-}

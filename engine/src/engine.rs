@@ -5,12 +5,17 @@ use std::sync::Arc;
 
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
+use datafusion::catalog::CatalogProvider;
 use datafusion::common::TableReference;
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::context::QueryPlanner;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::physical_plan::SendableRecordBatchStream;
+use datafusion::optimizer::Analyzer;
+use datafusion::optimizer::analyzer::AnalyzerRule;
+use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream, execute_stream};
+use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::Statement as SQLStatement;
@@ -19,7 +24,11 @@ use futures::{StreamExt, TryStreamExt};
 use agora_connectors::Source;
 
 use crate::catalog::MeshCatalog;
-use crate::config::{DomainConfig, MeshConfig, RESERVED_SCHEMAS};
+use crate::config::{ConfigError, ConfigProblem, DomainConfig, MeshConfig, RESERVED_SCHEMAS};
+use crate::governance::audit::{AuditRecord, AuditedStream, PendingAudit};
+use crate::governance::catalog::{SessionCatalog, Viewer};
+use crate::governance::rewrite::{BarrierPlanner, BarrierPushdown, GovernanceRule, applied_policies};
+use crate::governance::{AuditLog, PolicySet};
 use crate::{EngineError, Principal, ProductRef};
 
 /// The SQL catalog name under which every domain appears.
@@ -50,6 +59,10 @@ struct Inner {
     /// Some products are remote databases: plans go through the federation
     /// optimizer, which sends whole single-source sub-plans to the source.
     federated: bool,
+    /// The policies in force; `None` for an open mesh.
+    policies: Option<Arc<PolicySet>>,
+    /// Where every request is recorded; `None` for an open mesh.
+    audit: Option<Arc<AuditLog>>,
 }
 
 /// The outcome of opening one product, as reported by [`Engine::check`].
@@ -82,7 +95,65 @@ impl Engine {
             .with_default_features()
             .build();
         let catalog = Arc::new(MeshCatalog::new(&config, Arc::new(opener)));
-        Ok(Engine { inner: Arc::new(Inner { config, catalog, runtime, session_config, federated }) })
+        let (policies, audit) = match &config.governance {
+            Some(g) => {
+                let policies = PolicySet::load(&config, &g.policies)?;
+                let audit = AuditLog::open(&g.audit).map_err(|e| {
+                    let file = config.file.clone().unwrap_or_else(|| "mesh.yaml".into());
+                    ConfigError::single(
+                        &file,
+                        "governance.audit.path",
+                        format!("cannot open the audit log {}: {e}", g.audit.path.display()),
+                    )
+                })?;
+                (Some(Arc::new(policies)), Some(Arc::new(audit)))
+            }
+            None => (None, None),
+        };
+        Ok(Engine { inner: Arc::new(Inner { config, catalog, runtime, session_config, federated, policies, audit }) })
+    }
+
+    /// The policies in force, if the mesh is governed.
+    pub fn policies(&self) -> Option<&PolicySet> {
+        self.inner.policies.as_deref()
+    }
+
+    /// The audit log, if the mesh is governed.
+    pub fn audit_log(&self) -> Option<&AuditLog> {
+        self.inner.audit.as_deref()
+    }
+
+    /// Checks every policy against the schema of the products it names (columns
+    /// exist, row filters are predicates, masks fit their columns). Opens each
+    /// product; products that cannot be opened now are skipped with a warning and
+    /// their policies are checked when they are first queried, failing closed.
+    pub async fn validate_policies(&self) -> Result<(), EngineError> {
+        let (Some(policies), Some(governance)) = (&self.inner.policies, &self.inner.config.governance) else {
+            return Ok(());
+        };
+        let mut problems = Vec::new();
+        for check in self.check().await {
+            match check.result {
+                Ok(schema) => {
+                    for message in crate::governance::compile::validate(
+                        policies,
+                        &check.product,
+                        &schema,
+                        self.inner.catalog.opener(),
+                    ) {
+                        problems.push(ConfigProblem { path: check.product.to_string(), message });
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(product = %check.product, error = %e, "policies not checked: product unavailable")
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(EngineError::Config(ConfigError { file: governance.policies.clone(), problems }))
+        }
     }
 
     /// The configuration the engine was built from.
@@ -105,17 +176,33 @@ impl Engine {
     /// Opens a session that runs as `principal`: the identity every access
     /// decision and audit record of the session refers to.
     pub fn session_as(&self, principal: Principal) -> Session {
+        // The governance rule runs first, so that type coercion also covers the
+        // row filters and masks it inserts.
+        let mut analyzer_rules: Vec<Arc<dyn AnalyzerRule + Send + Sync>> = vec![Arc::new(GovernanceRule)];
+        analyzer_rules.extend(Analyzer::new().rules);
+        let mut planners: Vec<Arc<dyn ExtensionPlanner + Send + Sync>> = vec![Arc::new(BarrierPlanner)];
         let mut builder = SessionStateBuilder::new()
             .with_config(self.inner.session_config.clone())
             .with_runtime_env(Arc::clone(&self.inner.runtime))
-            .with_default_features();
+            .with_default_features()
+            .with_analyzer_rules(analyzer_rules);
         if self.inner.federated {
             builder = agora_connectors::with_federation(builder);
+            planners.extend(agora_connectors::extension_planners());
         }
-        let state = builder.build();
+        let state = builder
+            .with_optimizer_rule(Arc::new(BarrierPushdown))
+            .with_query_planner(Arc::new(AgoraPlanner { planners }))
+            .build();
         let ctx = SessionContext::new_with_state(state);
-        ctx.register_catalog(CATALOG, Arc::clone(&self.inner.catalog) as _);
-        Session { ctx, engine: self.clone(), principal }
+        let viewer = Viewer {
+            principal: Arc::new(principal),
+            policies: self.inner.policies.clone(),
+            audit: self.inner.audit.clone(),
+        };
+        let catalog = SessionCatalog { mesh: Arc::clone(&self.inner.catalog), viewer: viewer.clone() };
+        ctx.register_catalog(CATALOG, Arc::new(catalog));
+        Session { ctx, engine: self.clone(), viewer, client: None }
     }
 
     /// The schema of one product, opening it if needed.
@@ -158,16 +245,42 @@ impl Engine {
     }
 }
 
+/// Plans physical execution, including Agora's and the federation's plan nodes.
+struct AgoraPlanner {
+    planners: Vec<Arc<dyn ExtensionPlanner + Send + Sync>>,
+}
+
+impl std::fmt::Debug for AgoraPlanner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgoraPlanner").field("planners", &self.planners.len()).finish()
+    }
+}
+
+#[async_trait::async_trait]
+impl QueryPlanner for AgoraPlanner {
+    async fn create_physical_plan(
+        &self,
+        logical_plan: &LogicalPlan,
+        session: &dyn datafusion::catalog::Session,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        DefaultPhysicalPlanner::with_extension_planners(self.planners.clone())
+            .create_physical_plan(logical_plan, session)
+            .await
+    }
+}
+
 /// One client's connection to the engine: runs SQL against the mesh.
 pub struct Session {
     ctx: SessionContext,
     engine: Engine,
-    principal: Principal,
+    viewer: Viewer,
+    client: Option<String>,
 }
 
 /// A planned query: its result schema is known before it runs.
 pub struct Query {
     frame: DataFrame,
+    audit: Option<PendingAudit>,
 }
 
 impl Session {
@@ -177,6 +290,14 @@ impl Session {
     /// Parameters may be written `$1`, `$2`… or, as JDBC does, `?` (numbered in
     /// order of appearance); bind them with [`Query::bind`].
     pub async fn query(&self, sql: &str) -> Result<Query, EngineError> {
+        let audit = self.pending_audit(Some(sql));
+        match self.plan_sql(sql).await {
+            Ok(frame) => Ok(Query { frame, audit }),
+            Err(e) => Err(fail(audit, e)),
+        }
+    }
+
+    async fn plan_sql(&self, sql: &str) -> Result<DataFrame, EngineError> {
         let state = self.ctx.state();
         let dialect = state.config().options().sql_parser.dialect;
         let sql = number_question_marks(sql);
@@ -192,14 +313,49 @@ impl Session {
         read_only()
             .verify_plan(&plan)
             .map_err(|e| EngineError::ReadOnly(format!("Agora is read-only: {}", e.strip_backtrace())))?;
-        self.plan(plan).await
+        Ok(self.ctx.execute_logical_plan(plan).await?)
     }
 
     /// Runs an already built logical plan (for embedders that build plans with
-    /// DataFusion's DataFrame API).
+    /// DataFusion's DataFrame API). It is governed and audited like SQL.
     pub async fn plan(&self, plan: LogicalPlan) -> Result<Query, EngineError> {
-        let frame = self.ctx.execute_logical_plan(plan).await?;
-        Ok(Query { frame })
+        let audit = self.pending_audit(None);
+        match self.ctx.execute_logical_plan(plan).await {
+            Ok(frame) => Ok(Query { frame, audit }),
+            Err(e) => Err(fail(audit, e.into())),
+        }
+    }
+
+    /// Records the address of the client the session serves, for the audit log.
+    pub fn with_client(mut self, address: impl Into<String>) -> Self {
+        self.client = Some(address.into());
+        self
+    }
+
+    /// The schemas (domains, and `system` on a governed mesh) the principal may see.
+    pub fn schemas(&self) -> Vec<String> {
+        self.catalog().schema_names()
+    }
+
+    /// The products of `domain` the principal may see.
+    pub fn products(&self, domain: &str) -> Vec<String> {
+        self.catalog().schema(domain).map(|s| s.table_names()).unwrap_or_default()
+    }
+
+    /// A product's schema as the principal sees it: readable columns only.
+    pub async fn product_schema(&self, product: &ProductRef) -> Result<SchemaRef, EngineError> {
+        Ok(self.catalog().table(product).await?.schema())
+    }
+
+    fn catalog(&self) -> SessionCatalog {
+        SessionCatalog { mesh: Arc::clone(&self.engine.inner.catalog), viewer: self.viewer.clone() }
+    }
+
+    fn pending_audit(&self, sql: Option<&str>) -> Option<PendingAudit> {
+        let log = self.viewer.audit.as_ref()?;
+        let mut record = AuditRecord::start(&self.viewer.principal, self.client.as_deref(), sql);
+        record.policy_version = self.viewer.policies.as_ref().map(|p| p.version().to_string());
+        Some(PendingAudit { log: Arc::clone(log), record, started: std::time::Instant::now() })
     }
 
     /// Plans and starts a query, returning its stream of record batches.
@@ -215,7 +371,7 @@ impl Session {
 
     /// Who the session runs as.
     pub fn principal(&self) -> &Principal {
-        &self.principal
+        &self.viewer.principal
     }
 
     /// The underlying DataFusion context, for embedders that need more than SQL.
@@ -251,7 +407,20 @@ impl Session {
             return Ok(());
         }
         let found = self.engine.config().domain(schema).and_then(|d| d.product(table)).is_some();
-        if found { Ok(()) } else { Err(EngineError::NotFound(self.engine.describe_missing(schema, table))) }
+        if !found {
+            return Err(EngineError::NotFound(self.engine.describe_missing(schema, table)));
+        }
+        let product = ProductRef::new(schema, table);
+        if !self.viewer.may_see(&product) {
+            let p = &self.viewer.principal;
+            let groups =
+                if p.groups.is_empty() { String::new() } else { format!(" (groups: {})", p.groups.join(", ")) };
+            return Err(EngineError::Denied(format!(
+                "access denied: user '{}'{groups} has no grant on {product} (deny by default)",
+                p.user
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -280,8 +449,10 @@ impl Query {
 
     /// Binds positional parameter values (`$1` is `values[0]`).
     pub fn bind(self, values: Vec<ScalarValue>) -> Result<Query, EngineError> {
-        let frame = self.frame.with_param_values(ParamValues::from(values))?;
-        Ok(Query { frame })
+        match self.frame.with_param_values(ParamValues::from(values)) {
+            Ok(frame) => Ok(Query { frame, audit: self.audit }),
+            Err(e) => Err(fail(self.audit, e.into())),
+        }
     }
 
     /// The logical plan, after name resolution and before optimisation.
@@ -290,9 +461,70 @@ impl Query {
     }
 
     /// Starts the query. Batches are produced as the stream is polled; dropping the
-    /// stream cancels the query.
+    /// stream cancels the query. On a governed mesh the audit record is on disk
+    /// before the last batch is returned.
     pub async fn stream(self) -> Result<SendableRecordBatchStream, EngineError> {
-        Ok(self.frame.execute_stream().await?)
+        let (state, plan) = self.frame.into_parts();
+        let mut audit = self.audit;
+        let started = async {
+            let optimized = state.optimize(&plan)?;
+            if let Some(a) = audit.as_mut() {
+                record_reads(&optimized, &mut a.record);
+            }
+            let physical = state.query_planner().create_physical_plan(&optimized, &state).await?;
+            execute_stream(physical, state.task_ctx())
+        };
+        match started.await {
+            Ok(stream) => match audit {
+                Some(a) => Ok(Box::pin(AuditedStream::new(stream, a))),
+                None => Ok(stream),
+            },
+            Err(e) => Err(fail(audit, e.into())),
+        }
+    }
+}
+
+/// Records a failed or denied request and passes its error on.
+fn fail(audit: Option<PendingAudit>, error: EngineError) -> EngineError {
+    if let Some(a) = audit {
+        let status = if matches!(error, EngineError::Denied(_)) { "denied" } else { "failed" };
+        let _ = a.finish(status, Some(error.to_string()));
+    }
+    error
+}
+
+/// Fills in the products and columns a plan reads and the policies it enforces.
+fn record_reads(plan: &LogicalPlan, record: &mut AuditRecord) {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    let _ = plan.apply_with_subqueries(|node| {
+        match node {
+            LogicalPlan::TableScan(scan) => {
+                if let (Some(schema), table) = (scan.table_name.schema(), scan.table_name.table()) {
+                    let product = format!("{schema}.{table}");
+                    for f in scan.projected_schema.fields() {
+                        let column = format!("{product}.{}", f.name());
+                        if !record.columns.contains(&column) {
+                            record.columns.push(column);
+                        }
+                    }
+                    if !record.products.contains(&product) {
+                        record.products.push(product);
+                    }
+                }
+            }
+            LogicalPlan::Extension(ext) => {
+                if let Some(inner) = agora_connectors::federated_plan(ext.node.as_ref()) {
+                    record_reads(inner, record);
+                }
+            }
+            _ => {}
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    for p in applied_policies(plan) {
+        if !record.policies.contains(&p) {
+            record.policies.push((*p).clone());
+        }
     }
 }
 

@@ -24,6 +24,15 @@ pub enum EngineError {
     /// The statement would change data or the catalogue; Agora is read-only.
     #[error("{0}")]
     ReadOnly(String),
+    /// The principal may not read what the query names (deny by default), or
+    /// the policies cannot be resolved for them.
+    #[error("{0}")]
+    Denied(String),
+    /// A policy could not be applied to a product (for instance a row filter
+    /// names a column the product no longer has). The query is refused rather
+    /// than answered unprotected.
+    #[error("policy error: {0}")]
+    Policy(String),
     /// A product's source could not be opened or read.
     #[error("product {product} is unavailable: {cause}")]
     ProductUnavailable {
@@ -49,6 +58,11 @@ pub(crate) struct ProductFailure {
     pub(crate) source: ConnectorError,
 }
 
+/// An access decision carried through DataFusion, like [`ProductFailure`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct PolicyFailure(pub(crate) EngineError);
+
 impl From<DataFusionError> for EngineError {
     fn from(err: DataFusionError) -> Self {
         // Find a product failure anywhere in the chain first: it names the product.
@@ -58,6 +72,14 @@ impl From<DataFusionError> for EngineError {
                 DataFusionError::External(e) => {
                     if let Some(f) = e.downcast_ref::<ProductFailure>() {
                         return EngineError::ProductUnavailable { product: f.product.clone(), cause: f.source.clone() };
+                    }
+                    if let Some(PolicyFailure(inner)) = e.downcast_ref::<PolicyFailure>() {
+                        return match inner {
+                            EngineError::Denied(m) => EngineError::Denied(m.clone()),
+                            EngineError::Policy(m) => EngineError::Policy(m.clone()),
+                            EngineError::NotFound(m) => EngineError::NotFound(m.clone()),
+                            other => EngineError::Execution(other.to_string()),
+                        };
                     }
                     break;
                 }

@@ -57,6 +57,8 @@ pub struct AuthConfig {
     pub users: Vec<UserConfig>,
     /// Static bearer tokens for machine clients.
     pub service_tokens: Vec<ServiceTokenConfig>,
+    /// JWT bearer tokens from an enterprise identity provider.
+    pub jwt: Option<crate::jwt::JwtConfig>,
 }
 
 impl fmt::Debug for AuthConfig {
@@ -67,6 +69,7 @@ impl fmt::Debug for AuthConfig {
             .field("signing_key", &self.signing_key.as_ref().map(|_| "<set>"))
             .field("users", &self.users)
             .field("service_tokens", &self.service_tokens)
+            .field("jwt", &self.jwt)
             .finish()
     }
 }
@@ -122,6 +125,8 @@ pub struct Authenticator {
     /// A hash verified for unknown users, so that a login for a missing user costs
     /// as much as one for a real user with a wrong password.
     decoy_hash: String,
+    /// Verifies identity-provider tokens, when `auth.jwt` is configured.
+    jwt: Option<std::sync::Arc<crate::jwt::JwtVerifier>>,
 }
 
 const TOKEN_PREFIX: &str = "agora1";
@@ -148,7 +153,13 @@ impl Authenticator {
         };
         let decoy_hash =
             config.users.first().map(|u| u.password_hash.clone()).unwrap_or_else(|| DECOY_HASH.to_string());
-        Authenticator { config, key, decoy_hash }
+        Authenticator { config, key, decoy_hash, jwt: None }
+    }
+
+    /// Accepts JWT bearer tokens checked by `verifier`.
+    pub fn with_jwt(mut self, verifier: std::sync::Arc<crate::jwt::JwtVerifier>) -> Self {
+        self.jwt = Some(verifier);
+        self
     }
 
     /// Whether clients without credentials are served (as the anonymous principal).
@@ -158,7 +169,7 @@ impl Authenticator {
 
     /// Whether any way to log in is configured.
     pub fn has_identities(&self) -> bool {
-        !self.config.users.is_empty() || !self.config.service_tokens.is_empty()
+        !self.config.users.is_empty() || !self.config.service_tokens.is_empty() || self.jwt.is_some()
     }
 
     /// Verifies a user's password. Argon2 verification compares in constant time.
@@ -190,6 +201,14 @@ impl Authenticator {
     pub fn verify_token(&self, token: &str) -> Result<Principal, AuthError> {
         if let Some(rest) = token.strip_prefix(TOKEN_PREFIX).and_then(|r| r.strip_prefix('.')) {
             return self.verify_session_token(rest);
+        }
+        if let Some(jwt) = &self.jwt
+            && token.split('.').count() == 3
+        {
+            return jwt.verify(token).map_err(|reason| {
+                tracing::info!(%reason, "JWT refused");
+                AuthError::InvalidCredentials
+            });
         }
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         // Compare against every service token so the time taken does not reveal
@@ -273,6 +292,7 @@ mod tests {
             allow_anonymous: false,
             token_ttl: Duration::from_secs(60),
             signing_key: Some(b"0123456789abcdef0123456789abcdef".to_vec()),
+            jwt: None,
             users: vec![UserConfig {
                 name: "alice".into(),
                 password_hash: hash,

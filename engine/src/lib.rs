@@ -16,7 +16,9 @@ mod catalog;
 pub mod config;
 mod engine;
 mod error;
+pub mod governance;
 pub mod identity;
+pub mod jwt;
 mod product;
 
 pub use crate::config::{ConfigError, ConfigProblem, MeshConfig};

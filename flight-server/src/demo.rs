@@ -31,7 +31,7 @@ use tpchgen_arrow::{
 
 /// Version of the demo's layout and configuration; a demo directory written by
 /// another version is generated again.
-const DEMO_FORMAT: &str = "agora-demo-2";
+const DEMO_FORMAT: &str = "agora-demo-3";
 
 /// The demo's users and their passwords, printed by `agora demo`. The demo
 /// serves loopback only; these are not secrets.
@@ -119,7 +119,9 @@ pub async fn ensure(options: &DemoOptions) -> Result<PathBuf> {
     )?;
 
     bar.set_message("customers.customer");
-    write_delta(&dir.join("customers/customer"), CustomerArrow::new(CustomerGenerator::new(sf, 1, 1)), &bar).await?;
+    let customers =
+        CustomerArrow::new(CustomerGenerator::new(sf, 1, 1)).map(|b| with_region(&b)).collect::<Result<Vec<_>>>()?;
+    write_delta(&dir.join("customers/customer"), customers.into_iter(), &bar).await?;
     bar.set_message("customers.nation");
     write_delta(&dir.join("customers/nation"), NationArrow::new(NationGenerator::new(sf, 1, 1)), &bar).await?;
     bar.set_message("customers.region");
@@ -132,6 +134,7 @@ pub async fn ensure(options: &DemoOptions) -> Result<PathBuf> {
 
     std::fs::write(&mesh, mesh_yaml(options.postgres.as_ref())?)
         .with_context(|| format!("cannot write {}", mesh.display()))?;
+    write_policies(dir)?;
     std::fs::write(&marker, stamp).with_context(|| format!("cannot write {}", marker.display()))?;
     Ok(mesh)
 }
@@ -341,6 +344,139 @@ fn supply_from_postgres(url: &url::Url) -> Result<String> {
     ))
 }
 
+/// TPC-H's fixed nation → region assignment (`n_regionkey` of nations 0–24).
+const NATION_REGION: [&str; 25] = [
+    "AFRICA",
+    "AMERICA",
+    "AMERICA",
+    "AMERICA",
+    "MIDDLE EAST",
+    "AFRICA",
+    "EUROPE",
+    "EUROPE",
+    "ASIA",
+    "ASIA",
+    "MIDDLE EAST",
+    "MIDDLE EAST",
+    "ASIA",
+    "MIDDLE EAST",
+    "AFRICA",
+    "AFRICA",
+    "AFRICA",
+    "AMERICA",
+    "ASIA",
+    "EUROPE",
+    "MIDDLE EAST",
+    "ASIA",
+    "EUROPE",
+    "EUROPE",
+    "AMERICA",
+];
+
+/// Adds `c_region` (the customer's region name) to a customer batch, so that
+/// the demo's row filter can keep an analyst to one region.
+fn with_region(batch: &RecordBatch) -> Result<RecordBatch> {
+    use arrow::array::{Array, StringArray};
+    use arrow::datatypes::Int64Type;
+    let column = batch.column_by_name("c_nationkey").context("customer batch without c_nationkey")?;
+    let column = cast(column, &DataType::Int64)?;
+    let keys = column.as_primitive::<Int64Type>();
+    let regions: StringArray = keys
+        .iter()
+        .map(|k| k.and_then(|k| usize::try_from(k).ok()).and_then(|k| NATION_REGION.get(k).copied()))
+        .collect();
+    let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new("c_region", DataType::Utf8, regions.null_count() > 0));
+    let mut columns = batch.columns().to_vec();
+    columns.push(Arc::new(regions));
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
+}
+
+/// Writes the demo's policies: a mesh-wide file, the CRM domain's own file and
+/// a random key for keyed tokens.
+fn write_policies(dir: &Path) -> Result<()> {
+    let key_file = dir.join("token.key");
+    if !key_file.exists() {
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no OS random source for the token key: {e}"))?;
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        std::fs::write(&key_file, hex).with_context(|| format!("cannot write {}", key_file.display()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    std::fs::write(dir.join("policies.yaml"), GLOBAL_POLICIES).context("cannot write policies.yaml")?;
+    std::fs::write(dir.join("customers/policies.yaml"), CUSTOMERS_POLICIES)
+        .context("cannot write customers/policies.yaml")?;
+    Ok(())
+}
+
+/// The demo's mesh-wide policies. See docs/governance.md for a walk-through.
+const GLOBAL_POLICIES: &str = r#"# Mesh-wide policies of the Agora demo mesh (docs/governance.md walks through them).
+# Everything not granted here or in a domain's own policy file is denied.
+
+# Admins read everything unmasked and see the whole audit log. `local` is the
+# operator running `agora query` on this machine without --as.
+admins:
+  groups: [admins]
+  users: [local]
+
+# Keyed tokens (mask type `token`) use this secret: the same value gives the
+# same token in every domain, so tokenised keys still join.
+token_key_file: token.key
+
+# Columns tagged `contact` (tags are set in each domain's policy file) show only
+# their last 4 characters, except to the CRM support group.
+tag_rules:
+  - id: contact-last-4
+    tag: contact
+    mask: { type: last_n, n: 4 }
+    except: { groups: [crm-support] }
+
+grants:
+  - id: analysts-sales
+    to: { groups: [analysts] }
+    domain: sales
+    masks:
+      o_custkey: { type: token }
+  - id: analysts-supply
+    to: { groups: [analysts] }
+    domain: supply
+"#;
+
+/// The CRM domain's own policies, kept next to its products.
+const CUSTOMERS_POLICIES: &str = r#"# Policies of the customers domain, owned by the CRM team.
+owners:
+  groups: [crm-team]
+
+# Column classification: tag rules in the mesh-wide file act on these tags.
+tags:
+  customer:
+    c_phone: [pii, contact]
+    c_address: [pii]
+    c_name: [pii]
+
+grants:
+  # Analysts see their own region's customers, without account balances, with
+  # customer keys as tokens (joinable with sales.orders.o_custkey, which is
+  # tokenised with the same key) and phone numbers masked by the tag rule.
+  - id: analysts-customers-own-region
+    to: { groups: [analysts] }
+    product: customer
+    except_columns: [c_acctbal]
+    row_filter: "c_region = ${principal.region}"
+    masks:
+      c_custkey: { type: token }
+  - id: analysts-reference-data
+    to: { groups: [analysts] }
+    product: nation
+  - id: analysts-regions
+    to: { groups: [analysts] }
+    product: region
+"#;
+
 /// The demo mesh's configuration with freshly hashed demo passwords.
 fn mesh_yaml(postgres: Option<&url::Url>) -> Result<String> {
     let mut users = String::from("auth:\n  token_ttl_seconds: 28800\n  users:\n");
@@ -360,7 +496,7 @@ fn mesh_yaml(postgres: Option<&url::Url>) -> Result<String> {
         }
         None => MESH_YAML.to_string(),
     };
-    Ok(format!("{domains}\n{users}"))
+    Ok(format!("{domains}\n{users}\ngovernance:\n  policies: policies.yaml\n  audit: {{ path: audit/audit.jsonl }}\n"))
 }
 
 /// The demo mesh's domains, with relative locations.
@@ -383,6 +519,7 @@ domains:
   - name: customers
     description: Who buys from us and where they are, kept by the CRM team as Delta tables.
     owner: { name: CRM Team, contact: crm@example.com }
+    policies: customers/policies.yaml
     products:
       - name: customer
         description: Customer master data with market segment and account balance. Contains personal data.

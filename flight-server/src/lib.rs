@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use agora_engine::jwt::{JwksSource, JwtVerifier};
 use agora_engine::{Authenticator, Engine};
 use arrow_flight::flight_service_server::FlightServiceServer;
 use tokio::net::TcpListener;
@@ -64,6 +65,9 @@ pub enum ServeError {
     /// A TLS file could not be read or used.
     #[error("TLS: {0}")]
     Tls(String),
+    /// The identity provider's keys could not be loaded.
+    #[error("JWT: {0}")]
+    Jwks(String),
     /// The gRPC transport failed.
     #[error("transport error: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -89,7 +93,27 @@ pub async fn serve_on(
     options: ServeOptions,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    let auth = Arc::new(Authenticator::new(engine.config().auth.clone()));
+    let mut authenticator = Authenticator::new(engine.config().auth.clone());
+    if let Some(jwt) = &engine.config().auth.jwt {
+        let verifier = Arc::new(JwtVerifier::load(jwt.clone()).await.map_err(|e| ServeError::Jwks(e.to_string()))?);
+        if matches!(verifier.source(), JwksSource::Url(_)) {
+            // Providers rotate their keys: read the set again every ten minutes.
+            let weak = Arc::downgrade(&verifier);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let Some(v) = weak.upgrade() else { break };
+                    if let Err(e) = v.refresh().await {
+                        tracing::warn!(error = %e, "JWKS refresh failed; keeping the previous keys");
+                    }
+                }
+            });
+        }
+        authenticator = authenticator.with_jwt(verifier);
+    }
+    let auth = Arc::new(authenticator);
     if !auth.has_identities() && !auth.allows_anonymous() {
         return Err(ServeError::NoIdentities);
     }

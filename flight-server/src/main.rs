@@ -31,6 +31,10 @@ enum Command {
         /// Output format.
         #[arg(long, short, value_enum, default_value_t = Format::Table)]
         format: Format,
+        /// Run as this configured user or service (its groups and attributes),
+        /// under the mesh's policies. Without it the query runs as `local`.
+        #[arg(long = "as", value_name = "USER")]
+        run_as: Option<String>,
         /// The SQL statement.
         sql: String,
     },
@@ -143,9 +147,13 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> Result<ExitCode> {
     match command {
-        Command::Query { config, format, sql } => {
+        Command::Query { config, format, run_as, sql } => {
             let engine = Engine::open(&config)?;
-            query(&engine, &sql, format).await?;
+            let principal = match run_as {
+                Some(name) => configured_principal(&engine, &name)?,
+                None => agora_engine::Principal::user("local"),
+            };
+            query(&engine, principal, &sql, format).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config } => check(&config).await,
@@ -190,8 +198,30 @@ async fn run(command: Command) -> Result<ExitCode> {
     }
 }
 
-async fn query(engine: &Engine, sql: &str, format: Format) -> Result<()> {
-    let mut stream = engine.session().sql(sql).await?;
+/// The principal of a user or service token declared in the mesh's `auth` section.
+fn configured_principal(engine: &Engine, name: &str) -> Result<agora_engine::Principal> {
+    let auth = &engine.config().auth;
+    if let Some(u) = auth.users.iter().find(|u| u.name == name) {
+        return Ok(agora_engine::Principal {
+            user: u.name.clone(),
+            groups: u.groups.clone(),
+            attributes: u.attributes.clone(),
+        });
+    }
+    if let Some(t) = auth.service_tokens.iter().find(|t| t.name == name) {
+        return Ok(agora_engine::Principal {
+            user: t.name.clone(),
+            groups: t.groups.clone(),
+            attributes: t.attributes.clone(),
+        });
+    }
+    let known: Vec<&str> =
+        auth.users.iter().map(|u| u.name.as_str()).chain(auth.service_tokens.iter().map(|t| t.name.as_str())).collect();
+    anyhow::bail!("--as {name}: no such user or service in the mesh's auth section; known: {}", known.join(", "))
+}
+
+async fn query(engine: &Engine, principal: agora_engine::Principal, sql: &str, format: Format) -> Result<()> {
+    let mut stream = engine.session_as(principal).sql(sql).await?;
     let schema = stream.schema();
     let stdout = std::io::stdout();
     match format {
@@ -242,8 +272,19 @@ async fn check(config: &std::path::Path) -> Result<ExitCode> {
             }
         }
     }
+    if let Some(policies) = engine.policies() {
+        match engine.validate_policies().await {
+            Ok(()) => println!("ok    policies {} (deny by default)", policies.version()),
+            Err(e) => {
+                failed += 1;
+                println!("FAIL  policies: {e}");
+            }
+        }
+    } else {
+        println!("note  no governance section: every authenticated principal reads every product");
+    }
     if failed > 0 {
-        println!("{failed} product{} failed", if failed == 1 { "" } else { "s" });
+        println!("{failed} check{} failed", if failed == 1 { "" } else { "s" });
         Ok(ExitCode::FAILURE)
     } else {
         Ok(ExitCode::SUCCESS)
@@ -267,6 +308,16 @@ fn read_password() -> Result<String> {
 }
 
 async fn serve(engine: Engine, bind: SocketAddr, options: ServeOptions, demo_mesh: Option<PathBuf>) -> Result<()> {
+    // Never serve under policies that do not fit the data.
+    engine.validate_policies().await?;
+    match (engine.policies(), engine.audit_log()) {
+        (Some(p), Some(audit)) => {
+            tracing::info!(version = p.version(), audit = %audit.path().display(), "policies loaded; deny by default")
+        }
+        _ => tracing::warn!(
+            "no governance section: the mesh is open, every authenticated principal reads every product, and nothing is audited"
+        ),
+    }
     let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| format!("cannot listen on {bind}"))?;
     let products: usize = engine.domains().iter().map(|d| d.products.len()).sum();
     println!(

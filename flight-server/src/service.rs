@@ -56,7 +56,11 @@ impl AgoraFlightSqlService {
 
     fn session<T>(&self, request: &Request<T>) -> Session {
         let principal = request.extensions().get::<Principal>().cloned().unwrap_or_else(Principal::anonymous);
-        self.engine.session_as(principal)
+        let session = self.engine.session_as(principal);
+        match request.remote_addr() {
+            Some(addr) => session.with_client(addr.to_string()),
+            None => session,
+        }
     }
 
     /// Plans `handle`'s SQL and binds its parameters, if any.
@@ -151,7 +155,7 @@ impl AgoraFlightSqlService {
 
     /// Builds the GetTables answer: only products the patterns can match are
     /// opened, and only when their schemas are asked for.
-    async fn tables(&self, query: CommandGetTables) -> Result<RecordBatch, Status> {
+    async fn tables(&self, session: &Session, query: CommandGetTables) -> Result<RecordBatch, Status> {
         let catalog_ok = query.catalog.as_deref().is_none_or(|c| c == CATALOG);
         let schema_pattern = query.db_schema_filter_pattern.clone();
         let table_pattern = query.table_name_filter_pattern.clone();
@@ -161,21 +165,20 @@ impl AgoraFlightSqlService {
         if !(catalog_ok && type_ok) {
             return builder.build().map_err(|e| Status::internal(e.to_string()));
         }
-        for domain in self.engine.domains() {
-            if !schema_pattern.as_deref().is_none_or(|p| like(p, &domain.name)) {
+        // Only what the principal may read is listed, with its readable columns.
+        for domain in session.schemas() {
+            if domain == "system" || !schema_pattern.as_deref().is_none_or(|p| like(p, &domain)) {
                 continue;
             }
-            for product in &domain.products {
-                if !table_pattern.as_deref().is_none_or(|p| like(p, &product.name)) {
+            for product in session.products(&domain) {
+                if !table_pattern.as_deref().is_none_or(|p| like(p, &product)) {
                     continue;
                 }
                 let schema = if include_schema {
-                    match self.engine.product_schema(&ProductRef::new(&domain.name, &product.name)).await {
-                        Ok(s) => {
-                            table_schema_with_metadata(&self.types.schema(&s), CATALOG, &domain.name, &product.name)
-                        }
+                    match session.product_schema(&ProductRef::new(&domain, &product)).await {
+                        Ok(s) => table_schema_with_metadata(&self.types.schema(&s), CATALOG, &domain, &product),
                         Err(e) => {
-                            tracing::warn!(product = %format!("{}.{}", domain.name, product.name), error = %e, "left out of GetTables: cannot open");
+                            tracing::warn!(product = %format!("{domain}.{product}"), error = %e, "left out of GetTables");
                             continue;
                         }
                     }
@@ -183,7 +186,7 @@ impl AgoraFlightSqlService {
                     Schema::empty()
                 };
                 builder
-                    .append(CATALOG, &domain.name, &product.name, TABLE_TYPE, &schema)
+                    .append(CATALOG, &domain, &product, TABLE_TYPE, &schema)
                     .map_err(|e| Status::internal(e.to_string()))?;
             }
         }
@@ -250,6 +253,8 @@ pub(crate) fn status(err: EngineError) -> Status {
         EngineError::ReadOnly(_) => Status::invalid_argument(message),
         EngineError::ProductUnavailable { .. } => Status::unavailable(message),
         EngineError::ResourcesExhausted(_) => Status::resource_exhausted(message),
+        EngineError::Denied(_) => Status::permission_denied(message),
+        EngineError::Policy(_) => Status::failed_precondition(message),
         EngineError::Execution(_) => Status::internal(message),
     }
 }
@@ -448,11 +453,12 @@ impl FlightSqlService for AgoraFlightSqlService {
     async fn do_get_schemas(
         &self,
         query: CommandGetDbSchemas,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let session = self.session(&request);
         let mut builder = query.into_builder();
-        for domain in self.engine.domains() {
-            builder.append(CATALOG, &domain.name);
+        for domain in session.schemas().into_iter().filter(|d| d != "system") {
+            builder.append(CATALOG, &domain);
         }
         let schema = builder.schema();
         self.built(schema, builder.build())
@@ -470,10 +476,11 @@ impl FlightSqlService for AgoraFlightSqlService {
     async fn do_get_tables(
         &self,
         query: CommandGetTables,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let session = self.session(&request);
         let schema = query.clone().into_builder().schema();
-        let batch = self.tables(query).await?;
+        let batch = self.tables(&session, query).await?;
         Ok(self.batch_stream(schema, batch))
     }
 

@@ -48,21 +48,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def server(agora_bin, mesh_config, tmp_path_factory):
-    """`agora serve` over the demo mesh on a free loopback port; yields its URI."""
+def start_server(agora_bin, config, log_path):
+    """Starts `agora serve` on `config` on a free loopback port and waits until it listens."""
     port = free_port()
-    log_path = tmp_path_factory.mktemp("server") / "agora.log"
     log = open(log_path, "wb")
     proc = subprocess.Popen(
-        [agora_bin, "serve", "--config", str(mesh_config), "--bind", f"127.0.0.1:{port}"],
+        [agora_bin, "serve", "--config", str(config), "--bind", f"127.0.0.1:{port}"],
         stdout=log,
         stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 30
     while True:
         if proc.poll() is not None:
-            pytest.fail(f"agora serve exited with {proc.returncode}: {log_path.read_text()}")
+            pytest.fail(f"agora serve exited with {proc.returncode}: {Path(log_path).read_text()}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             break
@@ -71,13 +69,25 @@ def server(agora_bin, mesh_config, tmp_path_factory):
                 proc.kill()
                 pytest.fail("agora serve did not start listening within 30 s")
             time.sleep(0.1)
-    yield {"uri": f"grpc://127.0.0.1:{port}", "process": proc, "port": port, "log": log_path}
+    return {"uri": f"grpc://127.0.0.1:{port}", "process": proc, "port": port, "log": Path(log_path), "log_file": log}
+
+
+def stop_server(server):
+    proc = server["process"]
     proc.terminate()
     try:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         proc.kill()
-    log.close()
+    server["log_file"].close()
+
+
+@pytest.fixture(scope="session")
+def server(agora_bin, mesh_config, tmp_path_factory):
+    """`agora serve` over the demo mesh on a free loopback port; yields its URI."""
+    started = start_server(agora_bin, mesh_config, tmp_path_factory.mktemp("server") / "agora.log")
+    yield started
+    stop_server(started)
 
 
 @pytest.fixture(scope="session")

@@ -80,7 +80,9 @@ def test_check_reports_every_product_ok(agora_bin, mesh_config):
     result = subprocess.run([agora_bin, "check", "--config", str(mesh_config)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = [l for l in result.stdout.splitlines() if l.startswith(("ok", "FAIL"))]
-    assert len(lines) == 8 and all(l.startswith("ok") for l in lines), result.stdout
+    products = [l for l in lines if " policies " not in l]
+    assert len(products) == 8 and all(l.startswith("ok") for l in lines), result.stdout
+    assert any(l.startswith("ok    policies sha256:") for l in lines), result.stdout
 
 
 def test_csv_output(agora_bin, mesh_config):

@@ -32,6 +32,36 @@ pub struct MeshConfig {
     pub domains: Vec<DomainConfig>,
     /// Who may connect: users, service tokens, anonymous access.
     pub auth: AuthConfig,
+    /// Where the mesh-wide policies and the audit log live. Without it the mesh is
+    /// open: every authenticated principal may read every product (like Trino's
+    /// default `allow-all`), and nothing is audited.
+    pub governance: Option<GovernanceConfig>,
+}
+
+/// The `governance` section of a mesh file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GovernanceConfig {
+    /// The mesh-wide policy file: admins, tag rules, mesh-wide grants.
+    pub policies: PathBuf,
+    /// Where each request's audit record is appended.
+    pub audit: AuditConfig,
+}
+
+/// Where and how the audit log is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// The JSON Lines file; rotated files get `.1`, `.2`… appended.
+    pub path: PathBuf,
+    /// Size at which the file is rotated.
+    pub max_bytes: u64,
+    /// How many rotated files are kept.
+    pub keep: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig { path: PathBuf::from("audit.jsonl"), max_bytes: 64 * 1024 * 1024, keep: 8 }
+    }
 }
 
 /// A business domain: one SQL schema, owned by one team.
@@ -45,6 +75,9 @@ pub struct DomainConfig {
     pub owner: Owner,
     /// Object-store settings used for the domain's `s3://` locations.
     pub storage: ObjectStoreSettings,
+    /// The domain's own policy file (owners, column tags, grants), kept next to
+    /// its products.
+    pub policies: Option<PathBuf>,
     /// The domain's data products, in file order.
     pub products: Vec<ProductConfig>,
 }

@@ -5,7 +5,7 @@
 //! key path.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
 
@@ -16,8 +16,12 @@ use agora_connectors::{
 use serde_norway::{Mapping, Value};
 
 use crate::identity::{AuthConfig, ServiceTokenConfig, UserConfig, check_password_hash, token_digest};
+use crate::jwt::{JwksSource, JwtConfig};
 
-use super::{ConfigError, ConfigProblem, DomainConfig, MeshConfig, Owner, ProductConfig, RESERVED_SCHEMAS, location};
+use super::{
+    AuditConfig, ConfigError, ConfigProblem, DomainConfig, GovernanceConfig, MeshConfig, Owner, ProductConfig,
+    RESERVED_SCHEMAS, location,
+};
 
 pub(super) fn parse(text: &str, file: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<MeshConfig, ConfigError> {
     let root: Value =
@@ -29,8 +33,18 @@ pub(super) fn parse(text: &str, file: &Path, env: &dyn Fn(&str) -> Option<String
     let mut walker = Walker { problems: Vec::new(), env, base: &base };
     let domains = walker.mesh(&root);
     let auth = walker.auth(&root);
+    let governance = walker.governance(&root);
+    if governance.is_none() && root.get("governance").is_none() {
+        for d in domains.iter().filter(|d| d.policies.is_some()) {
+            walker.problem(
+                &format!("domains[{}].policies", d.name),
+                "a domain policy file needs the mesh-wide governance section (governance.policies); without it the \
+                 mesh would be open and this file ignored",
+            );
+        }
+    }
     if walker.problems.is_empty() {
-        Ok(MeshConfig { file: Some(file.to_path_buf()), domains, auth })
+        Ok(MeshConfig { file: Some(file.to_path_buf()), domains, auth, governance })
     } else {
         Err(ConfigError { file: file.to_path_buf(), problems: walker.problems })
     }
@@ -215,7 +229,7 @@ impl Walker<'_> {
     }
 
     fn mesh(&mut self, root: &Value) -> Vec<DomainConfig> {
-        let Some(map) = self.mapping(root, "", &["domains", "auth"]) else { return Vec::new() };
+        let Some(map) = self.mapping(root, "", &["domains", "auth", "governance"]) else { return Vec::new() };
         let items = self.sequence(map, "domains", "", true);
         let mut seen = HashSet::new();
         let mut domains = Vec::new();
@@ -247,6 +261,48 @@ impl Walker<'_> {
             self.problem("domains", "a mesh needs at least one domain");
         }
         domains
+    }
+
+    /// A file path relative to the mesh file's directory.
+    fn file_path(&mut self, map: &Mapping, key: &str, path: &str) -> Option<PathBuf> {
+        let raw = self.string(map, key, path, false)?;
+        if raw.is_empty() {
+            self.problem(&join(path, key), "empty path");
+            return None;
+        }
+        Some(self.base.join(raw))
+    }
+
+    fn governance(&mut self, root: &Value) -> Option<GovernanceConfig> {
+        let value = root.get("governance")?;
+        let path = "governance";
+        let map = self.mapping(value, path, &["policies", "audit"])?;
+        let policies = self.file_path(map, "policies", path);
+        if policies.is_none() && map.get("policies").is_none() {
+            self.problem(&join(path, "policies"), "missing (the mesh-wide policy file, e.g. policies.yaml)");
+        }
+        let mut audit = AuditConfig { path: self.base.join("audit/audit.jsonl"), ..AuditConfig::default() };
+        if let Some(value) = map.get("audit") {
+            let apath = join(path, "audit");
+            if let Some(amap) = self.mapping(value, &apath, &["path", "max_bytes", "keep"]) {
+                if let Some(p) = self.file_path(amap, "path", &apath) {
+                    audit.path = p;
+                }
+                for (key, slot) in [("max_bytes", &mut audit.max_bytes), ("keep", &mut audit.keep)] {
+                    match amap.get(key) {
+                        None => {}
+                        Some(v) => match v.as_u64() {
+                            Some(n) if n > 0 => *slot = n,
+                            _ => self.problem(
+                                &join(&apath, key),
+                                format!("expected a positive integer, found {}", describe(v)),
+                            ),
+                        },
+                    }
+                }
+            }
+        }
+        Some(GovernanceConfig { policies: policies?, audit })
     }
 
     fn owner(&mut self, value: &Value, path: &str) -> Option<Owner> {
@@ -282,8 +338,13 @@ impl Walker<'_> {
     }
 
     fn domain(&mut self, value: &Value, path: &str) -> Option<DomainConfig> {
-        let map = self.mapping(value, path, &["name", "description", "owner", "storage", "postgres", "products"])?;
+        let map = self.mapping(
+            value,
+            path,
+            &["name", "description", "owner", "storage", "postgres", "policies", "products"],
+        )?;
         let name = self.name(map, path);
+        let policies = self.file_path(map, "policies", path);
         let postgres = self.postgres(map, path, name.as_deref().unwrap_or("?"));
         let description = self.string(map, "description", path, true);
         let owner = match map.get("owner") {
@@ -312,7 +373,7 @@ impl Walker<'_> {
                 products.push(product);
             }
         }
-        Some(DomainConfig { name: name?, description: description?, owner: owner?, storage, products })
+        Some(DomainConfig { name: name?, description: description?, owner: owner?, storage, policies, products })
     }
 
     fn product(
@@ -440,9 +501,14 @@ impl Walker<'_> {
     }
 
     fn attributes(&mut self, map: &Mapping, path: &str) -> BTreeMap<String, String> {
+        self.attributes_from(map, "attributes", path)
+    }
+
+    /// A mapping of names to string values (numbers and booleans as text).
+    fn attributes_from(&mut self, map: &Mapping, key: &str, path: &str) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
-        let Some(value) = map.get("attributes") else { return out };
-        let path = join(path, "attributes");
+        let Some(value) = map.get(key) else { return out };
+        let path = join(path, key);
         let Value::Mapping(entries) = value else {
             self.problem(&path, format!("expected a mapping of attribute name to value, found {}", describe(value)));
             return out;
@@ -509,8 +575,15 @@ impl Walker<'_> {
         let default = AuthConfig { token_ttl: std::time::Duration::from_secs(3600), ..AuthConfig::default() };
         let Some(value) = root.get("auth") else { return default };
         let path = "auth";
-        let keys =
-            ["allow_anonymous", "token_ttl_seconds", "signing_key_env", "signing_key_file", "users", "service_tokens"];
+        let keys = [
+            "allow_anonymous",
+            "token_ttl_seconds",
+            "signing_key_env",
+            "signing_key_file",
+            "users",
+            "service_tokens",
+            "jwt",
+        ];
         let Some(map) = self.mapping(value, path, &keys) else { return default };
         let allow_anonymous = self.boolean(map, "allow_anonymous", path).unwrap_or(false);
         let token_ttl = match map.get("token_ttl_seconds") {
@@ -589,7 +662,60 @@ impl Walker<'_> {
                 });
             }
         }
-        AuthConfig { allow_anonymous, token_ttl, signing_key, users, service_tokens }
+        let jwt = map.get("jwt").and_then(|v| self.jwt(v, &join(path, "jwt")));
+        AuthConfig { allow_anonymous, token_ttl, signing_key, users, service_tokens, jwt }
+    }
+
+    fn jwt(&mut self, value: &Value, path: &str) -> Option<JwtConfig> {
+        let keys = [
+            "issuer",
+            "audience",
+            "jwks_file",
+            "jwks_url",
+            "user_claim",
+            "groups_claim",
+            "attribute_claims",
+            "leeway_seconds",
+        ];
+        let map = self.mapping(value, path, &keys)?;
+        let issuer = self.string(map, "issuer", path, true);
+        let audience = self.string(map, "audience", path, true);
+        let jwks = match (map.get("jwks_file").is_some(), map.get("jwks_url").is_some()) {
+            (true, false) => self.file_path(map, "jwks_file", path).map(JwksSource::File),
+            (false, true) => {
+                let raw = self.string(map, "jwks_url", path, true)?;
+                match url::Url::parse(&raw) {
+                    Ok(u) if u.scheme() == "https" || u.scheme() == "http" => Some(JwksSource::Url(u)),
+                    _ => {
+                        self.problem(&join(path, "jwks_url"), format!("expected an http(s) URL, found '{raw}'"));
+                        None
+                    }
+                }
+            }
+            _ => {
+                self.problem(path, "set exactly one of jwks_file and jwks_url");
+                None
+            }
+        };
+        let user_claim = self.string(map, "user_claim", path, false).unwrap_or_else(|| "sub".into());
+        let groups_claim = self.string(map, "groups_claim", path, false).unwrap_or_else(|| "groups".into());
+        let attribute_claims = self.attributes_from(map, "attribute_claims", path);
+        let leeway_seconds = match map.get("leeway_seconds") {
+            None => 30,
+            Some(v) => v.as_u64().unwrap_or_else(|| {
+                self.problem(&join(path, "leeway_seconds"), format!("expected seconds, found {}", describe(v)));
+                30
+            }),
+        };
+        Some(JwtConfig {
+            issuer: issuer?,
+            audience: audience?,
+            jwks: jwks?,
+            user_claim,
+            groups_claim,
+            attribute_claims,
+            leeway_seconds,
+        })
     }
 
     /// A domain's PostgreSQL connection (`postgres:` key).

@@ -288,3 +288,93 @@ async fn serve_refuses_to_start_without_identities_unless_anonymous_is_allowed()
     let batches = sql(&mut client, "SELECT count(*) FROM d.region").await.unwrap();
     assert_eq!(batches[0].column(0).as_primitive::<arrow::datatypes::Int64Type>().value(0), 5);
 }
+
+/// An identity provider for tests: an ES256 key and its JWKS.
+struct TestIdp {
+    key: jsonwebtoken::EncodingKey,
+    jwks: serde_json::Value,
+}
+
+impl TestIdp {
+    fn new(kid: &str) -> Self {
+        use base64::Engine as _;
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let key = jsonwebtoken::EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap();
+        let raw = pair.public_key_raw(); // 0x04 || x || y
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let jwks = serde_json::json!({"keys": [{
+            "kty": "EC", "crv": "P-256", "kid": kid, "use": "sig", "alg": "ES256",
+            "x": b64(&raw[1..33]), "y": b64(&raw[33..65]),
+        }]});
+        TestIdp { key, jwks }
+    }
+
+    fn token(&self, kid: &str, claims: serde_json::Value) -> String {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some(kid.to_string());
+        jsonwebtoken::encode(&header, &claims, &self.key).unwrap()
+    }
+}
+
+#[tokio::test]
+async fn jwt_bearer_tokens_from_an_identity_provider_are_verified_and_governed() {
+    let idp = TestIdp::new("k1");
+    let demo = crate::support::demo_dir();
+    let jwks = demo.join(format!("jwks-{}.json", std::process::id()));
+    std::fs::write(&jwks, idp.jwks.to_string()).unwrap();
+    let yaml = std::fs::read_to_string(demo.join("mesh.yaml")).unwrap().replace(
+        "\nauth:\n",
+        &format!(
+            "\nauth:\n  jwt:\n    issuer: https://idp.example.com\n    audience: agora\n    jwks_file: {}\n    attribute_claims: {{ region: region }}\n",
+            jwks.display()
+        ),
+    );
+    let config = demo.join(format!("jwt-mesh-{}.yaml", std::process::id()));
+    std::fs::write(&config, yaml).unwrap();
+    let engine = agora_engine::Engine::open(&config).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(serve_on(engine.clone(), listener, ServeOptions::default(), std::future::pending()));
+
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let claims = |iss: &str, aud: &str, exp: u64| serde_json::json!({"iss": iss, "aud": aud, "exp": exp, "sub": "jane", "groups": ["analysts"], "region": "EUROPE"});
+    let count = "SELECT count(*) AS n FROM customers.customer";
+    let mut client = connect(addr).await;
+    client.set_token(idp.token("k1", claims("https://idp.example.com", "agora", now + 600)));
+    let batches = sql(&mut client, count).await.unwrap();
+    let over_flight = batches[0].column(0).as_primitive::<arrow::datatypes::Int64Type>().value(0);
+    // The token's groups and attributes drive the policies: the analyst's row filter applies.
+    let principal = agora_engine::Principal {
+        user: "jane".into(),
+        groups: vec!["analysts".into()],
+        attributes: [("region".to_string(), "EUROPE".to_string())].into(),
+    };
+    let local = engine.session_as(principal).collect(count).await.unwrap();
+    assert_eq!(over_flight, local[0].column(0).as_primitive::<arrow::datatypes::Int64Type>().value(0));
+    let all = engine.session().collect(count).await.unwrap();
+    assert!(over_flight < all[0].column(0).as_primitive::<arrow::datatypes::Int64Type>().value(0));
+
+    let other = TestIdp::new("k1");
+    let refused = [
+        ("wrong issuer", idp.token("k1", claims("https://evil.example.com", "agora", now + 600))),
+        ("wrong audience", idp.token("k1", claims("https://idp.example.com", "other", now + 600))),
+        ("expired", idp.token("k1", claims("https://idp.example.com", "agora", now - 3600))),
+        ("other key, same kid", other.token("k1", claims("https://idp.example.com", "agora", now + 600))),
+        ("unknown kid", idp.token("k9", claims("https://idp.example.com", "agora", now + 600))),
+    ];
+    for (case, token) in refused {
+        let mut client = connect(addr).await;
+        client.set_token(token);
+        let err = sql(&mut client, "SELECT 1").await.unwrap_err();
+        assert!(err.contains(UNAUTHENTICATED), "{case}: {err}");
+    }
+    // A valid token without grants: authenticated, then denied by default.
+    let mut client = connect(addr).await;
+    let mut bare = claims("https://idp.example.com", "agora", now + 600);
+    bare["groups"] = serde_json::json!([]);
+    client.set_token(idp.token("k1", bare));
+    let err = sql(&mut client, count).await.unwrap_err();
+    assert!(err.contains("no grant on customers.customer"), "{err}");
+    let _ = std::fs::remove_file(config);
+    let _ = std::fs::remove_file(jwks);
+}

@@ -5,6 +5,7 @@
 
 mod faults;
 mod flight;
+mod governance;
 mod local;
 mod postgres;
 mod s3;

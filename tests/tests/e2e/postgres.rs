@@ -48,6 +48,11 @@ fn database(test: &str) -> String {
 /// A mesh with domain `ops` on `database` (products listed as name → table) and
 /// the demo's domains next to it.
 fn mesh(database: &str, products: &[(&str, &str)], port: Option<&str>) -> Engine {
+    mesh_with_policies(database, products, port, "policies.yaml")
+}
+
+/// Like [`mesh`], with the mesh-wide policy file `policies` (relative to the demo mesh).
+fn mesh_with_policies(database: &str, products: &[(&str, &str)], port: Option<&str>, policies: &str) -> Engine {
     let pg = pg();
     let demo = crate::support::demo_dir();
     let demo_yaml = std::fs::read_to_string(demo.join("mesh.yaml")).unwrap();
@@ -63,6 +68,9 @@ fn mesh(database: &str, products: &[(&str, &str)], port: Option<&str>) -> Engine
             "      - {{ name: {name}, description: {name}, source: {{ kind: postgres, table: {table} }} }}\n"
         ));
     }
+    // The demo's policies make the local principal an admin.
+    let audit = demo.join(format!("audit/{database}.jsonl"));
+    yaml.push_str(&format!("governance:\n  policies: {policies}\n  audit: {{ path: {} }}\n", audit.display()));
     let config = MeshConfig::from_yaml(&yaml, &demo.join("mesh.yaml"), &|_| None).unwrap();
     Engine::new(config).unwrap()
 }
@@ -320,4 +328,63 @@ async fn a_restarted_server_is_reconnected_without_restarting_agora() {
         }
     }
     assert_eq!(answer, Some(3), "the pool did not recover after the server came back");
+}
+
+#[tokio::test]
+async fn a_governed_postgres_product_filters_in_the_database_and_masks_in_the_engine() {
+    let db = database("governed");
+    psql(
+        &db,
+        "CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
+         CREATE TABLE accounts (id int PRIMARY KEY, region text, phone text, balance int);
+         INSERT INTO accounts SELECT g, CASE WHEN g % 4 = 0 THEN 'EUROPE' ELSE 'ASIA' END,
+                                     '+33-555-' || lpad(g::text, 4, '0'), g * 10
+         FROM generate_series(1, 400) g;",
+    );
+    let policies = format!("pg-policies-{db}.yaml");
+    std::fs::write(
+        crate::support::demo_dir().join(&policies),
+        "admins: { users: [local] }
+token_key_file: token.key
+grants:
+  - id: analysts-accounts
+    to: { groups: [analysts] }
+    domain: ops
+    product: accounts
+    except_columns: [balance]
+    row_filter: \"region = ${principal.region}\"
+    masks:
+      phone: { type: last_n, n: 4 }
+",
+    )
+    .unwrap();
+    let engine = mesh_with_policies(&db, &[("accounts", "public.accounts")], None, &policies);
+    engine.validate_policies().await.unwrap();
+    let analyst = agora_engine::Principal {
+        user: "ann".into(),
+        groups: vec!["analysts".into()],
+        attributes: [("region".to_string(), "EUROPE".to_string())].into(),
+    };
+    let session = engine.session_as(analyst.clone());
+    psql(&db, "SELECT pg_stat_statements_reset()");
+    let batches = session.collect("SELECT id, region, phone FROM ops.accounts").await.unwrap();
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(rows, 100);
+    let text = crate::support::pretty(&batches);
+    assert!(!text.contains("ASIA") && !text.contains("+33-555-"), "{text}");
+    assert!(text.contains("****"), "{text}");
+    // The row filter ran in PostgreSQL: only the 100 permitted rows left it, and
+    // neither the mask function nor the raw phone numbers' masking went there.
+    let seen = statements(&db, "accounts");
+    assert!(seen.iter().all(|(_, r)| *r <= 100), "more rows than permitted left PostgreSQL: {seen:?}");
+    assert!(seen.iter().any(|(q, _)| q.contains("region")), "row filter not pushed: {seen:?}");
+    assert!(seen.iter().all(|(q, _)| !q.contains("mask")), "a mask reached PostgreSQL: {seen:?}");
+    // A user predicate that can fail only sees permitted rows (id 1 is in ASIA).
+    let n = session.collect("SELECT count(*) FROM ops.accounts WHERE 10 / (id - 1) > -100").await.unwrap();
+    assert_eq!(crate::support::pretty(&n).matches("100").count(), 1, "{}", crate::support::pretty(&n));
+    let err = engine.session().collect("SELECT count(*) FROM ops.accounts WHERE 10 / (id - 1) > -100").await;
+    assert!(err.is_err(), "the admin sees id 1: the same query must fail for them");
+    let err = session.collect("SELECT balance FROM ops.accounts").await.unwrap_err();
+    assert!(err.to_string().contains("balance"), "{err}");
+    let _ = std::fs::remove_file(crate::support::demo_dir().join(&policies));
 }

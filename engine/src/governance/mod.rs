@@ -1,0 +1,21 @@
+//! Federated computational governance: who may read what, in which form, and a
+//! record of every read.
+//!
+//! - [`policy`]: the policy files and the decision for one principal and one
+//!   product ([`PolicySet::access`]), reduced to a neutral [`TablePolicy`].
+//! - [`masks`]: the mask catalogue, one canonical implementation each.
+//! - `rewrite`: the single enforcement point, an analyzer rule that turns every
+//!   scan of a governed product into filter-then-mask before optimisation.
+//! - [`audit`]: the durable per-request audit log and `system.audit_log`.
+
+pub mod audit;
+pub(crate) mod catalog;
+pub(crate) mod compile;
+pub mod masks;
+pub mod policy;
+pub(crate) mod rewrite;
+
+pub use self::audit::{AuditLog, AuditRecord};
+pub use self::masks::Mask;
+pub use self::policy::{Access, Denial, Grant, PolicySet, Restriction, Subjects, TablePolicy, TagRule};
+pub use self::rewrite::AppliedPolicy;

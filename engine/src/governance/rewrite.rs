@@ -1,0 +1,522 @@
+//! Enforcement at one point: the analyzer rewrites every scan of a governed
+//! product, on every path that produces a plan (SQL, prepared statements,
+//! sub-queries, views, `EXPLAIN`, the DataFrame API), before optimisation:
+//!
+//! ```text
+//! Projection(masks, same names and types)
+//!   PolicyBarrier
+//!     Filter(row filter, on raw values)
+//!       TableScan(the product's own table)
+//! ```
+//!
+//! The optimiser may move a user's predicate below the barrier only when it
+//! cannot fail and calls no engine-only function ([`is_leakproof`]): such
+//! predicates still reach Parquet/Delta pruning and PostgreSQL, while a
+//! predicate that could raise an error (a division, a cast) is evaluated only
+//! on rows the row filter let through, so an error cannot reveal a hidden row.
+//!
+//! A [`GovernedTable`] refuses to be scanned directly: a path that skipped the
+//! rewrite fails instead of returning raw data.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, SchemaRef};
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{Column, DFSchemaRef, TableReference, plan_err};
+use datafusion::datasource::{provider_as_source, source_as_provider};
+use datafusion::error::Result;
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::logical_expr::utils::{conjunction, split_conjunction};
+use datafusion::logical_expr::{
+    BinaryExpr, Expr, Extension, Filter, LogicalPlan, LogicalPlanBuilder, Operator, TableScan, TableScanBuilder,
+    TableType, UserDefinedLogicalNode, UserDefinedLogicalNodeCore,
+};
+use datafusion::optimizer::analyzer::AnalyzerRule;
+use datafusion::optimizer::optimizer::ApplyOrder;
+use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::execution_plan::CardinalityEffect;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream,
+};
+use datafusion::physical_planner::{ExtensionPlanner, PhysicalPlanner};
+use serde::{Deserialize, Serialize};
+
+/// What was enforced on one product in one query, for `EXPLAIN` and the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Serialize, Deserialize)]
+pub struct AppliedPolicy {
+    /// `domain.product`.
+    pub product: String,
+    /// The row filter, as evaluated (principal attributes substituted).
+    pub row_filter: Option<String>,
+    /// The policies the row filter came from.
+    pub filter_policies: Vec<String>,
+    /// (column, mask, policy id).
+    pub masks: Vec<(String, String, String)>,
+}
+
+/// A product as one principal may see it: the readable columns (masked ones
+/// marked nullable), and what the analyzer must put between the table and the
+/// query.
+pub(crate) struct GovernedTable {
+    raw: Arc<dyn TableProvider>,
+    schema: SchemaRef,
+    /// Index in the raw schema of each visible column.
+    columns: Vec<usize>,
+    row_filter: Option<Expr>,
+    /// Raw column index → mask expression over unqualified raw columns.
+    masks: BTreeMap<usize, Expr>,
+    applied: Arc<AppliedPolicy>,
+}
+
+impl fmt::Debug for GovernedTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GovernedTable").field("policy", &self.applied).finish()
+    }
+}
+
+impl GovernedTable {
+    pub(crate) fn new(
+        raw: Arc<dyn TableProvider>,
+        schema: SchemaRef,
+        columns: Vec<usize>,
+        row_filter: Option<Expr>,
+        masks: BTreeMap<usize, Expr>,
+        applied: Arc<AppliedPolicy>,
+    ) -> Self {
+        GovernedTable { raw, schema, columns, row_filter, masks, applied }
+    }
+
+    fn needs_barrier(&self) -> bool {
+        self.row_filter.is_some() || !self.masks.is_empty()
+    }
+
+    /// The plan that replaces `scan` of this table.
+    fn govern(&self, scan: &TableScan) -> Result<LogicalPlan> {
+        let name = &scan.table_name;
+        let wanted: Vec<usize> = match &scan.projection {
+            Some(p) => p.clone(),
+            None => (0..self.schema.fields().len()).collect(),
+        };
+        let raw_schema = self.raw.schema();
+        // Raw columns the scan must produce: the wanted ones and whatever the row
+        // filter and the masks of wanted columns read.
+        let mut needed: Vec<usize> = wanted.iter().map(|&i| self.columns[i]).collect();
+        let mut add_refs = |e: &Expr| {
+            for c in e.column_refs() {
+                if let Ok(i) = raw_schema.index_of(&c.name) {
+                    needed.push(i);
+                }
+            }
+        };
+        if let Some(f) = &self.row_filter {
+            add_refs(f);
+        }
+        for &i in &wanted {
+            if let Some(m) = self.masks.get(&self.columns[i]) {
+                add_refs(m);
+            }
+        }
+        needed.sort_unstable();
+        needed.dedup();
+
+        // Behind a barrier the table is read in the engine (a federated source is
+        // read through its own provider, which still takes filters, projections
+        // and limits), so that masks are never sent to a remote system.
+        let provider =
+            if self.needs_barrier() { agora_connectors::in_engine_provider(&self.raw) } else { Arc::clone(&self.raw) };
+        let raw_scan =
+            TableScanBuilder::new(name.clone(), provider_as_source(provider)).with_projection(Some(needed)).build()?;
+        let mut plan = LogicalPlan::TableScan(raw_scan);
+        if let Some(f) = &self.row_filter {
+            plan = LogicalPlanBuilder::from(plan).filter(qualify(f.clone(), name)?)?.build()?;
+        }
+        if self.needs_barrier() {
+            plan = LogicalPlan::Extension(Extension {
+                node: Arc::new(PolicyBarrier { input: plan, policy: Arc::clone(&self.applied) }),
+            });
+        }
+        let mut exprs = Vec::with_capacity(wanted.len());
+        for &i in &wanted {
+            let raw_index = self.columns[i];
+            let field_name = raw_schema.field(raw_index).name();
+            let e = match self.masks.get(&raw_index) {
+                Some(mask) => qualify(mask.clone(), name)?.alias_qualified(Some(name.clone()), field_name),
+                None => Expr::Column(Column::new(Some(name.clone()), field_name)),
+            };
+            exprs.push(e);
+        }
+        let mut builder = LogicalPlanBuilder::from(plan).project(exprs)?;
+        // Filters and limits already attached to the scan apply to what the
+        // principal sees, so they go above.
+        if let Some(f) = conjunction(scan.filters.clone()) {
+            builder = builder.filter(f)?;
+        }
+        if let Some(n) = scan.fetch {
+            builder = builder.limit(0, Some(n))?;
+        }
+        builder.build()
+    }
+}
+
+/// Gives unqualified column references the scan's qualifier.
+fn qualify(e: Expr, name: &TableReference) -> Result<Expr> {
+    e.transform(|e| match e {
+        Expr::Column(c) if c.relation.is_none() => {
+            Ok(Transformed::yes(Expr::Column(Column::new(Some(name.clone()), c.name))))
+        }
+        other => Ok(Transformed::no(other)),
+    })
+    .map(|t| t.data)
+}
+
+#[async_trait]
+impl TableProvider for GovernedTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        self.raw.table_type()
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        _projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        // Fail closed: only the analyzer's rewrite may read a governed product.
+        plan_err!("{} is governed and may only be read through Agora's policy rewrite", self.applied.product)
+    }
+}
+
+/// The analyzer rule that puts each principal's policies into the plan. It runs
+/// first, so that type coercion also covers the row filters and masks.
+#[derive(Debug, Default)]
+pub(crate) struct GovernanceRule;
+
+impl AnalyzerRule for GovernanceRule {
+    fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
+        plan.transform_up_with_subqueries(|node| {
+            let LogicalPlan::TableScan(scan) = &node else { return Ok(Transformed::no(node)) };
+            let Ok(provider) = source_as_provider(&scan.source) else { return Ok(Transformed::no(node)) };
+            let Some(governed) = provider.downcast_ref::<GovernedTable>() else {
+                return Ok(Transformed::no(node));
+            };
+            Ok(Transformed::yes(governed.govern(scan)?))
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "agora_governance"
+    }
+}
+
+/// Marks where a product's policies end: predicates move below it only when
+/// they are leak-proof. Executes as its input (no cost).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd)]
+pub(crate) struct PolicyBarrier {
+    input: LogicalPlan,
+    pub(crate) policy: Arc<AppliedPolicy>,
+}
+
+impl UserDefinedLogicalNodeCore for PolicyBarrier {
+    fn name(&self) -> &str {
+        "PolicyBarrier"
+    }
+
+    fn inputs(&self) -> Vec<&LogicalPlan> {
+        vec![&self.input]
+    }
+
+    fn schema(&self) -> &DFSchemaRef {
+        self.input.schema()
+    }
+
+    fn expressions(&self) -> Vec<Expr> {
+        Vec::new()
+    }
+
+    fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "PolicyBarrier: {}", self.policy.product)?;
+        if let Some(r) = &self.policy.row_filter {
+            write!(f, ", row filter [{}] from {}", r, self.policy.filter_policies.join(", "))?;
+        }
+        if !self.policy.masks.is_empty() {
+            let masks: Vec<String> = self.policy.masks.iter().map(|(c, m, p)| format!("{c}: {m} from {p}")).collect();
+            write!(f, ", masks [{}]", masks.join("; "))?;
+        }
+        Ok(())
+    }
+
+    fn with_exprs_and_inputs(&self, _exprs: Vec<Expr>, mut inputs: Vec<LogicalPlan>) -> Result<Self> {
+        let Some(input) = inputs.pop() else { return plan_err!("PolicyBarrier takes one input") };
+        Ok(PolicyBarrier { input, policy: Arc::clone(&self.policy) })
+    }
+
+    fn necessary_children_exprs(&self, output_columns: &[usize]) -> Option<Vec<Vec<usize>>> {
+        Some(vec![output_columns.to_vec()])
+    }
+
+    fn supports_limit_pushdown(&self) -> bool {
+        true
+    }
+}
+
+/// Moves the leak-proof part of a filter sitting on a [`PolicyBarrier`] below it,
+/// where the usual filter push-down takes it on to the source.
+#[derive(Debug, Default)]
+pub(crate) struct BarrierPushdown;
+
+impl OptimizerRule for BarrierPushdown {
+    fn name(&self) -> &str {
+        "agora_policy_barrier_pushdown"
+    }
+
+    fn apply_order(&self) -> Option<ApplyOrder> {
+        Some(ApplyOrder::TopDown)
+    }
+
+    fn supports_rewrite(&self) -> bool {
+        true
+    }
+
+    fn rewrite(&self, plan: LogicalPlan, _config: &dyn OptimizerConfig) -> Result<Transformed<LogicalPlan>> {
+        let LogicalPlan::Filter(filter) = &plan else { return Ok(Transformed::no(plan)) };
+        let LogicalPlan::Extension(ext) = filter.input.as_ref() else { return Ok(Transformed::no(plan)) };
+        let Some(barrier) = ext.node.as_any().downcast_ref::<PolicyBarrier>() else {
+            return Ok(Transformed::no(plan));
+        };
+        let (safe, held): (Vec<&Expr>, Vec<&Expr>) =
+            split_conjunction(&filter.predicate).into_iter().partition(|e| is_leakproof(e));
+        if safe.is_empty() {
+            return Ok(Transformed::no(plan));
+        }
+        let Some(safe) = conjunction(safe.into_iter().cloned()) else { return Ok(Transformed::no(plan)) };
+        let below = LogicalPlan::Filter(Filter::try_new(safe, Arc::new(barrier.input.clone()))?);
+        let barrier = LogicalPlan::Extension(Extension {
+            node: Arc::new(PolicyBarrier { input: below, policy: Arc::clone(&barrier.policy) }),
+        });
+        match conjunction(held.into_iter().cloned()) {
+            Some(rest) => Ok(Transformed::yes(LogicalPlan::Filter(Filter::try_new(rest, Arc::new(barrier))?))),
+            None => Ok(Transformed::yes(barrier)),
+        }
+    }
+}
+
+/// Functions that cannot fail on any input and that every source understands.
+const LEAKPROOF_FUNCTIONS: &[&str] = &[
+    "lower",
+    "upper",
+    "trim",
+    "btrim",
+    "ltrim",
+    "rtrim",
+    "length",
+    "char_length",
+    "character_length",
+    "octet_length",
+    "starts_with",
+    "coalesce",
+];
+
+/// Whether a predicate can be evaluated on rows a principal may not see without
+/// revealing anything: it cannot raise an error and has no side effect.
+/// Comparisons, boolean logic, `IN` lists, `BETWEEN`, `LIKE`, `IS NULL` over
+/// columns and literals qualify; arithmetic (overflow, division by zero), casts
+/// that can fail, sub-queries and other functions do not.
+pub(crate) fn is_leakproof(e: &Expr) -> bool {
+    match e {
+        Expr::Column(_) | Expr::Literal(..) => true,
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+            let op_ok = matches!(
+                op,
+                Operator::Eq
+                    | Operator::NotEq
+                    | Operator::Lt
+                    | Operator::LtEq
+                    | Operator::Gt
+                    | Operator::GtEq
+                    | Operator::And
+                    | Operator::Or
+                    | Operator::IsDistinctFrom
+                    | Operator::IsNotDistinctFrom
+                    | Operator::LikeMatch
+                    | Operator::ILikeMatch
+                    | Operator::NotLikeMatch
+                    | Operator::NotILikeMatch
+            );
+            op_ok && is_leakproof(left) && is_leakproof(right)
+        }
+        Expr::Not(e)
+        | Expr::IsNull(e)
+        | Expr::IsNotNull(e)
+        | Expr::IsTrue(e)
+        | Expr::IsFalse(e)
+        | Expr::IsNotTrue(e)
+        | Expr::IsNotFalse(e)
+        | Expr::IsUnknown(e)
+        | Expr::IsNotUnknown(e) => is_leakproof(e),
+        Expr::Between(b) => is_leakproof(&b.expr) && is_leakproof(&b.low) && is_leakproof(&b.high),
+        Expr::InList(l) => is_leakproof(&l.expr) && l.list.iter().all(is_leakproof),
+        Expr::Like(l) => l.escape_char.is_none() && is_leakproof(&l.expr) && is_leakproof(&l.pattern),
+        Expr::Cast(c) => infallible_cast(&c.expr, c.field.data_type()) && is_leakproof(&c.expr),
+        Expr::TryCast(c) => is_leakproof(&c.expr),
+        Expr::ScalarFunction(f) => LEAKPROOF_FUNCTIONS.contains(&f.name()) && f.args.iter().all(is_leakproof),
+        _ => false,
+    }
+}
+
+/// Casts that succeed for every value: to text, integer widening, date to
+/// timestamp. A cast whose input type is unknown here is treated as fallible.
+fn infallible_cast(input: &Expr, to: &DataType) -> bool {
+    let from = match input {
+        Expr::Literal(v, _) => v.data_type(),
+        _ => return matches!(to, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View),
+    };
+    use DataType::*;
+    matches!(to, Utf8 | LargeUtf8 | Utf8View)
+        || from == *to
+        || matches!(
+            (&from, to),
+            (Int8 | Int16 | Int32 | UInt8 | UInt16, Int32 | Int64)
+                | (Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32, Int64 | Float64)
+                | (Date32, Timestamp(_, _) | Date64)
+                | (Utf8 | LargeUtf8 | Utf8View, Utf8 | LargeUtf8 | Utf8View)
+        )
+}
+
+/// Plans a [`PolicyBarrier`] as its input.
+#[derive(Debug, Default)]
+pub(crate) struct BarrierPlanner;
+
+#[async_trait]
+impl ExtensionPlanner for BarrierPlanner {
+    async fn plan_extension(
+        &self,
+        _planner: &dyn PhysicalPlanner,
+        node: &dyn UserDefinedLogicalNode,
+        _logical_inputs: &[&LogicalPlan],
+        physical_inputs: &[Arc<dyn ExecutionPlan>],
+        _session_state: &dyn Session,
+        _planning_ctx: &PhysicalPlanningContext,
+    ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        let Some(barrier) = node.as_any().downcast_ref::<PolicyBarrier>() else { return Ok(None) };
+        match physical_inputs {
+            [input] => Ok(Some(Arc::new(PolicyBarrierExec::new(Arc::clone(input), Arc::clone(&barrier.policy))))),
+            _ => plan_err!("PolicyBarrier takes one input"),
+        }
+    }
+}
+
+/// The physical form of a [`PolicyBarrier`]: passes its input's batches through
+/// unchanged, but lets no filter be pushed through it (DataFusion's physical
+/// filter push-down would otherwise merge a user's predicate into the row
+/// filter below, where it could run on hidden rows).
+#[derive(Debug, Clone)]
+pub(crate) struct PolicyBarrierExec {
+    input: Arc<dyn ExecutionPlan>,
+    policy: Arc<AppliedPolicy>,
+}
+
+impl PolicyBarrierExec {
+    fn new(input: Arc<dyn ExecutionPlan>, policy: Arc<AppliedPolicy>) -> Self {
+        PolicyBarrierExec { input, policy }
+    }
+}
+
+impl DisplayAs for PolicyBarrierExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "PolicyBarrierExec: {}", self.policy.product)
+    }
+}
+
+impl ExecutionPlan for PolicyBarrierExec {
+    fn name(&self) -> &str {
+        "PolicyBarrierExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.input.properties()
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![true]
+    }
+
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(self: Arc<Self>, mut children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+        match (children.pop(), children.is_empty()) {
+            (Some(input), true) => Ok(Arc::new(PolicyBarrierExec::new(input, Arc::clone(&self.policy)))),
+            _ => plan_err!("PolicyBarrierExec takes one input"),
+        }
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        self.input.execute(partition, context)
+    }
+
+    fn supports_limit_pushdown(&self) -> bool {
+        true
+    }
+
+    fn cardinality_effect(&self) -> CardinalityEffect {
+        CardinalityEffect::Equal
+    }
+}
+
+/// The policies enforced by a plan, for the audit log.
+pub(crate) fn applied_policies(plan: &LogicalPlan) -> Vec<Arc<AppliedPolicy>> {
+    let mut out: Vec<Arc<AppliedPolicy>> = Vec::new();
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::Extension(ext) = node
+            && let Some(b) = ext.node.as_any().downcast_ref::<PolicyBarrier>()
+            && !out.contains(&b.policy)
+        {
+            out.push(Arc::clone(&b.policy));
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::prelude::{col, lit};
+
+    #[test]
+    fn leakproof_predicates() {
+        assert!(is_leakproof(&col("a").eq(lit(1))));
+        assert!(is_leakproof(&col("a").in_list(vec![lit(1), lit(2)], false).and(col("b").is_null())));
+        assert!(is_leakproof(&col("s").like(lit("x%"))));
+        assert!(!is_leakproof(&(col("a") / col("b")).gt(lit(1))));
+        assert!(!is_leakproof(&(col("a") + lit(1)).gt(lit(1))));
+        assert!(!is_leakproof(&datafusion::logical_expr::cast(col("s"), DataType::Int64).eq(lit(1))));
+        assert!(is_leakproof(&datafusion::logical_expr::cast(col("a"), DataType::Utf8).eq(lit("1"))));
+    }
+}

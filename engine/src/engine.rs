@@ -313,13 +313,30 @@ impl Session {
         read_only()
             .verify_plan(&plan)
             .map_err(|e| EngineError::ReadOnly(format!("Agora is read-only: {}", e.strip_backtrace())))?;
+        self.check_analyze(&plan)?;
         Ok(self.ctx.execute_logical_plan(plan).await?)
+    }
+
+    /// `EXPLAIN ANALYZE` reports how many rows each scan read, before row
+    /// filters: on a governed mesh only admins may run it.
+    fn check_analyze(&self, plan: &LogicalPlan) -> Result<(), EngineError> {
+        if matches!(plan, LogicalPlan::Analyze(_)) && !self.viewer.is_admin() {
+            return Err(EngineError::Denied(format!(
+                "access denied: EXPLAIN ANALYZE shows row counts of the scans before row filters; only admins may \
+                 run it (user '{}')",
+                self.viewer.principal.user
+            )));
+        }
+        Ok(())
     }
 
     /// Runs an already built logical plan (for embedders that build plans with
     /// DataFusion's DataFrame API). It is governed and audited like SQL.
     pub async fn plan(&self, plan: LogicalPlan) -> Result<Query, EngineError> {
         let audit = self.pending_audit(None);
+        if let Err(e) = self.check_analyze(&plan) {
+            return Err(fail(audit, e));
+        }
         match self.ctx.execute_logical_plan(plan).await {
             Ok(frame) => Ok(Query { frame, audit }),
             Err(e) => Err(fail(audit, e.into())),

@@ -35,8 +35,14 @@ const DEMO_FORMAT: &str = "agora-demo-3";
 
 /// The demo's users and their passwords, printed by `agora demo`. The demo
 /// serves loopback only; these are not secrets.
-pub const DEMO_USERS: &[(&str, &str, &str)] =
-    &[("admin", "admin-demo", "sees everything"), ("analyst", "analyst-demo", "group analysts, region EUROPE")];
+pub const DEMO_USERS: &[(&str, &str, &str)] = &[
+    ("admin", "admin-demo", "sees everything"),
+    (
+        "analyst",
+        "analyst-demo",
+        "European customers only, phone numbers masked, customer keys tokenised, no account balances",
+    ),
+];
 
 /// Name of the file that marks a finished generation; its absence means a
 /// previous run was interrupted and the data is generated again.

@@ -373,7 +373,10 @@ Connect from Python (pip install adbc-driver-flightsql pyarrow):
   cur.execute("SELECT count(*) FROM sales.orders")
   print(cur.fetch_arrow_table())
 
-Or query in-process:  agora query --config {mesh} "SELECT ..."
+Or query in-process:  agora query --config {mesh} [--as analyst] "SELECT ..."
+
+Policies (docs/governance.md): policies.yaml and customers/policies.yaml next to
+the mesh; every request is audited in audit/audit.jsonl and system.audit_log.
 
 Example cross-domain queries:
 

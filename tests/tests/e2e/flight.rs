@@ -377,4 +377,35 @@ async fn jwt_bearer_tokens_from_an_identity_provider_are_verified_and_governed()
     assert!(err.contains("no grant on customers.customer"), "{err}");
     let _ = std::fs::remove_file(config);
     let _ = std::fs::remove_file(jwks);
+
+    // Keys published at a URL (the provider's jwks_uri) are fetched the same way.
+    let body = idp.jwks.to_string();
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/.well-known/jwks.json", http.local_addr().unwrap());
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut socket, _)) = http.accept().await {
+            let mut request = [0u8; 2048];
+            let _ = socket.read(&mut request).await;
+            let response = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(response.as_bytes()).await;
+        }
+    });
+    let config = agora_engine::jwt::JwtConfig {
+        issuer: "https://idp.example.com".into(),
+        audience: "agora".into(),
+        jwks: agora_engine::jwt::JwksSource::Url(url.parse().unwrap()),
+        user_claim: "sub".into(),
+        groups_claim: "groups".into(),
+        attribute_claims: [("region".to_string(), "region".to_string())].into(),
+        leeway_seconds: 0,
+    };
+    let verifier = agora_engine::jwt::JwtVerifier::load(config).await.unwrap();
+    let principal = verifier.verify(&idp.token("k1", claims("https://idp.example.com", "agora", now + 600))).unwrap();
+    assert_eq!((principal.user.as_str(), principal.attributes["region"].as_str()), ("jane", "EUROPE"));
+    assert_eq!(principal.groups, ["analysts"]);
+    assert!(verifier.verify(&other.token("k1", claims("https://idp.example.com", "agora", now + 600))).is_err());
 }

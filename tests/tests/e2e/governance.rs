@@ -251,6 +251,11 @@ async fn every_query_path_applies_row_filters_and_masks() {
     assert!(!via_view.is_empty());
     assert_protected("view", &via_view, &t);
 
+    // EXPLAIN ANALYZE would show how many rows the scans read before the row filter.
+    let err = session.query("EXPLAIN ANALYZE SELECT c_name FROM customers.customer").await.err().unwrap();
+    assert!(matches!(err, EngineError::Denied(_)), "{err}");
+    assert!(g.engine.session_as(admin()).collect("EXPLAIN ANALYZE SELECT 1").await.is_ok());
+
     // EXPLAIN shows where policies apply, and no values.
     let explain = run(&g.engine, ann(), "EXPLAIN SELECT c_name FROM customers.customer").await;
     let text = values(&explain, "plan").join("\n");
@@ -291,6 +296,11 @@ async fn leaky_predicates_never_run_on_filtered_rows() {
     let text = values(&explain, "plan").join("\n");
     let scan = text.lines().find(|l| l.contains("DataSourceExec")).unwrap_or_default().to_string();
     assert!(scan.contains("o_orderpriority") && scan.contains("o_orderdate"), "{text}");
+    // Delta too: the row filter and the leak-proof predicate reach the scan.
+    let explain = run(&g.engine, ann(), "EXPLAIN SELECT c_name FROM customers.customer WHERE c_nationkey = 6").await;
+    let text = values(&explain, "plan").join("\n");
+    let scan = text.lines().find(|l| l.contains("DataSourceExec")).unwrap_or_default().to_string();
+    assert!(scan.contains("c_region") && scan.contains("c_nationkey"), "{text}");
 }
 
 #[tokio::test]

@@ -303,18 +303,43 @@ impl Session {
         let sql = number_question_marks(sql);
         let statement = state.sql_to_statement(&sql, &dialect)?;
         ensure_read_only(&statement)?;
+        let mut products = Vec::new();
         for reference in state.resolve_table_references(&statement)? {
             let is_table_function = matches!(&reference, TableReference::Bare { table } if state.table_functions().contains_key(table.as_ref()));
             if !is_table_function {
                 self.check_reference(&reference)?;
+                products.push(ProductRef::new(reference.schema().unwrap_or_default(), reference.table()));
             }
         }
-        let plan = state.statement_to_plan(statement).await?;
+        let plan = match state.statement_to_plan(statement).await {
+            Ok(plan) => plan,
+            Err(e) => return Err(self.explain_hidden_column(e.into(), &products).await),
+        };
         read_only()
             .verify_plan(&plan)
             .map_err(|e| EngineError::ReadOnly(format!("Agora is read-only: {}", e.strip_backtrace())))?;
         self.check_analyze(&plan)?;
         Ok(self.ctx.execute_logical_plan(plan).await?)
+    }
+
+    /// Turns "no field named c" into an access denial when `c` is a column of a
+    /// product the query names that the principal may not read.
+    async fn explain_hidden_column(&self, error: EngineError, products: &[ProductRef]) -> EngineError {
+        let EngineError::Sql(message) = &error else { return error };
+        let Some(rest) = message.split("No field named ").nth(1) else { return error };
+        let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+        for product in products {
+            let Some(entry) = self.engine.inner.catalog.product(product) else { continue };
+            let Ok(raw) = entry.table().await else { continue };
+            let visible = self.product_schema(product).await.map(|s| s.index_of(&name).is_ok()).unwrap_or(true);
+            if raw.schema().index_of(&name).is_ok() && !visible {
+                return EngineError::Denied(format!(
+                    "access denied: column {name} of {product} is not granted to user '{}'",
+                    self.viewer.principal.user
+                ));
+            }
+        }
+        error
     }
 
     /// `EXPLAIN ANALYZE` reports how many rows each scan read, before row

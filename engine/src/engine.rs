@@ -454,13 +454,7 @@ impl Session {
         }
         let product = ProductRef::new(schema, table);
         if !self.viewer.may_see(&product) {
-            let p = &self.viewer.principal;
-            let groups =
-                if p.groups.is_empty() { String::new() } else { format!(" (groups: {})", p.groups.join(", ")) };
-            return Err(EngineError::Denied(format!(
-                "access denied: user '{}'{groups} has no grant on {product} (deny by default)",
-                p.user
-            )));
+            return Err(crate::governance::catalog::denied(&self.viewer, &product));
         }
         Ok(())
     }

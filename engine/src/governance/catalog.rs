@@ -72,7 +72,8 @@ impl SessionCatalog {
     }
 }
 
-fn denied(viewer: &Viewer, product: &ProductRef) -> EngineError {
+/// The denial for a product the principal has no grant on.
+pub(crate) fn denied(viewer: &Viewer, product: &ProductRef) -> EngineError {
     let p = &viewer.principal;
     let groups = if p.groups.is_empty() { String::new() } else { format!(" (groups: {})", p.groups.join(", ")) };
     EngineError::Denied(format!("access denied: user '{}'{groups} has no grant on {product} (deny by default)", p.user))

@@ -504,13 +504,21 @@ impl Query {
         let mut audit = self.audit;
         let started = async {
             let optimized = state.optimize(&plan)?;
-            if let Some(a) = audit.as_mut() {
-                record_reads(&optimized, &mut a.record);
-            }
+            let reads = Reads::of(&optimized);
             let physical = state.query_planner().create_physical_plan(&optimized, &state).await?;
-            execute_stream(physical, state.task_ctx())
+            Ok::<_, datafusion::error::DataFusionError>((execute_stream(physical, state.task_ctx())?, reads))
         };
-        match started.await {
+        let started = started.await.map(|(stream, reads)| {
+            let label = reads.products.iter().filter(|p| !p.starts_with("information_schema.")).cloned();
+            let label: Vec<String> = label.collect();
+            if let Some(a) = audit.as_mut() {
+                a.record.products = reads.products;
+                a.record.columns = reads.columns;
+                a.record.policies = reads.policies;
+            }
+            name_products_in_errors(stream, label)
+        });
+        match started {
             Ok(stream) => match audit {
                 Some(a) => Ok(Box::pin(AuditedStream::new(stream, a))),
                 None => Ok(stream),
@@ -518,6 +526,18 @@ impl Query {
             Err(e) => Err(fail(audit, e.into())),
         }
     }
+}
+
+/// Errors raised while the query runs (a source failing, a table changed under
+/// an opened product) name the products the query reads.
+fn name_products_in_errors(stream: SendableRecordBatchStream, products: Vec<String>) -> SendableRecordBatchStream {
+    if products.is_empty() {
+        return stream;
+    }
+    let schema = stream.schema();
+    let label = format!("while reading {}", products.join(", "));
+    let mapped = stream.map_err(move |e| e.context(label.clone()));
+    Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, mapped))
 }
 
 /// Records a failed or denied request and passes its error on.
@@ -529,38 +549,53 @@ fn fail(audit: Option<PendingAudit>, error: EngineError) -> EngineError {
     error
 }
 
-/// Fills in the products and columns a plan reads and the policies it enforces.
-fn record_reads(plan: &LogicalPlan, record: &mut AuditRecord) {
-    use datafusion::common::tree_node::TreeNodeRecursion;
-    let _ = plan.apply_with_subqueries(|node| {
-        match node {
-            LogicalPlan::TableScan(scan) => {
-                if let (Some(schema), table) = (scan.table_name.schema(), scan.table_name.table()) {
-                    let product = format!("{schema}.{table}");
-                    for f in scan.projected_schema.fields() {
-                        let column = format!("{product}.{}", f.name());
-                        if !record.columns.contains(&column) {
-                            record.columns.push(column);
+/// What a plan reads: products, their columns, and the policies it enforces.
+#[derive(Default)]
+struct Reads {
+    products: Vec<String>,
+    columns: Vec<String>,
+    policies: Vec<crate::governance::AppliedPolicy>,
+}
+
+impl Reads {
+    fn of(plan: &LogicalPlan) -> Reads {
+        let mut reads = Reads::default();
+        reads.collect(plan);
+        for p in applied_policies(plan) {
+            if !reads.policies.contains(&p) {
+                reads.policies.push((*p).clone());
+            }
+        }
+        reads
+    }
+
+    fn collect(&mut self, plan: &LogicalPlan) {
+        use datafusion::common::tree_node::TreeNodeRecursion;
+        let _ = plan.apply_with_subqueries(|node| {
+            match node {
+                LogicalPlan::TableScan(scan) => {
+                    if let (Some(schema), table) = (scan.table_name.schema(), scan.table_name.table()) {
+                        let product = format!("{schema}.{table}");
+                        for f in scan.projected_schema.fields() {
+                            let column = format!("{product}.{}", f.name());
+                            if !self.columns.contains(&column) {
+                                self.columns.push(column);
+                            }
+                        }
+                        if !self.products.contains(&product) {
+                            self.products.push(product);
                         }
                     }
-                    if !record.products.contains(&product) {
-                        record.products.push(product);
+                }
+                LogicalPlan::Extension(ext) => {
+                    if let Some(inner) = agora_connectors::federated_plan(ext.node.as_ref()) {
+                        self.collect(inner);
                     }
                 }
+                _ => {}
             }
-            LogicalPlan::Extension(ext) => {
-                if let Some(inner) = agora_connectors::federated_plan(ext.node.as_ref()) {
-                    record_reads(inner, record);
-                }
-            }
-            _ => {}
-        }
-        Ok(TreeNodeRecursion::Continue)
-    });
-    for p in applied_policies(plan) {
-        if !record.policies.contains(&p) {
-            record.policies.push((*p).clone());
-        }
+            Ok(TreeNodeRecursion::Continue)
+        });
     }
 }
 

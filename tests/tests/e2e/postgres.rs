@@ -388,3 +388,15 @@ grants:
     assert!(err.to_string().contains("balance"), "{err}");
     let _ = std::fs::remove_file(crate::support::demo_dir().join(&policies));
 }
+
+#[tokio::test]
+async fn a_table_dropped_after_it_was_opened_fails_naming_the_product() {
+    let db = database("dropped");
+    psql(&db, "CREATE TABLE gauges (id int, reading int); INSERT INTO gauges VALUES (1, 10), (2, 20)");
+    let engine = mesh(&db, &[("gauges", "public.gauges")], None);
+    assert_eq!(scalar_i64(&engine, "SELECT sum(reading) FROM ops.gauges").await, 30);
+    psql(&db, "DROP TABLE gauges");
+    let err = engine.session().collect("SELECT sum(reading) FROM ops.gauges").await.unwrap_err().to_string();
+    assert!(err.contains("while reading ops.gauges"), "{err}");
+    assert!(err.contains("gauges") && err.to_lowercase().contains("does not exist"), "PostgreSQL's reason: {err}");
+}

@@ -87,6 +87,13 @@ pub struct UserConfig {
     pub attributes: BTreeMap<String, String>,
 }
 
+impl UserConfig {
+    /// The principal this user's sessions run as.
+    pub fn principal(&self) -> Principal {
+        Principal { user: self.name.clone(), groups: self.groups.clone(), attributes: self.attributes.clone() }
+    }
+}
+
 /// A static bearer token for a machine client.
 #[derive(Clone)]
 pub struct ServiceTokenConfig {
@@ -99,6 +106,13 @@ pub struct ServiceTokenConfig {
     pub groups: Vec<String>,
     /// Attributes.
     pub attributes: BTreeMap<String, String>,
+}
+
+impl ServiceTokenConfig {
+    /// The principal the token's requests run as.
+    pub fn principal(&self) -> Principal {
+        Principal { user: self.name.clone(), groups: self.groups.clone(), attributes: self.attributes.clone() }
+    }
 }
 
 impl fmt::Debug for ServiceTokenConfig {
@@ -181,9 +195,7 @@ impl Authenticator {
             .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
             .unwrap_or(false);
         match found {
-            Some(u) if verified => {
-                Ok(Principal { user: u.name.clone(), groups: u.groups.clone(), attributes: u.attributes.clone() })
-            }
+            Some(u) if verified => Ok(u.principal()),
             _ => Err(AuthError::InvalidCredentials),
         }
     }
@@ -219,9 +231,7 @@ impl Authenticator {
                 matched = Some(service);
             }
         }
-        matched
-            .map(|s| Principal { user: s.name.clone(), groups: s.groups.clone(), attributes: s.attributes.clone() })
-            .ok_or(AuthError::InvalidCredentials)
+        matched.map(ServiceTokenConfig::principal).ok_or(AuthError::InvalidCredentials)
     }
 
     fn verify_session_token(&self, rest: &str) -> Result<Principal, AuthError> {
@@ -243,7 +253,7 @@ impl Authenticator {
         // Groups and attributes come from the current configuration: a user removed
         // from the file loses access even with an unexpired token.
         let u = self.config.users.iter().find(|u| u.name == user).ok_or(AuthError::InvalidCredentials)?;
-        Ok(Principal { user: u.name.clone(), groups: u.groups.clone(), attributes: u.attributes.clone() })
+        Ok(u.principal())
     }
 
     fn sign(&self, data: &[u8]) -> Vec<u8> {

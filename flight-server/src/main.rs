@@ -202,18 +202,10 @@ async fn run(command: Command) -> Result<ExitCode> {
 fn configured_principal(engine: &Engine, name: &str) -> Result<agora_engine::Principal> {
     let auth = &engine.config().auth;
     if let Some(u) = auth.users.iter().find(|u| u.name == name) {
-        return Ok(agora_engine::Principal {
-            user: u.name.clone(),
-            groups: u.groups.clone(),
-            attributes: u.attributes.clone(),
-        });
+        return Ok(u.principal());
     }
     if let Some(t) = auth.service_tokens.iter().find(|t| t.name == name) {
-        return Ok(agora_engine::Principal {
-            user: t.name.clone(),
-            groups: t.groups.clone(),
-            attributes: t.attributes.clone(),
-        });
+        return Ok(t.principal());
     }
     let known: Vec<&str> =
         auth.users.iter().map(|u| u.name.as_str()).chain(auth.service_tokens.iter().map(|t| t.name.as_str())).collect();

@@ -203,9 +203,9 @@ impl PolicySet {
     /// Loads the mesh-wide file and every domain's file, reporting every problem
     /// found in a file at once, with its key path.
     pub fn load(mesh: &MeshConfig, global: &Path) -> Result<PolicySet, ConfigError> {
-        let global_file: GlobalFile = read_yaml(global)?;
+        let (global_file, text): (GlobalFile, String) = read_yaml(global)?;
         let mut hasher = Sha256::new();
-        hasher.update(std::fs::read(global).unwrap_or_default());
+        hasher.update(text.as_bytes());
         let mut problems = Vec::new();
         let token_key = match (&global_file.token_key_env, &global_file.token_key_file) {
             (Some(_), Some(_)) => {
@@ -278,9 +278,8 @@ impl PolicySet {
 
         for domain in &mesh.domains {
             let Some(file) = &domain.policies else { continue };
-            let text = std::fs::read(file).unwrap_or_default();
-            hasher.update(&text);
-            let mut parsed: DomainFile = read_yaml(file)?;
+            let (mut parsed, text): (DomainFile, String) = read_yaml(file)?;
+            hasher.update(text.as_bytes());
             let mut problems = Vec::new();
             for g in &mut parsed.grants {
                 g.domain = domain.name.clone();
@@ -645,10 +644,12 @@ pub(crate) fn substitute_placeholders(text: &str) -> String {
     out
 }
 
-fn read_yaml<T: for<'de> Deserialize<'de>>(file: &Path) -> Result<T, ConfigError> {
+/// Parses a policy file; also returns its text, which goes into the policy digest.
+fn read_yaml<T: for<'de> Deserialize<'de>>(file: &Path) -> Result<(T, String), ConfigError> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| ConfigError::single(file, "", format!("cannot read the policy file: {e}")))?;
-    serde_norway::from_str(&text).map_err(|e| ConfigError::single(file, "", e.to_string()))
+    let parsed = serde_norway::from_str(&text).map_err(|e| ConfigError::single(file, "", e.to_string()))?;
+    Ok((parsed, text))
 }
 
 fn problem(path: &str, message: impl Into<String>) -> ConfigProblem {

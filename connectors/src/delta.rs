@@ -2,6 +2,7 @@
 
 use std::sync::{Arc, Once};
 
+use chrono::{DateTime, Utc};
 use datafusion::catalog::{Session, TableProvider};
 use deltalake::DeltaTableBuilder;
 use url::Url;
@@ -21,6 +22,24 @@ static REGISTER_S3: Once = Once::new();
 
 impl DeltaSource {
     pub(crate) async fn open(&self, session: &dyn Session) -> Result<Arc<dyn TableProvider>, ConnectorError> {
+        let table = self.load(session).await?;
+        table.table_provider().await.map_err(|e| ConnectorError::from_datafusion(&self.location, e))
+    }
+
+    /// The time of the table's newest commit.
+    pub(crate) async fn modified(&self, session: &dyn Session) -> Result<DateTime<Utc>, ConnectorError> {
+        let table = self.load(session).await?;
+        let invalid = |cause: String| ConnectorError::InvalidData { location: self.location.to_string(), cause };
+        let version = table.version().ok_or_else(|| invalid("the table has no commit".into()))?;
+        let millis = table
+            .snapshot()
+            .map_err(|e| self.classify(e))?
+            .version_timestamp(version)
+            .ok_or_else(|| invalid(format!("no timestamp for commit {version}")))?;
+        DateTime::from_timestamp_millis(millis).ok_or_else(|| invalid(format!("commit time {millis} out of range")))
+    }
+
+    async fn load(&self, session: &dyn Session) -> Result<deltalake::DeltaTable, ConnectorError> {
         REGISTER_S3.call_once(|| deltalake::aws::register_handlers(None));
         register_object_store(session.runtime_env(), &self.location, &self.store)?;
 
@@ -36,7 +55,7 @@ impl DeltaSource {
             .await
             .map_err(|e| self.classify(e))?;
         table.update_datafusion_session(session).map_err(|e| self.classify(e))?;
-        table.table_provider().await.map_err(|e| ConnectorError::from_datafusion(&self.location, e))
+        Ok(table)
     }
 
     fn classify(&self, err: deltalake::DeltaTableError) -> ConnectorError {

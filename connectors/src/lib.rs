@@ -18,6 +18,8 @@ mod storage;
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
+
 use datafusion::catalog::{Session, TableProvider};
 
 pub use crate::delta::DeltaSource;
@@ -65,6 +67,17 @@ impl Source {
         match self {
             Source::Postgres(s) => s.connection.probe().await,
             Source::Parquet(_) | Source::Delta(_) => Ok(()),
+        }
+    }
+
+    /// When the source's data last changed: the newest commit of a Delta table,
+    /// the newest file of a Parquet location. `None` for a database table, whose
+    /// freshness is read from one of its columns instead.
+    pub async fn modified(&self, session: &dyn Session) -> Result<Option<DateTime<Utc>>, ConnectorError> {
+        match self {
+            Source::Parquet(s) => s.modified(session).await.map(Some),
+            Source::Delta(s) => s.modified(session).await.map(Some),
+            Source::Postgres(_) => Ok(None),
         }
     }
 

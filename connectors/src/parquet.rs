@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use arrow::datatypes::DataType;
+use chrono::{DateTime, Utc};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
@@ -93,6 +94,28 @@ impl ParquetSource {
 
     /// Finds `key=value` directory levels in a sample of the files and infers a
     /// type for each key from its values.
+    /// The modification time of the newest Parquet file.
+    pub(crate) async fn modified(&self, session: &dyn Session) -> Result<DateTime<Utc>, ConnectorError> {
+        register_object_store(session.runtime_env(), &self.location, &self.store)?;
+        let table_url = listing_url(&self.location)?;
+        let store = session
+            .runtime_env()
+            .object_store(&table_url)
+            .map_err(|e| ConnectorError::from_datafusion(&self.location, e))?;
+        let newest = store
+            .list(Some(table_url.prefix()))
+            .try_filter(|meta| futures::future::ready(meta.location.as_ref().ends_with(".parquet")))
+            .try_fold(None, |newest: Option<DateTime<Utc>>, meta| async move {
+                Ok(Some(newest.map_or(meta.last_modified, |n| n.max(meta.last_modified))))
+            })
+            .await
+            .map_err(|e| ConnectorError::from_object_store(&self.location, e))?;
+        newest.ok_or_else(|| ConnectorError::NotFound {
+            location: self.location.to_string(),
+            cause: "no Parquet files".to_string(),
+        })
+    }
+
     async fn discover_partitions(
         &self,
         session: &dyn Session,

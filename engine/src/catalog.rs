@@ -18,12 +18,16 @@ use tokio::sync::Mutex;
 use agora_connectors::Source;
 
 use crate::config::{DomainConfig, MeshConfig, ProductConfig};
+use crate::contract::quality::QualityLog;
 use crate::{EngineError, ProductRef};
 
 /// The catalog of all domains, shared by every session of an engine.
 #[derive(Debug)]
 pub(crate) struct MeshCatalog {
+    config: MeshConfig,
     domains: BTreeMap<String, Arc<DomainSchema>>,
+    /// The history of quality checks.
+    quality: Arc<QualityLog>,
     /// The state products are opened with; also plans policy expressions.
     opener: Arc<SessionState>,
 }
@@ -49,7 +53,15 @@ impl MeshCatalog {
     pub(crate) fn new(config: &MeshConfig, opener: Arc<SessionState>) -> Self {
         let domains =
             config.domains.iter().map(|d| (d.name.clone(), Arc::new(DomainSchema::new(d, &opener)))).collect();
-        MeshCatalog { domains, opener }
+        MeshCatalog { config: config.clone(), domains, quality: QualityLog::new(&config.quality), opener }
+    }
+
+    pub(crate) fn config(&self) -> &MeshConfig {
+        &self.config
+    }
+
+    pub(crate) fn quality(&self) -> &Arc<QualityLog> {
+        &self.quality
     }
 
     pub(crate) fn opener(&self) -> &SessionState {

@@ -25,10 +25,14 @@ use agora_connectors::Source;
 
 use crate::catalog::MeshCatalog;
 use crate::config::{ConfigError, ConfigProblem, DomainConfig, MeshConfig, RESERVED_SCHEMAS};
+use crate::contract::quality::{QualityResult, kind_name, measured, newest_time, rule_sql};
+use crate::contract::{QualityRule, RuleKind};
 use crate::governance::audit::{AuditRecord, AuditedStream, PendingAudit};
 use crate::governance::catalog::{SessionCatalog, Viewer};
 use crate::governance::rewrite::{BarrierPlanner, BarrierPushdown, GovernanceRule, applied_policies};
 use crate::governance::{AuditLog, PolicySet};
+use crate::lineage::{LineageEmitter, LineageRun, LineageStream};
+use crate::system::{SearchFunction, SystemContext};
 use crate::{EngineError, Principal, ProductRef};
 
 /// The SQL catalog name under which every domain appears.
@@ -63,6 +67,8 @@ struct Inner {
     policies: Option<Arc<PolicySet>>,
     /// Where every request is recorded; `None` for an open mesh.
     audit: Option<Arc<AuditLog>>,
+    /// Where lineage events go, if configured.
+    lineage: Option<Arc<LineageEmitter>>,
 }
 
 /// The outcome of opening one product, as reported by [`Engine::check`].
@@ -110,12 +116,20 @@ impl Engine {
             }
             None => (None, None),
         };
-        Ok(Engine { inner: Arc::new(Inner { config, catalog, runtime, session_config, federated, policies, audit }) })
+        let lineage = config.lineage.clone().map(LineageEmitter::new);
+        Ok(Engine {
+            inner: Arc::new(Inner { config, catalog, runtime, session_config, federated, policies, audit, lineage }),
+        })
     }
 
     /// The policies in force, if the mesh is governed.
     pub fn policies(&self) -> Option<&PolicySet> {
         self.inner.policies.as_deref()
+    }
+
+    /// The lineage emitter, if lineage is configured: counts delivered and failed events.
+    pub fn lineage(&self) -> Option<&LineageEmitter> {
+        self.inner.lineage.as_deref()
     }
 
     /// The audit log, if the mesh is governed.
@@ -176,6 +190,17 @@ impl Engine {
     /// Opens a session that runs as `principal`: the identity every access
     /// decision and audit record of the session refers to.
     pub fn session_as(&self, principal: Principal) -> Session {
+        self.session_with(principal, self.inner.policies.clone())
+    }
+
+    /// A session whose reads are not restricted by policies but are audited
+    /// under `user`: the engine's own checks (quality rules), which return
+    /// aggregates only.
+    fn internal_session(&self, user: &str) -> Session {
+        self.session_with(Principal::user(user), None)
+    }
+
+    fn session_with(&self, principal: Principal, policies: Option<Arc<PolicySet>>) -> Session {
         // The governance rule runs first, so that type coercion also covers the
         // row filters and masks it inserts.
         let mut analyzer_rules: Vec<Arc<dyn AnalyzerRule + Send + Sync>> = vec![Arc::new(GovernanceRule)];
@@ -195,13 +220,11 @@ impl Engine {
             .with_query_planner(Arc::new(AgoraPlanner { planners }))
             .build();
         let ctx = SessionContext::new_with_state(state);
-        let viewer = Viewer {
-            principal: Arc::new(principal),
-            policies: self.inner.policies.clone(),
-            audit: self.inner.audit.clone(),
-        };
+        let viewer = Viewer { principal: Arc::new(principal), policies, audit: self.inner.audit.clone() };
         let catalog = SessionCatalog { mesh: Arc::clone(&self.inner.catalog), viewer: viewer.clone() };
         ctx.register_catalog(CATALOG, Arc::new(catalog));
+        let context = SystemContext { mesh: Arc::clone(&self.inner.catalog), viewer: viewer.clone() };
+        ctx.register_udtf("search_products", Arc::new(SearchFunction { context }));
         Session { ctx, engine: self.clone(), viewer, client: None }
     }
 
@@ -227,6 +250,112 @@ impl Engine {
             .buffered(OPEN_CONCURRENCY)
             .collect()
             .await
+    }
+
+    /// Runs every contract's quality rules at the sources and appends the results
+    /// to the quality history (`system.quality_results`). Rules run with
+    /// unrestricted reads, audited as the user `agora-quality`, and return one
+    /// number each. A rule that cannot run is reported as an error and does not
+    /// stop the others.
+    pub async fn check_quality(&self) -> Result<Vec<QualityResult>, EngineError> {
+        let session = self.internal_session("agora-quality");
+        let mut id = [0u8; 8];
+        let _ = getrandom::fill(&mut id);
+        let run_id: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        let mut results = Vec::new();
+        for product in self.inner.catalog.products() {
+            let Some(contract) = &product.config.contract else { continue };
+            for rule in &contract.rules {
+                results.push(self.check_rule(&session, product, rule, &run_id).await);
+            }
+        }
+        let log = Arc::clone(self.inner.catalog.quality());
+        let written = results.clone();
+        tokio::task::spawn_blocking(move || log.append(&written))
+            .await
+            .map_err(|e| EngineError::Execution(e.to_string()))?
+            .map_err(|e| {
+                EngineError::Execution(format!(
+                    "cannot write the quality results to {}: {e}",
+                    self.inner.catalog.quality().path().display()
+                ))
+            })?;
+        Ok(results)
+    }
+
+    async fn check_rule(
+        &self,
+        session: &Session,
+        product: &crate::catalog::Product,
+        rule: &QualityRule,
+        run_id: &str,
+    ) -> QualityResult {
+        let started = std::time::Instant::now();
+        let sql = rule_sql(&product.reference, rule);
+        let mut result = QualityResult {
+            run_id: run_id.to_string(),
+            checked_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            product: product.reference.to_string(),
+            rule: rule.name.clone(),
+            kind: kind_name(&rule.kind).to_string(),
+            column: rule.column.clone(),
+            dimension: rule.dimension.clone(),
+            severity: rule.severity.clone(),
+            expected: rule.threshold.to_string(),
+            observed: None,
+            outcome: "error".into(),
+            message: None,
+            sql: sql.clone(),
+            duration_ms: 0,
+        };
+        let measured: Result<Option<f64>, String> = match (&rule.kind, &sql) {
+            (RuleKind::NotExecutable(why), _) => {
+                result.outcome = "skipped".into();
+                result.message = Some(format!("not run: {why}"));
+                return result;
+            }
+            (RuleKind::Freshness { .. }, Some(sql)) => match session.collect(sql).await {
+                Ok(batches) => newest_time(&batches).map(|t| t.map(|t| (chrono::Utc::now().timestamp() - t) as f64)),
+                Err(e) => Err(e.to_string()),
+            },
+            (RuleKind::Freshness { .. }, None) => {
+                match product
+                    .config
+                    .source
+                    .modified(self.inner.catalog.opener() as &dyn datafusion::catalog::Session)
+                    .await
+                {
+                    Ok(Some(t)) => Ok(Some((chrono::Utc::now() - t).num_seconds() as f64)),
+                    Ok(None) => Err(format!(
+                        "a {} source has no modification time; name the column holding the data's time in the SLA's element",
+                        product.config.source.kind()
+                    )),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            (_, Some(sql)) => match session.collect(sql).await {
+                Ok(batches) => measured(&batches),
+                Err(e) => Err(e.to_string()),
+            },
+            (_, None) => Err("the rule needs a column".to_string()),
+        };
+        result.duration_ms = started.elapsed().as_millis() as u64;
+        match measured {
+            Ok(Some(value)) => {
+                result.observed = Some(value);
+                let pass = rule.threshold.holds(value);
+                result.outcome = if pass { "pass" } else { "fail" }.into();
+                if !pass {
+                    result.message = Some(format!("measured {value}, expected {}", rule.threshold));
+                }
+            }
+            Ok(None) => {
+                result.outcome = if matches!(rule.kind, RuleKind::Freshness { .. }) { "fail" } else { "error" }.into();
+                result.message = Some("the measure is NULL (no rows?)".into());
+            }
+            Err(e) => result.message = Some(e),
+        }
+        result
     }
 
     /// A message for a name that does not resolve, listing what does exist.
@@ -281,6 +410,14 @@ pub struct Session {
 pub struct Query {
     frame: DataFrame,
     audit: Option<PendingAudit>,
+    lineage: Option<PendingLineage>,
+}
+
+/// What a query's lineage events need once it starts.
+struct PendingLineage {
+    emitter: Arc<LineageEmitter>,
+    sql: Option<String>,
+    engine: Engine,
 }
 
 impl Session {
@@ -292,7 +429,7 @@ impl Session {
     pub async fn query(&self, sql: &str) -> Result<Query, EngineError> {
         let audit = self.pending_audit(Some(sql));
         match self.plan_sql(sql).await {
-            Ok(frame) => Ok(Query { frame, audit }),
+            Ok(frame) => Ok(Query { frame, audit, lineage: self.pending_lineage(Some(sql)) }),
             Err(e) => Err(fail(audit, e)),
         }
     }
@@ -363,7 +500,7 @@ impl Session {
             return Err(fail(audit, e));
         }
         match self.ctx.execute_logical_plan(plan).await {
-            Ok(frame) => Ok(Query { frame, audit }),
+            Ok(frame) => Ok(Query { frame, audit, lineage: self.pending_lineage(None) }),
             Err(e) => Err(fail(audit, e.into())),
         }
     }
@@ -391,6 +528,11 @@ impl Session {
 
     fn catalog(&self) -> SessionCatalog {
         SessionCatalog { mesh: Arc::clone(&self.engine.inner.catalog), viewer: self.viewer.clone() }
+    }
+
+    fn pending_lineage(&self, sql: Option<&str>) -> Option<PendingLineage> {
+        let emitter = self.engine.inner.lineage.as_ref()?;
+        Some(PendingLineage { emitter: Arc::clone(emitter), sql: sql.map(str::to_string), engine: self.engine.clone() })
     }
 
     fn pending_audit(&self, sql: Option<&str>) -> Option<PendingAudit> {
@@ -486,7 +628,7 @@ impl Query {
     /// Binds positional parameter values (`$1` is `values[0]`).
     pub fn bind(self, values: Vec<ScalarValue>) -> Result<Query, EngineError> {
         match self.frame.with_param_values(ParamValues::from(values)) {
-            Ok(frame) => Ok(Query { frame, audit: self.audit }),
+            Ok(frame) => Ok(Query { frame, audit: self.audit, lineage: self.lineage }),
             Err(e) => Err(fail(self.audit, e.into())),
         }
     }
@@ -506,11 +648,24 @@ impl Query {
             let optimized = state.optimize(&plan)?;
             let reads = Reads::of(&optimized);
             let physical = state.query_planner().create_physical_plan(&optimized, &state).await?;
-            Ok::<_, datafusion::error::DataFusionError>((execute_stream(physical, state.task_ctx())?, reads))
+            Ok::<_, datafusion::error::DataFusionError>((execute_stream(physical, state.task_ctx())?, reads, optimized))
         };
-        let started = started.await.map(|(stream, reads)| {
+        let lineage = self.lineage;
+        let started = started.await.map(|(stream, reads, optimized)| {
             let label = reads.products.iter().filter(|p| !p.starts_with("information_schema.")).cloned();
             let label: Vec<String> = label.collect();
+            let stream = match lineage {
+                Some(l) => {
+                    let masked: Vec<(String, String)> = reads
+                        .policies
+                        .iter()
+                        .flat_map(|p| p.masks.iter().map(move |(c, _, _)| (p.product.clone(), c.clone())))
+                        .collect();
+                    let run = LineageRun::start(l.emitter, &optimized, l.sql.as_deref(), l.engine.config(), &masked);
+                    Box::pin(LineageStream::new(stream, run)) as SendableRecordBatchStream
+                }
+                None => stream,
+            };
             if let Some(a) = audit.as_mut() {
                 a.record.products = reads.products;
                 a.record.columns = reads.columns;

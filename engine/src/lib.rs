@@ -14,12 +14,15 @@
 
 mod catalog;
 pub mod config;
+pub mod contract;
 mod engine;
 mod error;
 pub mod governance;
 pub mod identity;
 pub mod jwt;
+pub mod lineage;
 mod product;
+mod system;
 
 pub use crate::config::{ConfigError, ConfigProblem, MeshConfig};
 pub use crate::engine::{CATALOG, Engine, ProductCheck, Query, Session};

@@ -31,7 +31,7 @@ use tpchgen_arrow::{
 
 /// Version of the demo's layout and configuration; a demo directory written by
 /// another version is generated again.
-const DEMO_FORMAT: &str = "agora-demo-3";
+const DEMO_FORMAT: &str = "agora-demo-4";
 
 /// The demo's users and their passwords, printed by `agora demo`. The demo
 /// serves loopback only; these are not secrets.
@@ -141,8 +141,33 @@ pub async fn ensure(options: &DemoOptions) -> Result<PathBuf> {
     std::fs::write(&mesh, mesh_yaml(options.postgres.as_ref())?)
         .with_context(|| format!("cannot write {}", mesh.display()))?;
     write_policies(dir)?;
+    write_contracts(dir)?;
     std::fs::write(&marker, stamp).with_context(|| format!("cannot write {}", marker.display()))?;
     Ok(mesh)
+}
+
+/// The demo's data contracts (ODCS v3.2), one per product. `sales.lineitem`
+/// has a rule the data breaks and `supply.part` promises a column the data
+/// lacks, so that users see a failing quality check and schema drift.
+const CONTRACTS: &[(&str, &str)] = &[
+    ("sales/orders", include_str!("demo/contracts/sales.orders.odcs.yaml")),
+    ("sales/lineitem", include_str!("demo/contracts/sales.lineitem.odcs.yaml")),
+    ("customers/customer", include_str!("demo/contracts/customers.customer.odcs.yaml")),
+    ("customers/nation", include_str!("demo/contracts/customers.nation.odcs.yaml")),
+    ("customers/region", include_str!("demo/contracts/customers.region.odcs.yaml")),
+    ("supply/part", include_str!("demo/contracts/supply.part.odcs.yaml")),
+    ("supply/supplier", include_str!("demo/contracts/supply.supplier.odcs.yaml")),
+    ("supply/partsupp", include_str!("demo/contracts/supply.partsupp.odcs.yaml")),
+];
+
+/// Writes each contract beside its product's data (`sales/orders.odcs.yaml`
+/// next to `sales/orders/`), where the engine finds it.
+fn write_contracts(dir: &Path) -> Result<()> {
+    for (product, text) in CONTRACTS {
+        let path = dir.join(format!("{product}.odcs.yaml"));
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// Casts view types to their plain equivalents: the files are read by other
@@ -340,12 +365,15 @@ fn supply_from_postgres(url: &url::Url) -> Result<String> {
       - name: part
         description: The parts catalogue with brand, type, size and retail price.
         source: {{ kind: postgres, table: supply.part }}
+        contract: supply/part.odcs.yaml
       - name: supplier
         description: Suppliers with their nation and account balance.
         source: {{ kind: postgres, table: supply.supplier }}
+        contract: supply/supplier.odcs.yaml
       - name: partsupp
         description: Which supplier offers which part, at what cost and with how much stock.
         source: {{ kind: postgres, table: supply.partsupp }}
+        contract: supply/partsupp.odcs.yaml
 "#
     ))
 }
@@ -502,7 +530,11 @@ fn mesh_yaml(postgres: Option<&url::Url>) -> Result<String> {
         }
         None => MESH_YAML.to_string(),
     };
-    Ok(format!("{domains}\n{users}\ngovernance:\n  policies: policies.yaml\n  audit: {{ path: audit/audit.jsonl }}\n"))
+    Ok(format!(
+        "{domains}\n{users}\ngovernance:\n  policies: policies.yaml\n  audit: {{ path: audit/audit.jsonl }}\n\
+         # Each query's OpenLineage events (START, COMPLETE/FAIL); or url: http://…/api/v1/lineage\n\
+         lineage: {{ path: lineage/events.jsonl }}\n"
+    ))
 }
 
 /// The demo mesh's domains, with relative locations.

@@ -38,11 +38,21 @@ enum Command {
         /// The SQL statement.
         sql: String,
     },
-    /// Validate the configuration, then open every product and report on each.
+    /// Validate the configuration, open every product and compare it with its
+    /// contract (schema drift); with --quality, also run the contracts' quality rules.
     Check {
         /// The mesh configuration file.
         #[arg(long, short, default_value = "mesh.yaml")]
         config: PathBuf,
+        /// Run every contract's quality rules at the sources and record the
+        /// results in system.quality_results.
+        #[arg(long)]
+        quality: bool,
+    },
+    /// Find data products.
+    Products {
+        #[command(subcommand)]
+        command: ProductsCommand,
     },
     /// Serve the mesh over Arrow Flight SQL.
     Serve {
@@ -77,6 +87,23 @@ enum Command {
         postgres: Option<url::Url>,
         #[command(flatten)]
         server: ServerArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProductsCommand {
+    /// Search products by name, tags, descriptions and column descriptions,
+    /// best match first (the SQL table function search_products).
+    Search {
+        /// The mesh configuration file.
+        #[arg(long, short, default_value = "mesh.yaml")]
+        config: PathBuf,
+        /// Search as this configured user: only products they may read are found.
+        #[arg(long = "as", value_name = "USER")]
+        run_as: Option<String>,
+        /// Words to look for.
+        #[arg(required = true)]
+        text: Vec<String>,
     },
 }
 
@@ -153,10 +180,28 @@ async fn run(command: Command) -> Result<ExitCode> {
                 Some(name) => configured_principal(&engine, &name)?,
                 None => agora_engine::Principal::user("local"),
             };
-            query(&engine, principal, &sql, format).await?;
+            let result = query(&engine, principal, &sql, format).await;
+            if let Some(lineage) = engine.lineage() {
+                lineage.flush(std::time::Duration::from_secs(10)).await;
+            }
+            result?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { config } => check(&config).await,
+        Command::Check { config, quality } => check(&config, quality).await,
+        Command::Products { command: ProductsCommand::Search { config, run_as, text } } => {
+            let engine = Engine::open(&config)?;
+            let principal = match run_as {
+                Some(name) => configured_principal(&engine, &name)?,
+                None => agora_engine::Principal::user("local"),
+            };
+            let words = text.join(" ").replace('\'', "''");
+            let sql = format!(
+                "SELECT domain || '.' || product AS product, round(score, 1) AS score, matched, description \
+                 FROM search_products('{words}')"
+            );
+            query(&engine, principal, &sql, Format::Table).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve { config, bind, server } => {
             let engine = Engine::open(&config)?;
             serve(engine, bind, server.options(), None).await?;
@@ -251,16 +296,34 @@ async fn query(engine: &Engine, principal: agora_engine::Principal, sql: &str, f
     Ok(())
 }
 
-async fn check(config: &std::path::Path) -> Result<ExitCode> {
+async fn check(config: &std::path::Path, quality: bool) -> Result<ExitCode> {
     let engine = Engine::open(config)?;
     println!("{}: configuration ok ({} domains)", config.display(), engine.domains().len());
     let mut failed = 0;
     for check in engine.check().await {
+        let contract = engine
+            .config()
+            .domain(&check.product.domain)
+            .and_then(|d| d.product(&check.product.product))
+            .and_then(|p| p.contract.clone());
+        let name = check.product.to_string();
         match check.result {
-            Ok(schema) => println!("ok    {:<32} {} columns", check.product.to_string(), schema.fields().len()),
+            Ok(schema) => {
+                let drift = contract.as_ref().map(|c| agora_engine::contract::drift(c, &schema)).unwrap_or_default();
+                if drift.is_empty() {
+                    let with = if contract.is_some() { ", matches its contract" } else { "" };
+                    println!("ok    {name:<32} {} columns{with}", schema.fields().len());
+                } else {
+                    failed += 1;
+                    println!("DRIFT {name:<32} the source no longer matches its contract:");
+                    for d in drift {
+                        println!("        {d}");
+                    }
+                }
+            }
             Err(e) => {
                 failed += 1;
-                println!("FAIL  {:<32} {e}", check.product.to_string());
+                println!("FAIL  {name:<32} {e}");
             }
         }
     }
@@ -274,6 +337,34 @@ async fn check(config: &std::path::Path) -> Result<ExitCode> {
         }
     } else {
         println!("note  no governance section: every authenticated principal reads every product");
+    }
+    if quality {
+        let results = engine.check_quality().await?;
+        println!(
+            "quality rules ({} checked, results appended to {}):",
+            results.len(),
+            engine.config().quality.display()
+        );
+        for r in &results {
+            let column = r.column.as_deref().map(|c| format!(".{c}")).unwrap_or_default();
+            let what = format!("{}{column}", r.product);
+            let observed = r.observed.map(|v| format!("{v}")).unwrap_or_else(|| "-".into());
+            let label = match r.outcome.as_str() {
+                "pass" => "pass ",
+                "fail" => "FAIL ",
+                "skipped" => "skip ",
+                _ => "ERROR",
+            };
+            println!("{label} {what:<32} {:<44} {} (measured {observed})", r.rule, r.expected);
+            if r.outcome != "pass"
+                && let Some(m) = &r.message
+            {
+                println!("        {m}");
+            }
+            if r.outcome == "fail" || r.outcome == "error" {
+                failed += 1;
+            }
+        }
     }
     if failed > 0 {
         println!("{failed} check{} failed", if failed == 1 { "" } else { "s" });

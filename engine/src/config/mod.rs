@@ -36,6 +36,29 @@ pub struct MeshConfig {
     /// open: every authenticated principal may read every product (like Trino's
     /// default `allow-all`), and nothing is audited.
     pub governance: Option<GovernanceConfig>,
+    /// Where OpenLineage events of every query go; none when absent.
+    pub lineage: Option<LineageConfig>,
+    /// The JSON Lines file `agora check --quality` appends its results to
+    /// (`quality.results`, by default `quality/results.jsonl` beside the mesh file).
+    pub quality: PathBuf,
+}
+
+/// The `lineage` section: where each query's OpenLineage run events are sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineageConfig {
+    /// The destination.
+    pub sink: LineageSink,
+    /// The OpenLineage job namespace (`agora` by default).
+    pub namespace: String,
+}
+
+/// Where lineage events are written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LineageSink {
+    /// Appended as JSON Lines.
+    File(PathBuf),
+    /// POSTed one by one, e.g. to Marquez's `/api/v1/lineage`.
+    Http(url::Url),
 }
 
 /// The `governance` section of a mesh file.
@@ -104,6 +127,8 @@ pub struct ProductConfig {
     pub tags: Vec<String>,
     /// Where the rows live.
     pub source: Source,
+    /// The product's data contract (ODCS), if it has one.
+    pub contract: Option<std::sync::Arc<crate::contract::Contract>>,
 }
 
 impl MeshConfig {

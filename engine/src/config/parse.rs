@@ -19,9 +19,10 @@ use crate::identity::{AuthConfig, ServiceTokenConfig, UserConfig, check_password
 use crate::jwt::{JwksSource, JwtConfig};
 
 use super::{
-    AuditConfig, ConfigError, ConfigProblem, DomainConfig, GovernanceConfig, MeshConfig, Owner, ProductConfig,
-    RESERVED_SCHEMAS, location,
+    AuditConfig, ConfigError, ConfigProblem, DomainConfig, GovernanceConfig, LineageConfig, LineageSink, MeshConfig,
+    Owner, ProductConfig, RESERVED_SCHEMAS, location,
 };
+use crate::contract::Contract;
 
 pub(super) fn parse(text: &str, file: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<MeshConfig, ConfigError> {
     let root: Value =
@@ -34,6 +35,8 @@ pub(super) fn parse(text: &str, file: &Path, env: &dyn Fn(&str) -> Option<String
     let domains = walker.mesh(&root);
     let auth = walker.auth(&root);
     let governance = walker.governance(&root);
+    let lineage = walker.lineage(&root);
+    let quality = walker.quality(&root);
     if governance.is_none() && root.get("governance").is_none() {
         for d in domains.iter().filter(|d| d.policies.is_some()) {
             walker.problem(
@@ -44,7 +47,7 @@ pub(super) fn parse(text: &str, file: &Path, env: &dyn Fn(&str) -> Option<String
         }
     }
     if walker.problems.is_empty() {
-        Ok(MeshConfig { file: Some(file.to_path_buf()), domains, auth, governance })
+        Ok(MeshConfig { file: Some(file.to_path_buf()), domains, auth, governance, lineage, quality })
     } else {
         Err(ConfigError { file: file.to_path_buf(), problems: walker.problems })
     }
@@ -229,7 +232,9 @@ impl Walker<'_> {
     }
 
     fn mesh(&mut self, root: &Value) -> Vec<DomainConfig> {
-        let Some(map) = self.mapping(root, "", &["domains", "auth", "governance"]) else { return Vec::new() };
+        let Some(map) = self.mapping(root, "", &["domains", "auth", "governance", "lineage", "quality"]) else {
+            return Vec::new();
+        };
         let items = self.sequence(map, "domains", "", true);
         let mut seen = HashSet::new();
         let mut domains = Vec::new();
@@ -303,6 +308,87 @@ impl Walker<'_> {
             }
         }
         Some(GovernanceConfig { policies: policies?, audit })
+    }
+
+    /// The product's data contract: the file named by `contract`, or else a
+    /// `<location>.odcs.yaml` beside a local product's data.
+    fn contract(&mut self, map: &Mapping, path: &str, product: &str, source: &Source) -> Option<Arc<Contract>> {
+        let (file, explicit) = match self.file_path(map, "contract", path) {
+            Some(file) => (file, true),
+            None => {
+                let location = source.location();
+                if location.scheme() != "file" || matches!(source, Source::Postgres(_)) {
+                    return None;
+                }
+                let data = location.to_file_path().ok()?;
+                let mut name = data.as_os_str().to_owned();
+                name.push(".odcs.yaml");
+                let beside = PathBuf::from(name);
+                if !beside.is_file() {
+                    return None;
+                }
+                (beside, false)
+            }
+        };
+        let key = join(path, "contract");
+        let text = match std::fs::read_to_string(&file) {
+            Ok(text) => text,
+            Err(e) => {
+                let how = if explicit { "" } else { " (found beside the data)" };
+                self.problem(&key, format!("cannot read the contract {}{how}: {e}", file.display()));
+                return None;
+            }
+        };
+        match Contract::parse(&text, &file, product) {
+            Ok(contract) => Some(Arc::new(contract)),
+            Err(problems) => {
+                for p in problems {
+                    let at = if p.path.is_empty() { String::new() } else { format!(" at {}", p.path) };
+                    self.problem(&key, format!("invalid contract {}{at}: {}", file.display(), p.message));
+                }
+                None
+            }
+        }
+    }
+
+    fn lineage(&mut self, root: &Value) -> Option<LineageConfig> {
+        let value = root.get("lineage")?;
+        let path = "lineage";
+        let map = self.mapping(value, path, &["path", "url", "namespace"])?;
+        let file = self.file_path(map, "path", path);
+        let url = self.string(map, "url", path, false);
+        let namespace = self.string(map, "namespace", path, false).unwrap_or_else(|| "agora".to_string());
+        let sink = match (file, url) {
+            (Some(file), None) => LineageSink::File(file),
+            (None, Some(url)) => match url::Url::parse(&url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => LineageSink::Http(u),
+                _ => {
+                    self.problem(
+                        &join(path, "url"),
+                        format!("expected an http(s) URL such as http://127.0.0.1:5000/api/v1/lineage, found '{url}'"),
+                    );
+                    return None;
+                }
+            },
+            (Some(_), Some(_)) => {
+                self.problem(path, "give either path (a JSON Lines file) or url (an HTTP endpoint), not both");
+                return None;
+            }
+            (None, None) => {
+                if map.get("path").is_none() {
+                    self.problem(path, "missing path (a JSON Lines file) or url (an HTTP endpoint)");
+                }
+                return None;
+            }
+        };
+        Some(LineageConfig { sink, namespace })
+    }
+
+    fn quality(&mut self, root: &Value) -> PathBuf {
+        let default = self.base.join("quality/results.jsonl");
+        let Some(value) = root.get("quality") else { return default };
+        let Some(map) = self.mapping(value, "quality", &["results"]) else { return default };
+        self.file_path(map, "results", "quality").unwrap_or(default)
     }
 
     fn owner(&mut self, value: &Value, path: &str) -> Option<Owner> {
@@ -384,7 +470,7 @@ impl Walker<'_> {
         storage: &ObjectStoreSettings,
         postgres: Option<&Arc<PostgresConnection>>,
     ) -> Option<ProductConfig> {
-        let map = self.mapping(value, path, &["name", "description", "owner", "tags", "source"])?;
+        let map = self.mapping(value, path, &["name", "description", "owner", "tags", "source", "contract"])?;
         let name = self.name(map, path);
         let description = self.string(map, "description", path, true);
         let owner = match map.get("owner") {
@@ -408,7 +494,9 @@ impl Walker<'_> {
                 None
             }
         };
-        Some(ProductConfig { name: name?, description: description?, owner: owner?, tags, source: source? })
+        let source = source?;
+        let contract = self.contract(map, path, name.as_deref()?, &source);
+        Some(ProductConfig { name: name?, description: description?, owner: owner?, tags, source, contract })
     }
 
     fn source(

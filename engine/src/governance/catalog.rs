@@ -5,19 +5,17 @@
 
 use std::sync::Arc;
 
-use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
-use datafusion::catalog::{CatalogProvider, SchemaProvider, Session, TableProvider};
-use datafusion::datasource::MemTable;
+use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
 use datafusion::error::{DataFusionError, Result};
-use datafusion::logical_expr::{Expr, TableType};
-use datafusion::physical_plan::ExecutionPlan;
 
 use crate::catalog::{DomainSchema, MeshCatalog};
 use crate::error::{PolicyFailure, ProductFailure};
 use crate::{EngineError, Principal, ProductRef};
 
-use super::audit::{AuditLog, audit_batch, audit_schema};
+use crate::system::{SystemContext, SystemSchema};
+
+use super::audit::AuditLog;
 use super::compile::govern;
 use super::policy::{Access, PolicySet};
 
@@ -37,6 +35,18 @@ impl Viewer {
 
     pub(crate) fn is_admin(&self) -> bool {
         self.policies.as_ref().is_none_or(|p| p.is_admin(&self.principal))
+    }
+
+    /// May the viewer read audit records about `domain`? Admins may read all,
+    /// a domain's owners those of their domain.
+    pub(crate) fn may_audit_domain(&self, domain: &str) -> bool {
+        self.is_admin() || self.policies.as_ref().is_some_and(|p| p.is_owner(&self.principal, domain))
+    }
+
+    /// May the viewer read an audit record of a request that read `products`
+    /// (`domain.product`)?
+    pub(crate) fn may_audit(&self, products: &[String]) -> bool {
+        self.is_admin() || products.iter().any(|p| p.split('.').next().is_some_and(|d| self.may_audit_domain(d)))
     }
 }
 
@@ -87,15 +97,14 @@ impl CatalogProvider for SessionCatalog {
             .filter(|(name, d)| d.product_names().any(|p| self.viewer.may_see(&ProductRef::new(*name, p))))
             .map(|(name, _)| name.to_string())
             .collect();
-        if self.viewer.audit.is_some() {
-            names.push("system".to_string());
-        }
+        names.push("system".to_string());
         names
     }
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
         if name == "system" {
-            return self.viewer.audit.as_ref().map(|_| Arc::new(SystemSchema { viewer: self.viewer.clone() }) as _);
+            let context = SystemContext { mesh: Arc::clone(&self.mesh), viewer: self.viewer.clone() };
+            return Some(Arc::new(SystemSchema { context }));
         }
         let domain = self.mesh.domain(name)?;
         Some(Arc::new(SessionDomain {
@@ -139,74 +148,5 @@ impl SchemaProvider for SessionDomain {
 
     fn table_exist(&self, name: &str) -> bool {
         self.domain.has_product(name) && self.catalog.viewer.may_see(&ProductRef::new(&self.name, name))
-    }
-}
-
-/// The engine's own tables.
-#[derive(Debug)]
-struct SystemSchema {
-    viewer: Viewer,
-}
-
-#[async_trait]
-impl SchemaProvider for SystemSchema {
-    fn table_names(&self) -> Vec<String> {
-        vec!["audit_log".to_string()]
-    }
-
-    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        match (name, &self.viewer.audit) {
-            ("audit_log", Some(log)) => {
-                Ok(Some(Arc::new(AuditLogTable { log: Arc::clone(log), viewer: self.viewer.clone() })))
-            }
-            _ => Ok(None),
-        }
-    }
-
-    fn table_exist(&self, name: &str) -> bool {
-        name == "audit_log"
-    }
-}
-
-/// `system.audit_log`: admins see every record, a domain's owners the records
-/// that touch their domain, others none.
-#[derive(Debug)]
-struct AuditLogTable {
-    log: Arc<AuditLog>,
-    viewer: Viewer,
-}
-
-#[async_trait]
-impl TableProvider for AuditLogTable {
-    fn schema(&self) -> SchemaRef {
-        audit_schema()
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::View
-    }
-
-    async fn scan(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        filters: &[Expr],
-        limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let log = Arc::clone(&self.log);
-        let records = tokio::task::spawn_blocking(move || log.read_all())
-            .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))?
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        let admin = self.viewer.is_admin();
-        let principal = &self.viewer.principal;
-        let owns = |domain: &str| self.viewer.policies.as_ref().is_some_and(|p| p.is_owner(principal, domain));
-        let visible: Vec<_> = records
-            .into_iter()
-            .filter(|r| admin || r.products.iter().any(|p| p.split('.').next().is_some_and(owns)))
-            .collect();
-        let batch = audit_batch(&visible)?;
-        let table = MemTable::try_new(audit_schema(), vec![vec![batch]])?;
-        table.scan(state, projection, filters, limit).await
     }
 }

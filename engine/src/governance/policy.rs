@@ -140,7 +140,11 @@ pub struct TagRule {
 pub struct PolicySet {
     admins: Subjects,
     owners: BTreeMap<String, Subjects>,
+    /// (domain, product) → column → tags, from policy files and contracts.
     tags: BTreeMap<(String, String), BTreeMap<String, Vec<String>>>,
+    /// The columns tagged in policy files, which must exist; a contract's column
+    /// missing from the source is drift, reported elsewhere.
+    policy_tagged: BTreeMap<(String, String), Vec<String>>,
     grants: Vec<Grant>,
     restrictions: Vec<Restriction>,
     tag_rules: Vec<TagRule>,
@@ -247,6 +251,7 @@ impl PolicySet {
             admins: global_file.admins,
             owners: BTreeMap::new(),
             tags: BTreeMap::new(),
+            policy_tagged: BTreeMap::new(),
             grants: Vec::new(),
             restrictions: Vec::new(),
             tag_rules: global_file.tag_rules,
@@ -300,6 +305,7 @@ impl PolicySet {
                         ),
                     ));
                 }
+                set.policy_tagged.insert((domain.name.clone(), product.clone()), columns.keys().cloned().collect());
                 set.tags.insert((domain.name.clone(), product.clone()), columns.clone());
             }
             if !problems.is_empty() {
@@ -308,6 +314,23 @@ impl PolicySet {
             set.owners.insert(domain.name.clone(), parsed.owners);
             set.grants.extend(parsed.grants);
             set.restrictions.extend(parsed.restrictions);
+        }
+        // A contract's column tags and classification count as tags, so that tag
+        // rules cover what domains classify in their contracts.
+        for domain in &mesh.domains {
+            for product in &domain.products {
+                let Some(contract) = &product.contract else { continue };
+                for column in &contract.columns {
+                    let from_contract = column.tags.iter().chain(column.classification.iter());
+                    let key = (domain.name.clone(), product.name.clone());
+                    for tag in from_contract {
+                        let tags = set.tags.entry(key.clone()).or_default().entry(column.name.clone()).or_default();
+                        if !tags.contains(tag) {
+                            tags.push(tag.clone());
+                        }
+                    }
+                }
+            }
         }
         let uses_tokens = set
             .grants
@@ -489,11 +512,21 @@ impl PolicySet {
             .collect()
     }
 
+    /// Every tagged column of a product with its tags (policy files and contract).
+    pub fn product_tags(&self, product: &ProductRef) -> Option<&BTreeMap<String, Vec<String>>> {
+        self.tags.get(&(product.domain.clone(), product.product.clone()))
+    }
+
+    /// The tags that tag rules act on (mask or deny): such columns are sensitive.
+    pub fn governed_tags(&self) -> impl Iterator<Item = &str> {
+        self.tag_rules.iter().map(|r| r.tag.as_str())
+    }
+
     /// Tagged column names of a product, for checking that they exist.
     pub(crate) fn tagged_columns(&self, product: &ProductRef) -> Vec<&str> {
-        self.tags
+        self.policy_tagged
             .get(&(product.domain.clone(), product.product.clone()))
-            .map(|c| c.keys().map(String::as_str).collect())
+            .map(|c| c.iter().map(String::as_str).collect())
             .unwrap_or_default()
     }
 }
@@ -695,6 +728,7 @@ mod tests {
             admins: Subjects { users: vec![], groups: vec!["admins".into()] },
             owners: BTreeMap::from([("crm".to_string(), Subjects { users: vec!["olga".into()], groups: vec![] })]),
             tags,
+            policy_tagged: BTreeMap::new(),
             grants,
             restrictions,
             tag_rules,

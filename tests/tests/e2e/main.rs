@@ -8,5 +8,6 @@ mod flight;
 mod governance;
 mod local;
 mod postgres;
+mod products;
 mod s3;
 mod support;

@@ -1,0 +1,147 @@
+//! The `system` schema: the engine's own tables, governed like the products.
+//!
+//! | table                | what                                                   | who sees what                       |
+//! |----------------------|--------------------------------------------------------|-------------------------------------|
+//! | `domains`            | each domain, its owner, how many products you may read | domains with a readable product     |
+//! | `products`           | each product: owner, source, contract, status (drift)  | products you may read               |
+//! | `columns`            | each column: type, description, classification, tags  | columns you may read                |
+//! | `quality_results`    | history of `agora check --quality`                     | results of products you may read    |
+//! | `sensitive_columns`  | columns classified or tagged sensitive                 | columns you may read                |
+//! | `sensitive_access`   | who read which sensitive column, masked or not         | admins all, owners their domain     |
+//! | `audit_log`          | every request                                          | admins all, owners their domain     |
+//!
+//! plus the table function `search_products('text')`. The tables are built when
+//! scanned, from the configuration, the contracts, the opened sources and the
+//! audit and quality logs, so they are always current.
+
+mod catalogue;
+mod search;
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use datafusion::catalog::{SchemaProvider, Session, TableProvider};
+use datafusion::datasource::MemTable;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::{Expr, TableType};
+use datafusion::physical_plan::ExecutionPlan;
+
+use crate::catalog::MeshCatalog;
+use crate::governance::audit::{audit_batch, audit_schema};
+use crate::governance::catalog::Viewer;
+
+pub(crate) use self::search::SearchFunction;
+
+/// What system tables are built from, for one session.
+#[derive(Debug, Clone)]
+pub(crate) struct SystemContext {
+    pub(crate) mesh: Arc<MeshCatalog>,
+    pub(crate) viewer: Viewer,
+}
+
+/// The system tables' names, in listing order.
+const TABLES: &[&str] =
+    &["domains", "products", "columns", "quality_results", "sensitive_columns", "sensitive_access", "audit_log"];
+
+/// The `system` schema for one session.
+#[derive(Debug)]
+pub(crate) struct SystemSchema {
+    pub(crate) context: SystemContext,
+}
+
+impl SystemSchema {
+    fn has(&self, name: &str) -> bool {
+        TABLES.contains(&name)
+            && (self.context.viewer.audit.is_some() || !matches!(name, "audit_log" | "sensitive_access"))
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for SystemSchema {
+    fn table_names(&self) -> Vec<String> {
+        TABLES.iter().filter(|t| self.has(t)).map(|t| t.to_string()).collect()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        if !self.has(name) {
+            return Ok(None);
+        }
+        let schema = match name {
+            "audit_log" => audit_schema(),
+            "quality_results" => crate::contract::quality::results_schema(),
+            other => catalogue::schema(other),
+        };
+        Ok(Some(Arc::new(SystemTable { name: name.to_string(), schema, context: self.context.clone() })))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.has(name)
+    }
+}
+
+/// One system table, built from current state when scanned.
+#[derive(Debug)]
+struct SystemTable {
+    name: String,
+    schema: SchemaRef,
+    context: SystemContext,
+}
+
+impl SystemTable {
+    async fn build(&self) -> Result<RecordBatch> {
+        let external = |e: Box<dyn std::error::Error + Send + Sync>| DataFusionError::External(e);
+        let c = &self.context;
+        match self.name.as_str() {
+            "audit_log" => {
+                let Some(log) = c.viewer.audit.clone() else { return audit_batch(&[]) };
+                let records = tokio::task::spawn_blocking(move || log.read_all())
+                    .await
+                    .map_err(|e| external(Box::new(e)))?
+                    .map_err(|e| external(Box::new(e)))?;
+                let visible: Vec<_> = records.into_iter().filter(|r| c.viewer.may_audit(&r.products)).collect();
+                audit_batch(&visible)
+            }
+            "quality_results" => {
+                let log = Arc::clone(c.mesh.quality());
+                let results = tokio::task::spawn_blocking(move || log.read_all())
+                    .await
+                    .map_err(|e| external(Box::new(e)))?
+                    .map_err(|e| external(Box::new(e)))?;
+                let visible: Vec<_> = results
+                    .into_iter()
+                    .filter(|r| {
+                        let (d, p) = r.product.split_once('.').unwrap_or(("", ""));
+                        c.viewer.may_see(&crate::ProductRef::new(d, p))
+                    })
+                    .collect();
+                Ok(crate::contract::quality::results_batch(&visible)?)
+            }
+            other => catalogue::build(other, c).await,
+        }
+    }
+}
+
+#[async_trait]
+impl TableProvider for SystemTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let batch = self.build().await?;
+        let table = MemTable::try_new(Arc::clone(&self.schema), vec![vec![batch]])?;
+        table.scan(state, projection, filters, limit).await
+    }
+}

@@ -24,7 +24,8 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{LineageConfig, LineageSink, MeshConfig};
 
-const PRODUCER: &str = concat!("https://github.com/agora-mesh/agora/tree/", env!("CARGO_PKG_VERSION"));
+/// Who produced the events: the project with its version, as OpenLineage asks.
+const PRODUCER: &str = concat!(env!("CARGO_PKG_REPOSITORY"), "/tree/", env!("CARGO_PKG_VERSION"));
 const SPEC: &str = "https://openlineage.io/spec";
 /// Dataset namespace of every data product.
 const DATASET_NAMESPACE: &str = "agora://mesh";

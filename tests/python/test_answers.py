@@ -76,13 +76,17 @@ def test_cli_reports_errors_with_exit_code_1(agora_bin, mesh_config):
     assert "no product 'ordrs' in domain 'sales'; its products are: orders, lineitem" in result.stderr
 
 
-def test_check_reports_every_product_ok(agora_bin, mesh_config):
+def test_check_reports_every_product_and_the_demo_drift(agora_bin, mesh_config):
     result = subprocess.run([agora_bin, "check", "--config", str(mesh_config)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
-    lines = [l for l in result.stdout.splitlines() if l.startswith(("ok", "FAIL"))]
+    # The demo's supply.part contract promises a column the data lacks, on purpose.
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = [l for l in result.stdout.splitlines() if l.startswith(("ok", "FAIL", "DRIFT"))]
     products = [l for l in lines if " policies " not in l]
-    assert len(products) == 8 and all(l.startswith("ok") for l in lines), result.stdout
+    assert len(products) == 8, result.stdout
+    assert [l.split()[1] for l in products if not l.startswith("ok")] == ["supply.part"], result.stdout
+    assert all(l.startswith("ok") for l in products if "supply.part" not in l)
     assert any(l.startswith("ok    policies sha256:") for l in lines), result.stdout
+    assert "1 check failed" in result.stdout
 
 
 def test_csv_output(agora_bin, mesh_config):

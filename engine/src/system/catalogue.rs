@@ -94,10 +94,14 @@ pub(crate) async fn visible_products(context: &SystemContext) -> Vec<ProductView
     futures::stream::iter(products).map(|p| view(context, p)).buffered(OPEN_CONCURRENCY).collect().await
 }
 
+/// A column of the source: name, Arrow type and nullability (unknown when the
+/// source cannot be opened and the contract's columns are shown instead).
+type SourceColumn = (String, Option<String>, Option<bool>);
+
 async fn view(context: &SystemContext, product: Arc<Product>) -> ProductView {
     let contract = product.config.contract.clone();
     let opened = product.table().await.map(|t| t.schema());
-    let (status, source_columns): (_, Vec<(String, Option<String>, Option<bool>)>) = match &opened {
+    let (status, source_columns): (_, Vec<SourceColumn>) = match &opened {
         Ok(schema) => {
             let status = match &contract {
                 None => ("no contract", None),
@@ -125,7 +129,9 @@ async fn view(context: &SystemContext, product: Arc<Product>) -> ProductView {
         }
     };
     let names: Vec<String> = source_columns.iter().map(|(n, _, _)| n.clone()).collect();
-    let readable: Option<(Vec<String>, Vec<(String, String)>)> = match &context.viewer.policies {
+    // The readable columns and (column, mask) of those masked for the viewer.
+    type Readable = (Vec<String>, Vec<(String, String)>);
+    let readable: Option<Readable> = match &context.viewer.policies {
         None => Some((names.clone(), Vec::new())),
         Some(policies) => match policies.access(&context.viewer.principal, &product.reference, &names) {
             Ok(Access::Full) => Some((names.clone(), Vec::new())),

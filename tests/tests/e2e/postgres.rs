@@ -400,3 +400,39 @@ async fn a_table_dropped_after_it_was_opened_fails_naming_the_product() {
     assert!(err.contains("while reading ops.gauges"), "{err}");
     assert!(err.contains("gauges") && err.to_lowercase().contains("does not exist"), "PostgreSQL's reason: {err}");
 }
+
+#[tokio::test]
+async fn a_changed_postgres_column_type_is_reported_as_drift() {
+    let db = database("drift");
+    psql(&db, "CREATE TABLE items (id bigint NOT NULL, name text, price numeric(10,2))");
+    psql(&db, "INSERT INTO items VALUES (1, 'bolt', 0.25), (2, 'nut', 0.10)");
+    let dir = tempfile::tempdir().unwrap();
+    let contract = "apiVersion: v3.2.0\nkind: DataContract\nid: ops.items\nversion: 1.0.0\nstatus: active\n\
+                    schema:\n  - name: items\n    properties:\n      - { name: id, physicalType: bigint, required: true }\n      \
+                    - { name: name, physicalType: varchar }\n      - { name: price, physicalType: \"decimal(10,2)\" }\n";
+    std::fs::write(dir.path().join("items.odcs.yaml"), contract).unwrap();
+    let pg = pg();
+    let yaml = format!(
+        "domains:\n  - name: ops\n    description: Operational data\n    owner: {{ name: Ops, contact: ops@example.com }}\n    \
+         postgres: {{ host: {}, port: {}, database: {db}, user: {}, sslmode: disable }}\n    products:\n      \
+         - {{ name: items, description: Items, source: {{ kind: postgres, table: public.items }}, contract: items.odcs.yaml }}\n",
+        pg.host, pg.port, pg.user
+    );
+    let file = dir.path().join("mesh.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let status = |engine: Engine| async move {
+        let sql = "SELECT status || coalesce(': ' || status_detail, '') FROM system.products";
+        let batches = engine.session().collect(sql).await.unwrap();
+        crate::support::pretty(&batches)
+    };
+    assert!(status(Engine::open(&file).unwrap()).await.contains("| ok "), "matches before the change");
+
+    psql(&db, "ALTER TABLE items ALTER COLUMN price TYPE double precision, DROP COLUMN name");
+    let after = status(Engine::open(&file).unwrap()).await;
+    assert!(after.contains("drift: column name is in the contract but not in the source"), "{after}");
+    assert!(after.contains("column price is Float64 in the source, the contract says decimal(10,2)"), "{after}");
+    // Quality rules run in PostgreSQL.
+    let results = Engine::open(&file).unwrap().check_quality().await.unwrap();
+    let not_null = results.iter().find(|r| r.kind == "not_null").unwrap();
+    assert_eq!((not_null.outcome.as_str(), not_null.observed), ("pass", Some(0.0)), "{not_null:?}");
+}

@@ -14,6 +14,7 @@ mod delta;
 mod error;
 mod parquet;
 mod postgres;
+mod pushable;
 mod storage;
 
 use std::sync::Arc;

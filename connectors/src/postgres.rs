@@ -96,42 +96,54 @@ impl PostgresConnection {
     }
 
     async fn pool(&self) -> Result<Arc<PostgresConnectionPool>, ConnectorError> {
-        self.pool
-            .get_or_try_init(|| async {
-                let mut connection = format!(
-                    "host={} port={} dbname={} user={} connect_timeout={}",
-                    quote(&self.host),
-                    self.port,
-                    quote(&self.database),
-                    quote(&self.user),
-                    self.connect_timeout.as_secs().max(1)
-                );
-                if let Some(password) = &self.password {
-                    connection.push_str(&format!(" password={}", quote(password)));
-                }
-                let mut params: HashMap<String, SecretString> = HashMap::new();
-                params.insert("connection_string".into(), SecretString::from(connection));
-                params.insert("sslmode".into(), SecretString::from(self.sslmode.clone()));
-                params.insert("connection_pool_size".into(), SecretString::from(self.pool_size.to_string()));
-                params.insert("application_name".into(), SecretString::from("agora".to_string()));
-                if !self.statement_timeout.is_zero() {
-                    let options = format!("-c statement_timeout={}", self.statement_timeout.as_millis());
-                    params.insert("options".into(), SecretString::from(options));
-                }
-                let pool = tokio::time::timeout(
-                    self.connect_timeout + Duration::from_secs(1),
-                    PostgresConnectionPool::new(params),
-                )
+        self.pool.get_or_try_init(|| self.new_pool()).await.cloned()
+    }
+
+    /// The tables and views of `schema` the user may read, with their comments,
+    /// by name. Uses a connection of its own, so it may run on a runtime that
+    /// ends before the engine's.
+    pub async fn list_tables(&self, schema: &str) -> Result<Vec<(String, Option<String>)>, ConnectorError> {
+        self.probe().await?;
+        let pool = self.new_pool().await?;
+        let connection = pool.connect_direct().await.map_err(|e| self.unavailable(e.to_string()))?;
+        let sql = "SELECT c.relname, obj_description(c.oid, 'pg_class') FROM pg_class c \
+                   JOIN pg_namespace n ON n.oid = c.relnamespace \
+                   WHERE n.nspname = $1 AND c.relkind IN ('r', 'v', 'm', 'p', 'f') \
+                   AND has_table_privilege(c.oid, 'SELECT') ORDER BY c.relname";
+        let rows = connection.conn.query(sql, &[&schema]).await.map_err(|e| self.unavailable(e.to_string()))?;
+        Ok(rows.iter().map(|r| (r.get::<_, String>(0), r.get::<_, Option<String>>(1))).collect())
+    }
+
+    async fn new_pool(&self) -> Result<Arc<PostgresConnectionPool>, ConnectorError> {
+        let mut connection = format!(
+            "host={} port={} dbname={} user={} connect_timeout={}",
+            quote(&self.host),
+            self.port,
+            quote(&self.database),
+            quote(&self.user),
+            self.connect_timeout.as_secs().max(1)
+        );
+        if let Some(password) = &self.password {
+            connection.push_str(&format!(" password={}", quote(password)));
+        }
+        let mut params: HashMap<String, SecretString> = HashMap::new();
+        params.insert("connection_string".into(), SecretString::from(connection));
+        params.insert("sslmode".into(), SecretString::from(self.sslmode.clone()));
+        params.insert("connection_pool_size".into(), SecretString::from(self.pool_size.to_string()));
+        params.insert("application_name".into(), SecretString::from("agora".to_string()));
+        if !self.statement_timeout.is_zero() {
+            let options = format!("-c statement_timeout={}", self.statement_timeout.as_millis());
+            params.insert("options".into(), SecretString::from(options));
+        }
+        let pool =
+            tokio::time::timeout(self.connect_timeout + Duration::from_secs(1), PostgresConnectionPool::new(params))
                 .await
                 .map_err(|_| self.unavailable(format!("no connection within {:?}", self.connect_timeout)))?
                 .map_err(|e| self.unavailable(e.to_string()))?
                 // Types without an Arrow mapping of their own (json, jsonb…)
                 // are read as their text form rather than refused.
                 .with_unsupported_type_action(UnsupportedTypeAction::String);
-                Ok(Arc::new(pool))
-            })
-            .await
-            .cloned()
+        Ok(Arc::new(pool))
     }
 
     /// Checks that the server accepts TCP connections, within the connect
@@ -219,7 +231,10 @@ impl PostgresSource {
 /// sub-plans into remote SQL. The session's query planner must include
 /// [`extension_planners`].
 pub fn with_federation(builder: SessionStateBuilder) -> SessionStateBuilder {
-    let rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> = datafusion_federation::default_optimizer_rules();
+    let mut rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> = datafusion_federation::default_optimizer_rules();
+    // Right after federation: functions PostgreSQL lacks stay in the engine.
+    let federation = rules.iter().position(|r| r.name() == "federation_optimizer_rule").map_or(rules.len(), |i| i + 1);
+    rules.insert(federation, Arc::new(crate::pushable::KeepForeignFunctionsLocal));
     builder.with_optimizer_rules(rules)
 }
 

@@ -69,6 +69,8 @@ struct Inner {
     audit: Option<Arc<AuditLog>>,
     /// Where lineage events go, if configured.
     lineage: Option<Arc<LineageEmitter>>,
+    /// Domains whose attached PostgreSQL schema could not be listed, and why.
+    attach_failures: Vec<(String, String)>,
 }
 
 /// The outcome of opening one product, as reported by [`Engine::check`].
@@ -86,8 +88,12 @@ impl Engine {
         Self::new(MeshConfig::from_file(path)?)
     }
 
-    /// Registers the products of an already validated configuration. Reads no data.
-    pub fn new(config: MeshConfig) -> Result<Self, EngineError> {
+    /// Registers the products of an already validated configuration. Reads no
+    /// data; lists the tables of attached PostgreSQL schemas (a domain whose
+    /// schema cannot be listed starts with its explicit products only, and the
+    /// failure is reported by [`Engine::attach_failures`]).
+    pub fn new(mut config: MeshConfig) -> Result<Self, EngineError> {
+        let attach_failures = attach_schemas(&mut config);
         let runtime = RuntimeEnvBuilder::new().build_arc().map_err(EngineError::from)?;
         let session_config = SessionConfig::new()
             .with_default_catalog_and_schema(CATALOG, DEFAULT_SCHEMA)
@@ -118,13 +124,29 @@ impl Engine {
         };
         let lineage = config.lineage.clone().map(LineageEmitter::new);
         Ok(Engine {
-            inner: Arc::new(Inner { config, catalog, runtime, session_config, federated, policies, audit, lineage }),
+            inner: Arc::new(Inner {
+                config,
+                catalog,
+                runtime,
+                session_config,
+                federated,
+                policies,
+                audit,
+                lineage,
+                attach_failures,
+            }),
         })
     }
 
     /// The policies in force, if the mesh is governed.
     pub fn policies(&self) -> Option<&PolicySet> {
         self.inner.policies.as_deref()
+    }
+
+    /// Domains whose attached PostgreSQL schema could not be listed at start,
+    /// with the reason: their tables are missing until the engine is restarted.
+    pub fn attach_failures(&self) -> &[(String, String)] {
+        &self.inner.attach_failures
     }
 
     /// The lineage emitter, if lineage is configured: counts delivered and failed events.
@@ -364,7 +386,12 @@ impl Engine {
         match self.inner.config.domain(domain) {
             Some(d) => {
                 let names: Vec<&str> = d.products.iter().map(|p| p.name.as_str()).collect();
-                format!("no product '{product}' in domain '{domain}'; its products are: {}", names.join(", "))
+                let mut message =
+                    format!("no product '{product}' in domain '{domain}'; its products are: {}", names.join(", "));
+                if let Some((_, why)) = self.inner.attach_failures.iter().find(|(name, _)| name == domain) {
+                    message.push_str(&format!(" (its PostgreSQL schema could not be listed at start: {why})"));
+                }
+                message
             }
             None => {
                 let names: Vec<&str> = domains.iter().map(|d| d.name.as_str()).collect();
@@ -372,6 +399,61 @@ impl Engine {
             }
         }
     }
+}
+
+/// Adds the tables and views of each attached PostgreSQL schema as products
+/// (explicit products of the same name win; excluded names and names that are
+/// not plain SQL identifiers are left out). Returns the domains whose schema
+/// could not be listed.
+fn attach_schemas(config: &mut MeshConfig) -> Vec<(String, String)> {
+    let mut failures = Vec::new();
+    for domain in &mut config.domains {
+        let (Some(attach), Some(connection)) = (domain.attach.clone(), domain.postgres.clone()) else { continue };
+        // On a runtime of its own, so that this works inside or outside one.
+        let listed = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+                    match runtime {
+                        Ok(rt) => rt.block_on(connection.list_tables(&attach.schema)).map_err(|e| e.to_string()),
+                        Err(e) => Err(format!("cannot start a runtime: {e}")),
+                    }
+                })
+                .join()
+                .unwrap_or_else(|_| Err("the listing thread panicked".to_string()))
+        });
+        match listed {
+            Ok(tables) => {
+                for (table, comment) in tables {
+                    if attach.exclude.contains(&table) || domain.product(&table).is_some() {
+                        continue;
+                    }
+                    if !crate::config::is_sql_identifier(&table) {
+                        tracing::warn!(domain = %domain.name, table = %table, "attached table skipped: not a lowercase SQL identifier; register it as a product with another name");
+                        continue;
+                    }
+                    let source = agora_connectors::PostgresSource::new(
+                        Arc::clone(&connection),
+                        attach.schema.clone(),
+                        table.clone(),
+                    );
+                    domain.products.push(crate::config::ProductConfig {
+                        name: table.clone(),
+                        description: comment.unwrap_or_else(|| format!("PostgreSQL table {}.{table}", attach.schema)),
+                        owner: domain.owner.clone(),
+                        tags: Vec::new(),
+                        source: Source::Postgres(source),
+                        contract: None,
+                    });
+                }
+            }
+            Err(e) => {
+                tracing::warn!(domain = %domain.name, schema = %attach.schema, error = %e, "cannot list the attached PostgreSQL schema");
+                failures.push((domain.name.clone(), e));
+            }
+        }
+    }
+    failures
 }
 
 /// Plans physical execution, including Agora's and the federation's plan nodes.

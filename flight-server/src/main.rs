@@ -300,6 +300,10 @@ async fn check(config: &std::path::Path, quality: bool) -> Result<ExitCode> {
     let engine = Engine::open(config)?;
     println!("{}: configuration ok ({} domains)", config.display(), engine.domains().len());
     let mut failed = 0;
+    for (domain, why) in engine.attach_failures() {
+        failed += 1;
+        println!("FAIL  domain {domain}: its attached PostgreSQL schema could not be listed: {why}");
+    }
     for check in engine.check().await {
         let contract = engine
             .config()

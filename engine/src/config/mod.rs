@@ -17,6 +17,7 @@ use agora_connectors::{ObjectStoreSettings, Source};
 use crate::identity::AuthConfig;
 
 pub use self::error::{ConfigError, ConfigProblem};
+pub(crate) use self::parse::is_sql_identifier;
 
 /// Schema names that domains may not use: `system` holds the engine's own tables
 /// and `information_schema` is SQL's catalogue.
@@ -101,8 +102,22 @@ pub struct DomainConfig {
     /// The domain's own policy file (owners, column tags, grants), kept next to
     /// its products.
     pub policies: Option<PathBuf>,
+    /// The domain's PostgreSQL connection, if it has one.
+    pub postgres: Option<std::sync::Arc<agora_connectors::PostgresConnection>>,
+    /// A PostgreSQL schema whose tables and views all become products; resolved
+    /// when the engine starts ([`crate::Engine::new`]).
+    pub attach: Option<SchemaAttachment>,
     /// The domain's data products, in file order.
     pub products: Vec<ProductConfig>,
+}
+
+/// A whole PostgreSQL schema registered at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaAttachment {
+    /// The PostgreSQL schema.
+    pub schema: String,
+    /// Tables and views left out.
+    pub exclude: Vec<String>,
 }
 
 /// Who answers for a domain or product.

@@ -20,7 +20,7 @@ use crate::jwt::{JwksSource, JwtConfig};
 
 use super::{
     AuditConfig, ConfigError, ConfigProblem, DomainConfig, GovernanceConfig, LineageConfig, LineageSink, MeshConfig,
-    Owner, ProductConfig, RESERVED_SCHEMAS, location,
+    Owner, ProductConfig, RESERVED_SCHEMAS, SchemaAttachment, location,
 };
 use crate::contract::Contract;
 
@@ -427,7 +427,7 @@ impl Walker<'_> {
         let map = self.mapping(
             value,
             path,
-            &["name", "description", "owner", "storage", "postgres", "policies", "products"],
+            &["name", "description", "owner", "storage", "postgres", "attach", "policies", "products"],
         )?;
         let name = self.name(map, path);
         let policies = self.file_path(map, "policies", path);
@@ -441,7 +441,9 @@ impl Walker<'_> {
             }
         };
         let storage = self.storage(map, path);
-        let items = self.sequence(map, "products", path, true);
+        let attach = self.attach(map, path, postgres.is_some());
+        // With an attached schema, explicit products are optional.
+        let items = self.sequence(map, "products", path, map.get("attach").is_none());
         let mut seen = HashSet::new();
         let mut products = Vec::new();
         for (i, item) in items.iter().enumerate() {
@@ -459,7 +461,16 @@ impl Walker<'_> {
                 products.push(product);
             }
         }
-        Some(DomainConfig { name: name?, description: description?, owner: owner?, storage, policies, products })
+        Some(DomainConfig {
+            name: name?,
+            description: description?,
+            owner: owner?,
+            storage,
+            policies,
+            postgres,
+            attach,
+            products,
+        })
     }
 
     fn product(
@@ -872,6 +883,20 @@ impl Walker<'_> {
                 None
             }
         }
+    }
+
+    /// `attach: { schema: NAME, exclude: [...] }`: every table and view of a
+    /// PostgreSQL schema becomes a product.
+    fn attach(&mut self, map: &Mapping, path: &str, has_postgres: bool) -> Option<SchemaAttachment> {
+        let value = map.get("attach")?;
+        let apath = join(path, "attach");
+        let amap = self.mapping(value, &apath, &["schema", "exclude"])?;
+        if !has_postgres {
+            self.problem(&apath, "attaching a schema needs a `postgres:` connection on the domain");
+        }
+        let schema = self.string(amap, "schema", &apath, true)?;
+        let exclude = self.string_list(amap, "exclude", &apath);
+        has_postgres.then_some(SchemaAttachment { schema, exclude })
     }
 
     fn postgres_source(

@@ -224,3 +224,32 @@ fn auth_mistakes_are_reported_with_their_path() {
     let err = parse_auth(AUTH, &[("ETL_TOKEN", "short")]).unwrap_err();
     assert!(err.problems[0].message.contains("at least 16 characters"), "{err}");
 }
+
+#[test]
+fn attaching_a_schema_needs_a_postgres_connection_and_makes_products_optional() {
+    let without = "domains:\n  - name: fin\n    description: d\n    owner: { name: F, contact: f@x }\n    attach: { schema: erp }\n";
+    let p = one_problem(without);
+    assert_eq!(p.path, "domains[fin].attach");
+    assert!(p.message.contains("needs a `postgres:` connection"), "{}", p.message);
+    let with = "domains:\n  - name: fin\n    description: d\n    owner: { name: F, contact: f@x }\n    \
+                postgres: { host: db, database: erp, user: u }\n    attach: { schema: erp, exclude: [tmp] }\n";
+    let config = parse(with).expect("valid");
+    let domain = config.domain("fin").unwrap();
+    assert_eq!(domain.attach, Some(SchemaAttachment { schema: "erp".into(), exclude: vec!["tmp".into()] }));
+    assert!(domain.products.is_empty() && domain.postgres.is_some());
+}
+
+#[test]
+fn lineage_takes_a_file_or_a_url() {
+    let base = "domains:\n  - name: s\n    description: d\n    owner: { name: S, contact: s@x }\n    products:\n      \
+                - { name: t, description: d, source: { kind: parquet, location: t } }\n";
+    let config = parse(&format!("{base}lineage: {{ path: ol/events.jsonl }}\n")).expect("valid");
+    let lineage = config.lineage.expect("lineage");
+    assert_eq!(lineage.sink, LineageSink::File("/srv/mesh/ol/events.jsonl".into()));
+    assert_eq!(lineage.namespace, "agora");
+    assert_eq!(config.quality, Path::new("/srv/mesh/quality/results.jsonl"));
+    let p = one_problem(&format!("{base}lineage: {{ url: ftp://x/y }}\n"));
+    assert_eq!(p.path, "lineage.url");
+    let p = one_problem(&format!("{base}lineage: {{ url: 'http://x', path: a.jsonl }}\n"));
+    assert!(p.message.contains("not both"), "{}", p.message);
+}

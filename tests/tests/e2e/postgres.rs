@@ -162,7 +162,12 @@ async fn filters_projections_limits_joins_and_aggregates_run_in_postgres() {
          INSERT INTO orders SELECT g, 1 + g % 100, g % 1000, repeat('x', 100) FROM generate_series(1, 20000) g;",
     );
     let engine = mesh(&db, &[("orders", "public.orders"), ("customers", "public.customers")], None);
-    let reset = || psql(&db, "SELECT pg_stat_statements_reset()");
+    let reset = || {
+        psql(
+            &db,
+            "SELECT pg_stat_statements_reset(0, (SELECT oid FROM pg_database WHERE datname = current_database()), 0)",
+        )
+    };
 
     reset();
     assert_eq!(scalar_i64(&engine, "SELECT count(*) FROM (SELECT id FROM ops.orders WHERE amount = 999) t").await, 20);
@@ -366,7 +371,10 @@ grants:
         attributes: [("region".to_string(), "EUROPE".to_string())].into(),
     };
     let session = engine.session_as(analyst.clone());
-    psql(&db, "SELECT pg_stat_statements_reset()");
+    psql(
+        &db,
+        "SELECT pg_stat_statements_reset(0, (SELECT oid FROM pg_database WHERE datname = current_database()), 0)",
+    );
     let batches = session.collect("SELECT id, region, phone FROM ops.accounts").await.unwrap();
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     assert_eq!(rows, 100);
@@ -435,4 +443,106 @@ async fn a_changed_postgres_column_type_is_reported_as_drift() {
     let results = Engine::open(&file).unwrap().check_quality().await.unwrap();
     let not_null = results.iter().find(|r| r.kind == "not_null").unwrap();
     assert_eq!((not_null.outcome.as_str(), not_null.observed), ("pass", Some(0.0)), "{not_null:?}");
+}
+
+#[tokio::test]
+async fn functions_postgresql_lacks_run_in_the_engine_and_the_rest_is_still_pushed() {
+    let db = database("foreign");
+    psql(
+        &db,
+        "CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
+         CREATE TABLE events (id int PRIMARY KEY, kind text, amount int);
+         INSERT INTO events SELECT g, CASE WHEN g % 3 = 0 THEN 'a' ELSE 'b' END, g FROM generate_series(1, 3000) g;",
+    );
+    let engine = mesh(&db, &[("events", "public.events")], None);
+    let reset = || {
+        psql(
+            &db,
+            "SELECT pg_stat_statements_reset(0, (SELECT oid FROM pg_database WHERE datname = current_database()), 0)",
+        )
+    };
+
+    reset();
+    let text = render(
+        &engine,
+        "SELECT arrow_typeof(kind) AS t, count(*) AS n FROM ops.events WHERE amount > 2990 GROUP BY arrow_typeof(kind)",
+    )
+    .await;
+    assert!(text.contains("| Utf8 | 10 |"), "{text}");
+    let seen = statements(&db, "events");
+    assert!(
+        seen.iter().all(|(q, _)| !q.contains("arrow_typeof")),
+        "a DataFusion function reached PostgreSQL: {seen:?}"
+    );
+    assert!(seen.iter().all(|(_, rows)| *rows <= 10), "the filter was not pushed: {seen:?}");
+
+    // A filter mixing both kinds: the pushable half still runs in PostgreSQL.
+    reset();
+    let n = scalar_i64(
+        &engine,
+        "SELECT count(*) FROM ops.events WHERE kind = 'a' AND arrow_typeof(amount) = 'Int32' AND amount <= 30",
+    )
+    .await;
+    assert_eq!(n, 10);
+    let seen = statements(&db, "events");
+    assert!(seen.iter().all(|(q, _)| !q.contains("arrow_typeof")), "{seen:?}");
+    assert!(seen.iter().all(|(_, rows)| *rows <= 10), "pushable conjuncts not pushed: {seen:?}");
+
+    // Window and approximate aggregates PostgreSQL lacks.
+    let approx = scalar_i64(&engine, "SELECT CAST(approx_distinct(kind) AS BIGINT) FROM ops.events").await;
+    assert_eq!(approx, 2);
+}
+
+#[tokio::test]
+async fn a_whole_postgresql_schema_is_attached_in_one_line() {
+    let db = database("attach");
+    psql(
+        &db,
+        "CREATE SCHEMA erp;
+         CREATE TABLE erp.invoices (id int, total numeric(10,2));
+         INSERT INTO erp.invoices VALUES (1, 10.50), (2, 4.25);
+         COMMENT ON TABLE erp.invoices IS 'Invoices sent to customers';
+         CREATE TABLE erp.payments (id int, invoice int);
+         INSERT INTO erp.payments VALUES (1, 1);
+         CREATE VIEW erp.open_invoices AS SELECT i.* FROM erp.invoices i LEFT JOIN erp.payments p ON p.invoice = i.id WHERE p.id IS NULL;
+         CREATE TABLE erp.scratch (x int);
+         CREATE TABLE erp.\"MixedCase\" (x int);",
+    );
+    let pg = pg();
+    let yaml = |port: &str| {
+        format!(
+            "domains:\n  - name: finance\n    description: Finance\n    owner: {{ name: Finance, contact: fin@example.com }}\n    \
+             postgres: {{ host: {}, port: {port}, database: {db}, user: {}, sslmode: disable, connect_timeout_seconds: 2 }}\n    \
+             attach: {{ schema: erp, exclude: [scratch] }}\n    products:\n      \
+             - {{ name: payments, description: Payments received, source: {{ kind: postgres, table: erp.payments }} }}\n",
+            pg.host, pg.user
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mesh.yaml");
+    let config = MeshConfig::from_yaml(&yaml(&pg.port), &file, &|_| None).unwrap();
+    let engine = Engine::new(config).unwrap();
+    assert!(engine.attach_failures().is_empty());
+    let products = render(&engine, "SELECT product, description FROM system.products ORDER BY product").await;
+    assert_eq!(
+        products,
+        "+---------------+------------------------------------+\n\
+         | product       | description                        |\n\
+         +---------------+------------------------------------+\n\
+         | invoices      | Invoices sent to customers         |\n\
+         | open_invoices | PostgreSQL table erp.open_invoices |\n\
+         | payments      | Payments received                  |\n\
+         +---------------+------------------------------------+"
+    );
+    let total = render(&engine, "SELECT sum(total) AS t FROM finance.open_invoices").await;
+    assert!(total.contains("4.25"), "{total}");
+    let err = engine.session().collect("SELECT * FROM finance.scratch").await.unwrap_err().to_string();
+    assert!(err.contains("no product 'scratch' in domain 'finance'"), "{err}");
+
+    // A server that cannot be reached: the mesh still starts, and says why the tables are missing.
+    let config = MeshConfig::from_yaml(&yaml("1"), &file, &|_| None).unwrap();
+    let engine = Engine::new(config).unwrap();
+    assert_eq!(engine.attach_failures().len(), 1);
+    let err = engine.session().collect("SELECT * FROM finance.invoices").await.unwrap_err().to_string();
+    assert!(err.contains("its PostgreSQL schema could not be listed at start"), "{err}");
 }

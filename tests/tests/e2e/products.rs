@@ -360,3 +360,22 @@ schema:
     assert!(err.contains("t.odcs.yaml"), "{err}");
     let _ = Schema::new(vec![Field::new("x", DataType::Int64, false)]);
 }
+
+#[tokio::test]
+async fn freshness_of_a_delta_product_comes_from_its_newest_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    crate::support::copy_dir(&crate::support::demo_dir().join("customers/region"), &dir.path().join("region"));
+    let contract = "apiVersion: v3.2.0\nkind: DataContract\nid: geo.region\nversion: 1.0.0\n\
+                    slaProperties:\n  - { property: freshness, value: 3650, unit: d }\n";
+    std::fs::write(dir.path().join("region.odcs.yaml"), contract).unwrap();
+    let yaml = "domains:\n  - name: geo\n    description: d\n    owner: { name: G, contact: g@example.com }\n    products:\n      \
+                - { name: region, description: d, source: { kind: delta, location: region } }\n";
+    std::fs::write(dir.path().join("mesh.yaml"), yaml).unwrap();
+    let engine = Engine::open(dir.path().join("mesh.yaml")).unwrap();
+    let results = engine.check_quality().await.unwrap();
+    assert_eq!(results.len(), 1, "{results:?}");
+    let r = &results[0];
+    assert_eq!((r.kind.as_str(), r.outcome.as_str()), ("freshness", "pass"), "{r:?}");
+    let age = r.observed.expect("an age");
+    assert!((0.0..3650.0 * 86_400.0).contains(&age), "{age}");
+}

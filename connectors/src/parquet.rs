@@ -92,8 +92,6 @@ impl ParquetSource {
         Ok(Arc::new(table))
     }
 
-    /// Finds `key=value` directory levels in a sample of the files and infers a
-    /// type for each key from its values.
     /// The modification time of the newest Parquet file.
     pub(crate) async fn modified(&self, session: &dyn Session) -> Result<DateTime<Utc>, ConnectorError> {
         register_object_store(session.runtime_env(), &self.location, &self.store)?;
@@ -116,6 +114,8 @@ impl ParquetSource {
         })
     }
 
+    /// Finds `key=value` directory levels in a sample of the files and infers a
+    /// type for each key from its values.
     async fn discover_partitions(
         &self,
         session: &dyn Session,

@@ -108,7 +108,7 @@ impl PostgresConnection {
         let connection = pool.connect_direct().await.map_err(|e| self.unavailable(e.to_string()))?;
         let sql = "SELECT c.relname, obj_description(c.oid, 'pg_class') FROM pg_class c \
                    JOIN pg_namespace n ON n.oid = c.relnamespace \
-                   WHERE n.nspname = $1 AND c.relkind IN ('r', 'v', 'm', 'p', 'f') \
+                   WHERE n.nspname = $1 AND c.relkind IN ('r', 'v', 'm', 'p', 'f') AND NOT c.relispartition \
                    AND has_table_privilege(c.oid, 'SELECT') ORDER BY c.relname";
         let rows = connection.conn.query(sql, &[&schema]).await.map_err(|e| self.unavailable(e.to_string()))?;
         Ok(rows.iter().map(|r| (r.get::<_, String>(0), r.get::<_, Option<String>>(1))).collect())

@@ -37,7 +37,6 @@ const POSTGRES_FUNCTIONS: &[&str] = &[
     "gcd",
     "lcm",
     "ln",
-    "log",
     "log10",
     "pi",
     "power",
@@ -46,7 +45,6 @@ const POSTGRES_FUNCTIONS: &[&str] = &[
     "sin",
     "sqrt",
     "tan",
-    "trunc",
     // text
     "ascii",
     "bit_length",
@@ -79,7 +77,6 @@ const POSTGRES_FUNCTIONS: &[&str] = &[
     "trim",
     "upper",
     "regexp_replace",
-    "regexp_like",
     "regexp_match",
     // conditional, time
     "coalesce",
@@ -109,7 +106,9 @@ const POSTGRES_FUNCTIONS: &[&str] = &[
     "corr",
     "covar_pop",
     "covar_samp",
-    // window
+    // window (first_value, last_value and nth_value are left out: DataFusion
+    // also has them as aggregates, which PostgreSQL lacks; log and trunc exist
+    // for numeric only, regexp_like from PostgreSQL 15 on)
     "row_number",
     "rank",
     "dense_rank",
@@ -118,9 +117,6 @@ const POSTGRES_FUNCTIONS: &[&str] = &[
     "ntile",
     "lag",
     "lead",
-    "first_value",
-    "last_value",
-    "nth_value",
 ];
 
 static PUSHABLE: LazyLock<HashSet<&'static str>> = LazyLock::new(|| POSTGRES_FUNCTIONS.iter().copied().collect());
@@ -176,7 +172,7 @@ impl OptimizerRule for KeepForeignFunctionsLocal {
     }
 
     fn rewrite(&self, plan: LogicalPlan, config: &dyn OptimizerConfig) -> Result<Transformed<LogicalPlan>> {
-        plan.transform_down(|node| {
+        plan.transform_down_with_subqueries(|node| {
             let LogicalPlan::Extension(Extension { node: ext }) = &node else { return Ok(Transformed::no(node)) };
             let Some(inner) = crate::federated_plan(ext.as_ref()) else { return Ok(Transformed::no(node)) };
             if !uses_foreign_function(inner) {

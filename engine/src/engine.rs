@@ -295,7 +295,7 @@ impl Engine {
         let written = results.clone();
         tokio::task::spawn_blocking(move || log.append(&written))
             .await
-            .map_err(|e| EngineError::Execution(e.to_string()))?
+            .map_err(|e| EngineError::Execution(format!("the quality results were not written: {e}")))?
             .map_err(|e| {
                 EngineError::Execution(format!(
                     "cannot write the quality results to {}: {e}",
@@ -355,6 +355,13 @@ impl Engine {
                     Err(e) => Err(e.to_string()),
                 }
             }
+            (RuleKind::Sql(_), Some(sql)) => match session.own_product_only(sql, &product.reference) {
+                Err(e) => Err(e),
+                Ok(()) => match session.collect(sql).await {
+                    Ok(batches) => measured(&batches),
+                    Err(e) => Err(e.to_string()),
+                },
+            },
             (_, Some(sql)) => match session.collect(sql).await {
                 Ok(batches) => measured(&batches),
                 Err(e) => Err(e.to_string()),
@@ -643,6 +650,24 @@ impl Session {
     /// The underlying DataFusion context, for embedders that need more than SQL.
     pub fn context(&self) -> &SessionContext {
         &self.ctx
+    }
+
+    /// Refuses a contract's SQL rule that reads anything but its own product:
+    /// rules run with unrestricted reads, so they must not reach other
+    /// products or the `system` tables.
+    fn own_product_only(&self, sql: &str, product: &ProductRef) -> Result<(), String> {
+        let state = self.ctx.state();
+        let dialect = state.config().options().sql_parser.dialect;
+        let statement = state.sql_to_statement(sql, &dialect).map_err(|e| e.to_string())?;
+        for reference in state.resolve_table_references(&statement).map_err(|e| e.to_string())? {
+            let catalog_ok = reference.catalog().is_none_or(|c| c == CATALOG);
+            if !(catalog_ok && reference.schema() == Some(&product.domain) && reference.table() == product.product) {
+                return Err(format!(
+                    "a sql rule may read only its own product {product} (write it as {{object}}), but it reads {reference}"
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn check_reference(&self, reference: &TableReference) -> Result<(), EngineError> {

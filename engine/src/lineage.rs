@@ -150,7 +150,8 @@ impl LineageEmitter {
                     }
                     Err(e) => {
                         failures.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(sink = %url, error = %e, "lineage event not delivered");
+                        let (sink, error) = (without_credentials(&url), e.without_url());
+                        tracing::warn!(sink = %sink, error = %error, "lineage event not delivered");
                     }
                 }
                 queued.fetch_sub(1, Ordering::AcqRel);
@@ -158,6 +159,14 @@ impl LineageEmitter {
         });
         tx
     }
+}
+
+/// The URL for logs: a user name or token in it is not printed.
+fn without_credentials(url: &url::Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.to_string()
 }
 
 /// A query's lineage: built from its optimised plan when it starts.

@@ -199,7 +199,11 @@ async fn run(command: Command) -> Result<ExitCode> {
                 "SELECT domain || '.' || product AS product, round(score, 1) AS score, matched, description \
                  FROM search_products('{words}')"
             );
-            query(&engine, principal, &sql, Format::Table).await?;
+            let result = query(&engine, principal, &sql, Format::Table).await;
+            if let Some(lineage) = engine.lineage() {
+                lineage.flush(std::time::Duration::from_secs(10)).await;
+            }
+            result?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve { config, bind, server } => {
@@ -369,6 +373,9 @@ async fn check(config: &std::path::Path, quality: bool) -> Result<ExitCode> {
                 failed += 1;
             }
         }
+    }
+    if let Some(lineage) = engine.lineage() {
+        lineage.flush(std::time::Duration::from_secs(10)).await;
     }
     if failed > 0 {
         println!("{failed} check{} failed", if failed == 1 { "" } else { "s" });

@@ -46,7 +46,12 @@ pub fn drift(contract: &Contract, schema: &Schema) -> Vec<Drift> {
         match schema.field_with_name(&column.name) {
             Err(_) => out.push(Drift::Missing(column.name.clone())),
             Ok(field) => {
-                let declared = column.physical_type.as_deref().map(|t| (t, fits_physical(t, field.data_type())));
+                // A physical type Agora does not know falls back to the logical type.
+                let declared = column
+                    .physical_type
+                    .as_deref()
+                    .map(|t| (t, fits_physical(t, field.data_type())))
+                    .filter(|(_, fits)| fits.is_some());
                 let declared = declared
                     .or_else(|| column.logical_type.as_deref().map(|t| (t, Some(fits_logical(t, field.data_type())))));
                 if let Some((text, Some(false))) = declared {
@@ -93,9 +98,14 @@ fn is_text(t: &DataType) -> bool {
 fn fits_physical(physical: &str, actual: &DataType) -> Option<bool> {
     use DataType::*;
     let t = physical.trim().to_ascii_lowercase();
-    let (base, args) = match t.split_once('(') {
-        Some((b, rest)) => (b.trim().to_string(), Some(rest.trim_end_matches(')').to_string())),
-        None => (t.clone(), None),
+    // `decimal(15,2)`, `timestamp(3) with time zone`: the arguments, and the
+    // name without them.
+    let (base, args) = match (t.find('('), t.find(')')) {
+        (Some(open), Some(close)) if open < close => {
+            let name = format!("{} {}", &t[..open], &t[close + 1..]);
+            (name.split_whitespace().collect::<Vec<_>>().join(" "), Some(t[open + 1..close].to_string()))
+        }
+        _ => (t.split_whitespace().collect::<Vec<_>>().join(" "), None),
     };
     let fits = match base.as_str() {
         "bigint" | "int8" | "long" | "int64" => matches!(actual, Int64),
@@ -150,6 +160,8 @@ schema:
       - { name: p_price, physicalType: "decimal(15,2)" }
       - { name: p_name, logicalType: string }
       - { name: p_weight, physicalType: decimal }
+      - { name: p_at, physicalType: "timestamp(3) with time zone" }
+      - { name: p_serial, physicalType: serial, logicalType: integer }
 "#;
         Contract::parse(yaml, std::path::Path::new("part.yaml"), "part").expect("valid contract")
     }
@@ -162,6 +174,8 @@ schema:
             Field::new("p_price", DataType::Decimal128(15, 2), false),
             Field::new("p_name", DataType::Utf8View, false),
             Field::new("p_comment", DataType::Utf8, false),
+            Field::new("p_at", DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, Some("UTC".into())), false),
+            Field::new("p_serial", DataType::Utf8, false),
         ]);
         let found = drift(&contract(), &schema);
         assert_eq!(
@@ -169,6 +183,7 @@ schema:
             vec![
                 Drift::Type { column: "p_size".into(), contract: "bigint".into(), actual: DataType::Int32 },
                 Drift::Missing("p_weight".into()),
+                Drift::Type { column: "p_serial".into(), contract: "integer".into(), actual: DataType::Utf8 },
                 Drift::Extra("p_comment".into()),
             ]
         );
@@ -182,6 +197,8 @@ schema:
             Field::new("p_price", DataType::Decimal128(15, 3), false),
             Field::new("p_name", DataType::Int32, false),
             Field::new("p_weight", DataType::Decimal128(10, 0), false),
+            Field::new("p_at", DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, Some("UTC".into())), false),
+            Field::new("p_serial", DataType::Int32, false),
         ]);
         let found: Vec<String> = drift(&contract(), &schema).iter().map(ToString::to_string).collect();
         assert_eq!(

@@ -114,14 +114,14 @@ pub fn rule_sql(product: &ProductRef, rule: &QualityRule) -> Option<String> {
         (RuleKind::DuplicateValues(columns), _) if !columns.is_empty() => {
             let key: Vec<String> = columns.iter().map(|c| quote(c)).collect();
             let key = key.join(", ");
-            return Some(format!(
-                "SELECT coalesce(sum(n - 1), 0) FROM (SELECT count(*) AS n FROM {table} GROUP BY {key}) AS groups"
-            ));
+            let excess = "coalesce(sum(n - 1), 0)";
+            let measure = if rule.percent { format!("100.0 * {excess} / nullif(sum(n), 0)") } else { excess.into() };
+            return Some(format!("SELECT {measure} FROM (SELECT count(*) AS n FROM {table} GROUP BY {key}) AS groups"));
         }
         (RuleKind::DuplicateValues(_), Some(c)) => {
             let dup = format!("count({c}) - count(DISTINCT {c})");
             return Some(if rule.percent {
-                format!("SELECT 100.0 * ({dup}) / count(*) FROM {table}")
+                format!("SELECT 100.0 * ({dup}) / nullif(count(*), 0) FROM {table}")
             } else {
                 format!("SELECT {dup} FROM {table}")
             });
@@ -143,7 +143,7 @@ pub fn rule_sql(product: &ProductRef, rule: &QualityRule) -> Option<String> {
         _ => return None,
     };
     Some(if rule.percent {
-        format!("SELECT 100.0 * sum(CASE WHEN {bad} THEN 1 ELSE 0 END) / count(*) FROM {table}")
+        format!("SELECT 100.0 * sum(CASE WHEN {bad} THEN 1 ELSE 0 END) / nullif(count(*), 0) FROM {table}")
     } else {
         format!("SELECT count(*) FROM {table} WHERE {bad}")
     })
@@ -342,7 +342,7 @@ slaProperties:
                 Some(r#"SELECT count("a") - count(DISTINCT "a") FROM "d"."t""#.to_string()),
                 Some(r#"SELECT count(*) FROM "d"."t" WHERE "b" NOT IN ('x', 'y''z')"#.to_string()),
                 Some(
-                    r#"SELECT 100.0 * sum(CASE WHEN "b" < 0 OR "b" > 5 THEN 1 ELSE 0 END) / count(*) FROM "d"."t""#
+                    r#"SELECT 100.0 * sum(CASE WHEN "b" < 0 OR "b" > 5 THEN 1 ELSE 0 END) / nullif(count(*), 0) FROM "d"."t""#
                         .to_string()
                 ),
                 Some(r#"SELECT count(*) FROM "d"."t" WHERE "c" NOT IN (1, 2)"#.to_string()),

@@ -324,6 +324,8 @@ impl PolicySet {
                     let from_contract = column.tags.iter().chain(column.classification.iter());
                     let key = (domain.name.clone(), product.name.clone());
                     for tag in from_contract {
+                        // Contract tags drive tag rules: they are part of the policy version.
+                        hasher.update(format!("{}.{}.{}={tag}\n", domain.name, product.name, column.name).as_bytes());
                         let tags = set.tags.entry(key.clone()).or_default().entry(column.name.clone()).or_default();
                         if !tags.contains(tag) {
                             tags.push(tag.clone());

@@ -11,7 +11,7 @@ use futures::StreamExt;
 
 use crate::ProductRef;
 use crate::catalog::Product;
-use crate::contract::{ContractColumn, drift};
+use crate::contract::{ContractColumn, Drift, drift};
 use crate::governance::policy::Access;
 
 use super::SystemContext;
@@ -94,6 +94,13 @@ pub(crate) async fn visible_products(context: &SystemContext) -> Vec<ProductView
     futures::stream::iter(products).map(|p| view(context, p)).buffered(OPEN_CONCURRENCY).collect().await
 }
 
+/// What opening a product showed.
+enum Status {
+    NoContract,
+    Unavailable(String),
+    Checked(Vec<Drift>),
+}
+
 /// A column of the source: name, Arrow type and nullability (unknown when the
 /// source cannot be opened and the contract's columns are shown instead).
 type SourceColumn = (String, Option<String>, Option<bool>);
@@ -104,16 +111,8 @@ async fn view(context: &SystemContext, product: Arc<Product>) -> ProductView {
     let (status, source_columns): (_, Vec<SourceColumn>) = match &opened {
         Ok(schema) => {
             let status = match &contract {
-                None => ("no contract", None),
-                Some(c) => {
-                    let found = drift(c, schema);
-                    if found.is_empty() {
-                        ("ok", None)
-                    } else {
-                        let text: Vec<String> = found.iter().map(ToString::to_string).collect();
-                        ("drift", Some(text.join("; ")))
-                    }
-                }
+                None => Status::NoContract,
+                Some(c) => Status::Checked(drift(c, schema)),
             };
             let columns = schema
                 .fields()
@@ -125,7 +124,7 @@ async fn view(context: &SystemContext, product: Arc<Product>) -> ProductView {
         Err(e) => {
             let columns =
                 contract.iter().flat_map(|c| c.columns.iter()).map(|c| (c.name.clone(), None, None)).collect();
-            (("unavailable", Some(e.to_string())), columns)
+            (Status::Unavailable(e.to_string()), columns)
         }
     };
     let names: Vec<String> = source_columns.iter().map(|(n, _, _)| n.clone()).collect();
@@ -143,6 +142,28 @@ async fn view(context: &SystemContext, product: Arc<Product>) -> ProductView {
         },
     };
     let (readable, masks) = readable.unwrap_or_default();
+    // Differences about columns the viewer may not read are not shown to them.
+    let status = match status {
+        Status::NoContract => ("no contract", None),
+        Status::Unavailable(why) => ("unavailable", Some(why)),
+        Status::Checked(found) => {
+            let shown: Vec<String> = found
+                .iter()
+                .filter(|d| match d {
+                    Drift::Missing(_) => true,
+                    Drift::Extra(c) | Drift::Type { column: c, .. } => readable.contains(c),
+                })
+                .map(ToString::to_string)
+                .collect();
+            match (found.is_empty(), shown.is_empty()) {
+                (true, _) => ("ok", None),
+                (false, true) => {
+                    ("drift", Some("the source differs from the contract in columns you may not read".into()))
+                }
+                (false, false) => ("drift", Some(shown.join("; "))),
+            }
+        }
+    };
     let columns = source_columns
         .into_iter()
         .filter(|(name, _, _)| readable.contains(name))

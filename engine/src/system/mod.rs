@@ -96,24 +96,37 @@ impl SystemTable {
         match self.name.as_str() {
             "audit_log" => {
                 let Some(log) = c.viewer.audit.clone() else { return audit_batch(&[]) };
+                let path = log.path().display().to_string();
                 let records = tokio::task::spawn_blocking(move || log.read_all())
                     .await
                     .map_err(|e| external(Box::new(e)))?
-                    .map_err(|e| external(Box::new(e)))?;
+                    .map_err(|e| external(format!("cannot read the audit log {path}: {e}").into()))?;
                 let visible: Vec<_> = records.into_iter().filter(|r| c.viewer.may_audit(&r.products)).collect();
                 audit_batch(&visible)
             }
             "quality_results" => {
                 let log = Arc::clone(c.mesh.quality());
+                let path = log.path().display().to_string();
                 let results = tokio::task::spawn_blocking(move || log.read_all())
                     .await
                     .map_err(|e| external(Box::new(e)))?
-                    .map_err(|e| external(Box::new(e)))?;
+                    .map_err(|e| external(format!("cannot read the quality results {path}: {e}").into()))?;
                 let visible: Vec<_> = results
                     .into_iter()
-                    .filter(|r| {
+                    .filter_map(|mut r| {
                         let (d, p) = r.product.split_once('.').unwrap_or(("", ""));
-                        c.viewer.may_see(&crate::ProductRef::new(d, p))
+                        if !c.viewer.may_see(&crate::ProductRef::new(d, p)) {
+                            return None;
+                        }
+                        // Rules ran with unrestricted reads: what they measured
+                        // (and their errors, which may quote values) is for the
+                        // domain's owners and admins; others see the outcome.
+                        if !c.viewer.may_audit_domain(d) {
+                            r.observed = None;
+                            r.message = None;
+                            r.sql = None;
+                        }
+                        Some(r)
                     })
                     .collect();
                 Ok(crate::contract::quality::results_batch(&visible)?)

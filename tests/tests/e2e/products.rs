@@ -379,3 +379,34 @@ async fn freshness_of_a_delta_product_comes_from_its_newest_commit() {
     let age = r.observed.expect("an age");
     assert!((0.0..3650.0 * 86_400.0).contains(&age), "{age}");
 }
+
+#[tokio::test]
+async fn a_sql_rule_may_read_only_its_own_product_and_measures_are_for_owners() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = shop_mesh(dir.path());
+    let contract = "apiVersion: v3.2.0\nkind: DataContract\nid: shop.t\nversion: 1.0.0\nschema:\n  - name: t\n    quality:\n      \
+                    - { type: sql, query: \"SELECT count(*) FROM shop.bad\", mustBe: 0 }\n      \
+                    - { type: sql, query: \"SELECT count(*) FROM system.audit_log\", mustBe: 0 }\n";
+    std::fs::write(dir.path().join("t.odcs.yaml"), contract).unwrap();
+    drop(engine);
+    let engine = Engine::open(dir.path().join("mesh.yaml")).unwrap();
+    let results = engine.check_quality().await.unwrap();
+    let good: Vec<_> = results.iter().filter(|r| r.product == "shop.good").collect();
+    assert_eq!(good.len(), 2);
+    for r in good {
+        assert_eq!(r.outcome, "error", "{r:?}");
+        assert!(r.message.as_deref().unwrap_or("").contains("may read only its own product shop.good"), "{r:?}");
+        assert_eq!(r.observed, None);
+    }
+
+    // On the demo: an analyst sees outcomes, not what unrestricted reads measured.
+    let demo = demo_engine();
+    demo.check_quality().await.unwrap();
+    let sql =
+        "SELECT count(*) AS n, count(observed) AS measured, count(message) AS messages FROM system.quality_results";
+    let admin_view = query_as(&demo, admin(), sql).await;
+    assert_ne!(admin_view[0]["measured"], "0");
+    let analyst_view = query_as(&demo, analyst(), sql).await;
+    assert_ne!(analyst_view[0]["n"], "0");
+    assert_eq!((analyst_view[0]["measured"].as_str(), analyst_view[0]["messages"].as_str()), ("0", "0"));
+}

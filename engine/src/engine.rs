@@ -355,7 +355,7 @@ impl Engine {
                     Err(e) => Err(e.to_string()),
                 }
             }
-            (RuleKind::Sql(_), Some(sql)) => match session.own_product_only(sql, &product.reference) {
+            (RuleKind::Sql(_), Some(sql)) => match session.own_domain_only(sql, &product.reference) {
                 Err(e) => Err(e),
                 Ok(()) => match session.collect(sql).await {
                     Ok(batches) => measured(&batches),
@@ -652,18 +652,21 @@ impl Session {
         &self.ctx
     }
 
-    /// Refuses a contract's SQL rule that reads anything but its own product:
-    /// rules run with unrestricted reads, so they must not reach other
-    /// products or the `system` tables.
-    fn own_product_only(&self, sql: &str, product: &ProductRef) -> Result<(), String> {
+    /// Refuses a contract's SQL rule that reads outside its product's domain:
+    /// rules run with unrestricted reads, so a domain's rules may check its own
+    /// products (referential integrity within the domain) but must not reach
+    /// other domains' data or the `system` tables.
+    fn own_domain_only(&self, sql: &str, product: &ProductRef) -> Result<(), String> {
         let state = self.ctx.state();
         let dialect = state.config().options().sql_parser.dialect;
         let statement = state.sql_to_statement(sql, &dialect).map_err(|e| e.to_string())?;
         for reference in state.resolve_table_references(&statement).map_err(|e| e.to_string())? {
             let catalog_ok = reference.catalog().is_none_or(|c| c == CATALOG);
-            if !(catalog_ok && reference.schema() == Some(&product.domain) && reference.table() == product.product) {
+            if !(catalog_ok && reference.schema() == Some(&product.domain)) {
                 return Err(format!(
-                    "a sql rule may read only its own product {product} (write it as {{object}}), but it reads {reference}"
+                    "a sql rule of {product} may read only products of domain {} (the product itself is {{object}}), \
+                     but it reads {reference}",
+                    product.domain
                 ));
             }
         }

@@ -31,7 +31,7 @@ use tpchgen_arrow::{
 
 /// Version of the demo's layout and configuration; a demo directory written by
 /// another version is generated again.
-const DEMO_FORMAT: &str = "agora-demo-4";
+const DEMO_FORMAT: &str = "agora-demo-5";
 
 /// The demo's users and their passwords, printed by `agora demo`. The demo
 /// serves loopback only; these are not secrets.

@@ -346,6 +346,11 @@ async fn products(context: &SystemContext) -> Vec<ArrayRef> {
     ]
 }
 
+/// The column a (product view, column index) pair names.
+fn col<'a>(r: &(&'a ProductView, usize)) -> &'a ColumnView {
+    &r.0.columns[r.1]
+}
+
 /// (product view, column index) for every readable column.
 fn flat(views: &[ProductView], only_sensitive: bool) -> Vec<(&ProductView, usize)> {
     views
@@ -358,9 +363,6 @@ fn flat(views: &[ProductView], only_sensitive: bool) -> Vec<(&ProductView, usize
 async fn columns(context: &SystemContext) -> Vec<ArrayRef> {
     let views = visible_products(context).await;
     let rows = flat(&views, false);
-    fn col<'a>(r: &(&'a ProductView, usize)) -> &'a ColumnView {
-        &r.0.columns[r.1]
-    }
     vec![
         strings(&rows, |r| Some(r.0.product.reference.domain.clone())),
         strings(&rows, |r| Some(r.0.product.reference.product.clone())),
@@ -381,9 +383,6 @@ async fn columns(context: &SystemContext) -> Vec<ArrayRef> {
 async fn sensitive_columns(context: &SystemContext) -> Vec<ArrayRef> {
     let views = visible_products(context).await;
     let rows = flat(&views, true);
-    fn col<'a>(r: &(&'a ProductView, usize)) -> &'a ColumnView {
-        &r.0.columns[r.1]
-    }
     vec![
         strings(&rows, |r| Some(r.0.product.reference.domain.clone())),
         strings(&rows, |r| Some(r.0.product.reference.product.clone())),

@@ -153,8 +153,19 @@ impl TableProvider for SystemTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let batch = self.build().await?;
-        let table = MemTable::try_new(Arc::clone(&self.schema), vec![vec![batch]])?;
-        table.scan(state, projection, filters, limit).await
+        scan_batch(self.build().await?, state, projection, filters, limit).await
     }
+}
+
+/// Scans one batch built for a query, as a memory table (which applies the
+/// projection, filters and limit).
+pub(crate) async fn scan_batch(
+    batch: RecordBatch,
+    state: &dyn Session,
+    projection: Option<&Vec<usize>>,
+    filters: &[Expr],
+    limit: Option<usize>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
+    table.scan(state, projection, filters, limit).await
 }

@@ -8,7 +8,6 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::ScalarValue;
-use datafusion::datasource::MemTable;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_plan::ExecutionPlan;
@@ -164,7 +163,6 @@ impl TableProvider for SearchResults {
             text(&|h| h.0.product.config.owner.name.clone()),
         ];
         let batch = RecordBatch::try_new(search_schema(), columns)?;
-        let table = MemTable::try_new(search_schema(), vec![vec![batch]])?;
-        table.scan(state, projection, filters, limit).await
+        super::scan_batch(batch, state, projection, filters, limit).await
     }
 }

@@ -381,21 +381,29 @@ async fn freshness_of_a_delta_product_comes_from_its_newest_commit() {
 }
 
 #[tokio::test]
-async fn a_sql_rule_may_read_only_its_own_product_and_measures_are_for_owners() {
+async fn a_sql_rule_may_read_only_its_own_domain_and_measures_are_for_owners() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = shop_mesh(dir.path());
+    drop(shop_mesh(dir.path()));
     let contract = "apiVersion: v3.2.0\nkind: DataContract\nid: shop.t\nversion: 1.0.0\nschema:\n  - name: t\n    quality:\n      \
                     - { type: sql, query: \"SELECT count(*) FROM shop.bad\", mustBe: 0 }\n      \
+                    - { type: sql, query: \"SELECT count(*) FROM hr.salaries\", mustBe: 0 }\n      \
                     - { type: sql, query: \"SELECT count(*) FROM system.audit_log\", mustBe: 0 }\n";
     std::fs::write(dir.path().join("t.odcs.yaml"), contract).unwrap();
-    drop(engine);
+    let mut yaml = std::fs::read_to_string(dir.path().join("mesh.yaml")).unwrap();
+    yaml.push_str(
+        "  - name: hr\n    description: People\n    owner: { name: HR, contact: hr@example.com }\n    products:\n      \
+         - { name: salaries, description: s, source: { kind: parquet, location: bad } }\n",
+    );
+    std::fs::write(dir.path().join("mesh.yaml"), yaml).unwrap();
     let engine = Engine::open(dir.path().join("mesh.yaml")).unwrap();
     let results = engine.check_quality().await.unwrap();
     let good: Vec<_> = results.iter().filter(|r| r.product == "shop.good").collect();
-    assert_eq!(good.len(), 2);
-    for r in good {
+    assert_eq!(good.len(), 3);
+    // Within the domain: run (and fails, the bad product has 3 rows).
+    assert_eq!((good[0].outcome.as_str(), good[0].observed), ("fail", Some(3.0)), "{:?}", good[0]);
+    for r in &good[1..] {
         assert_eq!(r.outcome, "error", "{r:?}");
-        assert!(r.message.as_deref().unwrap_or("").contains("may read only its own product shop.good"), "{r:?}");
+        assert!(r.message.as_deref().unwrap_or("").contains("may read only products of domain shop"), "{r:?}");
         assert_eq!(r.observed, None);
     }
 

@@ -764,6 +764,8 @@ impl Query {
         let started = started.await.map(|(stream, reads, optimized)| {
             let label = reads.products.iter().filter(|p| !p.starts_with("information_schema.")).cloned();
             let label: Vec<String> = label.collect();
+            // Errors carry the products' names before lineage records them.
+            let stream = name_products_in_errors(stream, label);
             let stream = match lineage {
                 Some(l) => {
                     let masked: Vec<(String, String)> = reads
@@ -781,7 +783,7 @@ impl Query {
                 a.record.columns = reads.columns;
                 a.record.policies = reads.policies;
             }
-            name_products_in_errors(stream, label)
+            stream
         });
         match started {
             Ok(stream) => match audit {

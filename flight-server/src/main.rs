@@ -472,6 +472,15 @@ Or query in-process:  agora query --config {mesh} [--as analyst] "SELECT ..."
 Policies (docs/governance.md): policies.yaml and customers/policies.yaml next to
 the mesh; every request is audited in audit/audit.jsonl and system.audit_log.
 
+Data products (docs/data-products.md): each product has an ODCS contract beside
+its data; one quality rule fails and supply.part drifts, on purpose.
+
+  SELECT domain, product, owner, status FROM system.products;
+  SELECT * FROM search_products('customer phone');
+  agora check --quality --config {mesh}
+
+Every query's OpenLineage events go to lineage/events.jsonl.
+
 Example cross-domain queries:
 
   -- Revenue by customer nation

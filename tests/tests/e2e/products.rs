@@ -59,19 +59,7 @@ async fn system_products_list_every_demo_product_with_owner_contract_and_status(
     )
     .await;
     let names: Vec<String> = products.iter().map(|r| format!("{}.{}", r["domain"], r["product"])).collect();
-    assert_eq!(
-        names,
-        [
-            "customers.customer",
-            "customers.nation",
-            "customers.region",
-            "sales.lineitem",
-            "sales.orders",
-            "supply.part",
-            "supply.partsupp",
-            "supply.supplier"
-        ]
-    );
+    assert_eq!(names, crate::support::DEMO_PRODUCTS);
     for p in &products {
         let name = format!("{}.{}", p["domain"], p["product"]);
         assert_eq!(p["contract_id"], name, "contract id of {name}");

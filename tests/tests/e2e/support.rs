@@ -11,6 +11,18 @@ use arrow::util::pretty::pretty_format_batches;
 /// Scale of the shared mesh: small enough for debug builds, big enough for joins.
 pub const SCALE: f64 = 0.01;
 
+/// The demo's products, in catalogue order.
+pub const DEMO_PRODUCTS: [&str; 8] = [
+    "customers.customer",
+    "customers.nation",
+    "customers.region",
+    "sales.lineitem",
+    "sales.orders",
+    "supply.part",
+    "supply.partsupp",
+    "supply.supplier",
+];
+
 /// The directory of the shared demo mesh (generated on first use).
 pub fn demo_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();

@@ -50,10 +50,11 @@ pub(crate) struct Product {
 }
 
 impl MeshCatalog {
-    pub(crate) fn new(config: &MeshConfig, opener: Arc<SessionState>) -> Self {
+    pub(crate) fn new(config: MeshConfig, opener: Arc<SessionState>) -> Self {
         let domains =
             config.domains.iter().map(|d| (d.name.clone(), Arc::new(DomainSchema::new(d, &opener)))).collect();
-        MeshCatalog { config: config.clone(), domains, quality: QualityLog::new(&config.quality), opener }
+        let quality = QualityLog::new(&config.quality);
+        MeshCatalog { config, domains, quality, opener }
     }
 
     pub(crate) fn config(&self) -> &MeshConfig {

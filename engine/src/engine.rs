@@ -56,7 +56,6 @@ pub struct Engine {
 }
 
 struct Inner {
-    config: MeshConfig,
     catalog: Arc<MeshCatalog>,
     runtime: Arc<RuntimeEnv>,
     session_config: SessionConfig,
@@ -106,7 +105,6 @@ impl Engine {
             .with_runtime_env(Arc::clone(&runtime))
             .with_default_features()
             .build();
-        let catalog = Arc::new(MeshCatalog::new(&config, Arc::new(opener)));
         let (policies, audit) = match &config.governance {
             Some(g) => {
                 let policies = PolicySet::load(&config, &g.policies)?;
@@ -123,9 +121,9 @@ impl Engine {
             None => (None, None),
         };
         let lineage = config.lineage.clone().map(LineageEmitter::new);
+        let catalog = Arc::new(MeshCatalog::new(config, Arc::new(opener)));
         Ok(Engine {
             inner: Arc::new(Inner {
-                config,
                 catalog,
                 runtime,
                 session_config,
@@ -164,7 +162,7 @@ impl Engine {
     /// product; products that cannot be opened now are skipped with a warning and
     /// their policies are checked when they are first queried, failing closed.
     pub async fn validate_policies(&self) -> Result<(), EngineError> {
-        let (Some(policies), Some(governance)) = (&self.inner.policies, &self.inner.config.governance) else {
+        let (Some(policies), Some(governance)) = (&self.inner.policies, &self.config().governance) else {
             return Ok(());
         };
         let mut problems = Vec::new();
@@ -194,12 +192,12 @@ impl Engine {
 
     /// The configuration the engine was built from.
     pub fn config(&self) -> &MeshConfig {
-        &self.inner.config
+        self.inner.catalog.config()
     }
 
     /// The domains, in configuration order.
     pub fn domains(&self) -> &[DomainConfig] {
-        &self.inner.config.domains
+        &self.config().domains
     }
 
     /// Opens a session for the embedding application itself (the `local`
@@ -389,8 +387,8 @@ impl Engine {
 
     /// A message for a name that does not resolve, listing what does exist.
     fn describe_missing(&self, domain: &str, product: &str) -> String {
-        let domains = &self.inner.config.domains;
-        match self.inner.config.domain(domain) {
+        let domains = &self.config().domains;
+        match self.config().domain(domain) {
             Some(d) => {
                 let names: Vec<&str> = d.products.iter().map(|p| p.name.as_str()).collect();
                 let mut message =

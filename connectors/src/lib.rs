@@ -14,6 +14,8 @@ mod delta;
 mod error;
 mod parquet;
 mod postgres;
+mod postgres_ranges;
+mod postgres_sql;
 mod pushable;
 mod storage;
 
@@ -27,7 +29,8 @@ pub use crate::delta::DeltaSource;
 pub use crate::error::ConnectorError;
 pub use crate::parquet::{ParquetSource, PartitionColumn, PartitionType};
 pub use crate::postgres::{
-    PostgresConnection, PostgresSource, extension_planners, federated_plan, in_engine_provider, with_federation,
+    DEFAULT_READ_PARTITIONS, PostgresConnection, PostgresSource, extension_planners, federated_plan,
+    in_engine_provider, with_federation,
 };
 pub use crate::storage::{ObjectStoreSettings, register_object_store};
 

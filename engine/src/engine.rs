@@ -93,6 +93,14 @@ impl Engine {
     /// failure is reported by [`Engine::attach_failures`]).
     pub fn new(mut config: MeshConfig) -> Result<Self, EngineError> {
         let attach_failures = attach_schemas(&mut config);
+        // SQL sent to PostgreSQL is planned with the mesh's names.
+        for domain in &mut config.domains {
+            for product in &mut domain.products {
+                if let Source::Postgres(source) = &mut product.source {
+                    source.product = (domain.name.clone(), product.name.clone());
+                }
+            }
+        }
         let runtime = RuntimeEnvBuilder::new().build_arc().map_err(EngineError::from)?;
         let session_config = SessionConfig::new()
             .with_default_catalog_and_schema(CATALOG, DEFAULT_SCHEMA)

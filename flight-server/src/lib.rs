@@ -16,6 +16,7 @@ use agora_engine::jwt::{JwksSource, JwtVerifier};
 use agora_engine::{Authenticator, Engine};
 use arrow_flight::flight_service_server::FlightServiceServer;
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
@@ -124,11 +125,18 @@ pub async fn serve_on(
     let service = FlightServiceServer::new(AgoraFlightSqlService::new(engine, Arc::clone(&auth), options.types))
         .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE)
         .max_encoding_message_size(usize::MAX);
-    builder
-        .layer(AuthLayer::new(auth))
-        .add_service(service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await?;
+    // Small responses (a query's FlightInfo, a one-row result) must not wait
+    // for Nagle's algorithm and the client's delayed ACK: without TCP_NODELAY
+    // every request/response pair costs ~40 ms more on Linux.
+    let incoming = TcpListenerStream::new(listener).map(|connection| {
+        if let Ok(stream) = &connection
+            && let Err(e) = stream.set_nodelay(true)
+        {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        connection
+    });
+    builder.layer(AuthLayer::new(auth)).add_service(service).serve_with_incoming_shutdown(incoming, shutdown).await?;
     Ok(())
 }
 

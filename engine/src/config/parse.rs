@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use agora_connectors::{
-    DeltaSource, ObjectStoreSettings, ParquetSource, PartitionColumn, PartitionType, PostgresConnection,
-    PostgresSource, Source,
+    DEFAULT_READ_PARTITIONS, DeltaSource, ObjectStoreSettings, ParquetSource, PartitionColumn, PartitionType,
+    PostgresConnection, PostgresSource, Source,
 };
 use serde_norway::{Mapping, Value};
 
@@ -832,6 +832,7 @@ impl Walker<'_> {
             "pool_size",
             "connect_timeout_seconds",
             "statement_timeout_seconds",
+            "read_partitions",
         ];
         let map = self.mapping(value, &path, &keys)?;
         let host = self.string(map, "host", &path, true);
@@ -864,6 +865,7 @@ impl Walker<'_> {
         let pool_size = number("pool_size", 8, 1024) as u32;
         let connect_timeout = std::time::Duration::from_secs(number("connect_timeout_seconds", 5, 3600));
         let statement_timeout = std::time::Duration::from_secs(number("statement_timeout_seconds", 0, 86_400));
+        let read_partitions = number("read_partitions", u64::from(DEFAULT_READ_PARTITIONS), 64) as u32;
         let connection = PostgresConnection::new(
             domain.to_string(),
             host?,
@@ -876,8 +878,14 @@ impl Walker<'_> {
             connect_timeout,
             statement_timeout,
         );
+        if read_partitions == 0 {
+            self.problem(
+                &join(&path, "read_partitions"),
+                "expected at least 1 (1 reads every table with one statement)",
+            );
+        }
         match connection {
-            Ok(c) => Some(Arc::new(c)),
+            Ok(c) => Some(Arc::new(c.with_read_partitions(read_partitions))),
             Err(message) => {
                 self.problem(&path, message);
                 None

@@ -546,3 +546,68 @@ async fn a_whole_postgresql_schema_is_attached_in_one_line() {
     let err = engine.session().collect("SELECT * FROM finance.invoices").await.unwrap_err().to_string();
     assert!(err.contains("its PostgreSQL schema could not be listed at start"), "{err}");
 }
+
+#[tokio::test]
+async fn a_large_table_is_read_in_block_ranges_under_one_snapshot() {
+    use arrow::array::{Array, Int64Array};
+    use futures::StreamExt;
+
+    let db = database("ranges");
+    psql(
+        &db,
+        "CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
+         CREATE TABLE events (id bigint, kind int, payload text);
+         INSERT INTO events SELECT g, g % 7, repeat('p', 120) FROM generate_series(1, 600000) g;
+         ANALYZE events;",
+    );
+    let blocks: i64 = psql(&db, "SELECT pg_relation_size('events') / 8192").parse().unwrap();
+    assert!(blocks >= 8192, "the table must reach the 64 MiB at which reads are split: {blocks} blocks");
+    let engine = mesh(&db, &[("events", "public.events")], None);
+    psql(
+        &db,
+        "SELECT pg_stat_statements_reset(0, (SELECT oid FROM pg_database WHERE datname = current_database()), 0)",
+    );
+
+    // A plain scan with a filter: split, and together exactly PostgreSQL's rows.
+    let batches = engine.session().collect("SELECT id, kind FROM ops.events WHERE kind <> 3").await.unwrap();
+    let (mut count, mut sum) = (0i64, 0i64);
+    for batch in &batches {
+        let ids = batch.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+        count += (ids.len() - ids.null_count()) as i64;
+        sum += ids.iter().flatten().sum::<i64>();
+    }
+    let expected = psql(&db, "SELECT count(*) || ',' || sum(id) FROM events WHERE kind <> 3");
+    assert_eq!(format!("{count},{sum}"), expected, "no row lost or read twice");
+    let seen = statements(&db, "events");
+    let ranges: Vec<_> = seen.iter().filter(|(q, _)| q.contains("ctid")).collect();
+    assert_eq!(ranges.len(), 2, "two block ranges expected: {seen:?}");
+    assert_eq!(ranges.iter().map(|(_, rows)| rows).sum::<i64>(), count, "{seen:?}");
+    assert!(ranges.iter().all(|(q, _)| q.contains("kind") && q.contains("<>")), "filter kept in each range: {seen:?}");
+
+    // Aggregates, limits and joins are not split: one statement, run in PostgreSQL.
+    psql(
+        &db,
+        "SELECT pg_stat_statements_reset(0, (SELECT oid FROM pg_database WHERE datname = current_database()), 0)",
+    );
+    assert_eq!(scalar_i64(&engine, "SELECT count(*) FROM ops.events WHERE kind = 3").await, 85_714);
+    assert!(statements(&db, "events").iter().all(|(q, _)| !q.contains("ctid")), "an aggregate was split");
+
+    // A reader that stops early leaves no connection inside its transaction.
+    let mut stream = engine.session().sql("SELECT * FROM ops.events").await.unwrap();
+    assert!(stream.next().await.unwrap().unwrap().num_rows() > 0);
+    drop(stream);
+    // The abandoned statements drain, then their transactions must be rolled back.
+    let busy = || {
+        psql(
+            &db,
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() \
+             AND (state = 'active' OR state LIKE 'idle in transaction%')",
+        )
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while busy() != "0" {
+        assert!(std::time::Instant::now() < deadline, "connections stayed inside their read transaction");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(scalar_i64(&engine, "SELECT count(*) FROM ops.events WHERE id <= 10").await, 10);
+}

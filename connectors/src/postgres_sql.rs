@@ -287,9 +287,9 @@ fn is_constant(expr: &Expr) -> bool {
 }
 
 /// The reader converts PostgreSQL numerics to the decimal type the engine
-/// planned and refuses to drop digits, but `avg` of a numeric comes back with
-/// about 16 decimals where the engine planned `scale + 4`. A statement that
-/// averages and returns decimals is wrapped so that PostgreSQL rounds each
+/// planned and refuses to drop digits, but `avg` of a numeric (or a division)
+/// comes back with about 16 decimals where the engine planned fewer. A
+/// statement that averages or divides and returns decimals is wrapped so that PostgreSQL rounds each
 /// decimal column to its planned type, as the engine would have. The wrapper
 /// only renames and casts: the inner statement's ORDER BY and LIMIT still decide
 /// the rows and their order.
@@ -298,7 +298,9 @@ pub(crate) fn round_decimals(sql: &str, schema: &Schema) -> Option<String> {
         DataType::Decimal128(p, s) | DataType::Decimal256(p, s) => Some((*p, *s)),
         _ => None,
     };
-    if !sql.to_ascii_lowercase().contains("avg(") || !schema.fields().iter().any(|f| decimal(f.data_type()).is_some()) {
+    let lower = sql.to_ascii_lowercase();
+    let computes_scale = lower.contains("avg(") || lower.contains(" / ");
+    if !computes_scale || !schema.fields().iter().any(|f| decimal(f.data_type()).is_some()) {
         return None;
     }
     let quote = |name: &str| format!("\"{}\"", name.replace('"', "\"\""));

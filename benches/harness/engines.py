@@ -52,7 +52,7 @@ class Measurement:
                 "error": self.error}
 
 
-def _timed_loop(run_once, warmup: int, runs: int, timeout: float | None, interrupt=None) -> Measurement:
+def timed_loop(run_once, warmup: int, runs: int, timeout: float | None, interrupt=None) -> Measurement:
     """Warm-up then timed calls of `run_once() -> pa.Table`; a call longer than
     `timeout` is interrupted with `interrupt()` (when the engine offers one) and
     recorded as a timeout."""
@@ -123,14 +123,14 @@ def agora_embedded(bench_bin: Path, config: Path, queries: dict[str, str], work:
 def duckdb_run(con, queries: dict[str, str], *, runs: int, warmup: int = 1,
                timeout: float | None = None) -> dict[str, Measurement]:
     """Times the queries on a DuckDB connection (its views already point at the data)."""
-    return {name: _timed_loop(lambda sql=sql: con.execute(sql).fetch_arrow_table(), warmup, runs, timeout,
+    return {name: timed_loop(lambda sql=sql: con.execute(sql).fetch_arrow_table(), warmup, runs, timeout,
                               con.interrupt)
             for name, sql in queries.items()}
 
 
 def datafusion_run(ctx, queries: dict[str, str], *, runs: int, warmup: int = 1) -> dict[str, Measurement]:
     """Times the queries on a datafusion-python SessionContext."""
-    return {name: _timed_loop(lambda sql=sql: ctx.sql(sql).to_arrow_table(), warmup, runs, None)
+    return {name: timed_loop(lambda sql=sql: ctx.sql(sql).to_arrow_table(), warmup, runs, None)
             for name, sql in queries.items()}
 
 
@@ -140,7 +140,7 @@ def flight_run(conn, queries: dict[str, str], *, runs: int, warmup: int = 1) -> 
         with conn.cursor() as cur:
             cur.execute(sql)
             return cur.fetch_arrow_table()
-    return {name: _timed_loop(lambda sql=sql: once(sql), warmup, runs, None) for name, sql in queries.items()}
+    return {name: timed_loop(lambda sql=sql: once(sql), warmup, runs, None) for name, sql in queries.items()}
 
 
 def postgres_run(url: str, queries: dict[str, str], *, runs: int, warmup: int = 1, timeout: float = 60,
@@ -161,7 +161,7 @@ def postgres_run(url: str, queries: dict[str, str], *, runs: int, warmup: int = 
             return pa.table({"n": [len(rows)]})
 
         for name, sql in queries.items():
-            m = _timed_loop(lambda sql=sql: once(sql), warmup, runs, None)
+            m = timed_loop(lambda sql=sql: once(sql), warmup, runs, None)
             if m.error and "statement timeout" in m.error:
                 m.error = f"timeout after {timeout:.0f} s (statement_timeout)"
             if m.ok:

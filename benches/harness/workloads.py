@@ -22,6 +22,7 @@ import pyarrow as pa
 from harness import data
 from harness.check import difference
 from harness.engines import (AgoraServer, Measurement, agora_embedded, datafusion_run, duckdb_run, flight_run,
+                             timed_loop,
                              free_port, postgres_run, wait_for_port)
 
 DOMAINS = {
@@ -197,7 +198,6 @@ def w1_parquet(ctx: Context) -> dict:
     duck = duckdb_run(con, ctx.queries, runs=ctx.runs)
     notes = check_answers("W1", agora, duck)
     result = table_of({"Agora": agora, "datafusion-python": dfp, "DuckDB": duck})
-    r = result["ratios"]
     w_df, w_duck = worst(result, "datafusion-python"), worst(result, "DuckDB")
     result["goals"] = [
         goal("total ≤ 1.03x datafusion-python", total_ratio(result, "datafusion-python"), 1.03),
@@ -332,7 +332,6 @@ def w5_bulk_read(ctx: Context) -> dict:
             return pa.table({"bytes": [int(p.stdout)]})
         return run
 
-    from harness.engines import _timed_loop
 
     peers = {"ConnectorX (1 partition)": connectorx(1), "ConnectorX (2 partitions)": connectorx(2),
              "ADBC PostgreSQL": adbc_pg}
@@ -343,8 +342,8 @@ def w5_bulk_read(ctx: Context) -> dict:
             if "2 partitions" in label and "l_orderkey" not in sql and "*" not in sql:
                 engines[label][n] = Measurement(error="no partition column in the result")
                 continue
-            engines[label][n] = _timed_loop(make(sql), 1, ctx.runs, None)
-    copy = {n: _timed_loop(copy_pipe(sql), 1, ctx.runs, None) for n, sql in pg_sql.items()}
+            engines[label][n] = timed_loop(make(sql), 1, ctx.runs, None)
+    copy = {n: timed_loop(copy_pipe(sql), 1, ctx.runs, None) for n, sql in pg_sql.items()}
     engines["psql COPY BINARY | wc -c"] = copy
 
     # Every tool must return the same rows; Agora's values are checked by
@@ -458,16 +457,15 @@ def stream_select_all(ctx: Context, conn) -> dict:
             cur.execute("SELECT * FROM sales.lineitem")
             return cur.fetch_arrow_table()
 
-    from harness.engines import _timed_loop
 
-    agora = _timed_loop(agora_once, 1, ctx.runs, None)
+    agora = timed_loop(agora_once, 1, ctx.runs, None)
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "harness.flight_baseline", str(ctx.parquet / "lineitem.parquet"),
                              str(port)], cwd=Path(__file__).resolve().parents[1])
     try:
         wait_for_port(port, proc, "pyarrow Flight baseline server")
         client = fl.connect(f"grpc://127.0.0.1:{port}")
-        baseline = _timed_loop(lambda: client.do_get(fl.Ticket(b"lineitem")).read_all(), 1, ctx.runs, None)
+        baseline = timed_loop(lambda: client.do_get(fl.Ticket(b"lineitem")).read_all(), 1, ctx.runs, None)
         client.close()
     finally:
         proc.terminate()
@@ -592,14 +590,13 @@ def w8_startup(ctx: Context) -> dict:
     config = ctx.work / "w8" / "mesh.yaml"
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text("\n".join(lines) + "\n")
-    from harness.engines import _timed_loop
 
     def once():
         p = subprocess.run([str(ctx.agora), "query", "--config", str(config), "--format", "csv",
                             "SELECT count(*) AS n FROM d9.p99"], check=True, capture_output=True, text=True)
         return pa.table({"out": [p.stdout]})
 
-    m = _timed_loop(once, 1, max(ctx.runs, 5), None)
+    m = timed_loop(once, 1, max(ctx.runs, 5), None)
     if m.ok and m.table.column(0)[0].as_py().split()[-1] != "5":
         raise Mismatch(f"W8: unexpected answer {m.table.column(0)[0].as_py()!r}")
     return {"startup": m.summary(), "products": 1000,

@@ -43,8 +43,8 @@ pub(crate) struct DomainSchema {
 pub(crate) struct Product {
     pub(crate) reference: ProductRef,
     pub(crate) config: ProductConfig,
-    /// The opened table and when it was opened.
-    table: Mutex<Option<(Arc<dyn TableProvider>, Instant)>>,
+    /// The opened table, or the last failure to open it.
+    table: Mutex<Opened>,
     /// The state used to open the source: its runtime holds the object stores.
     opener: Arc<SessionState>,
 }
@@ -95,7 +95,7 @@ impl DomainSchema {
                 let product = Product {
                     reference: ProductRef::new(&domain.name, &p.name),
                     config: p.clone(),
-                    table: Mutex::new(None),
+                    table: Mutex::new(Opened::Not),
                     opener: Arc::clone(opener),
                 };
                 (p.name.clone(), Arc::new(product))
@@ -121,24 +121,57 @@ impl Product {
     /// so new commits become visible without a restart.
     pub(crate) async fn table(&self) -> Result<Arc<dyn TableProvider>, EngineError> {
         let unavailable = |cause| EngineError::ProductUnavailable { product: self.reference.clone(), cause };
-        // One opener at a time per product: concurrent first queries share one open.
+        let cached = match &*self.table.lock().await {
+            Opened::Table(table, opened) => {
+                let stale = matches!(self.config.source, Source::Delta(_)) && opened.elapsed() >= DELTA_REFRESH;
+                (!stale).then(|| Arc::clone(table))
+            }
+            _ => None,
+        };
+        // The reachability probe runs without the lock: queries on a source
+        // that hangs wait side by side, not one after another.
+        if let Some(table) = cached {
+            self.config.source.probe().await.map_err(unavailable)?;
+            return Ok(table);
+        }
+        // One opener at a time per product: concurrent first queries share one
+        // open, and the queries that waited for a failed attempt share its
+        // failure rather than each trying again in turn; later queries retry.
+        let asked = Instant::now();
         let mut slot = self.table.lock().await;
-        if let Some((table, opened)) = slot.as_ref() {
-            let stale = matches!(self.config.source, Source::Delta(_)) && opened.elapsed() >= DELTA_REFRESH;
-            if !stale {
-                self.config.source.probe().await.map_err(unavailable)?;
+        match &*slot {
+            Opened::Table(table, opened)
+                if !(matches!(self.config.source, Source::Delta(_)) && opened.elapsed() >= DELTA_REFRESH) =>
+            {
                 return Ok(Arc::clone(table));
             }
+            Opened::Failed(cause, at) if *at >= asked => return Err(unavailable(cause.clone())),
+            _ => {}
         }
         let started = Instant::now();
-        let table = self.config.source.open(self.opener.as_ref() as &dyn Session).await.map_err(|cause| {
-            tracing::warn!(product = %self.reference, error = %cause, "cannot open product");
-            unavailable(cause)
-        })?;
+        let table = match self.config.source.open(self.opener.as_ref() as &dyn Session).await {
+            Ok(table) => table,
+            Err(cause) => {
+                tracing::warn!(product = %self.reference, error = %cause, "cannot open product");
+                *slot = Opened::Failed(cause.clone(), Instant::now());
+                return Err(unavailable(cause));
+            }
+        };
         tracing::debug!(product = %self.reference, elapsed = ?started.elapsed(), "opened product");
-        *slot = Some((Arc::clone(&table), Instant::now()));
+        *slot = Opened::Table(Arc::clone(&table), Instant::now());
         Ok(table)
     }
+}
+
+/// What is known of a product's table.
+#[derive(Debug)]
+enum Opened {
+    /// Not opened yet.
+    Not,
+    /// Opened at this time.
+    Table(Arc<dyn TableProvider>, Instant),
+    /// The last attempt failed at this time.
+    Failed(agora_connectors::ConnectorError, Instant),
 }
 
 /// How long a Delta snapshot is used before the table's log is read again.

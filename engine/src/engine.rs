@@ -1,15 +1,20 @@
 //! The embeddable engine: a loaded mesh and the sessions that query it.
 
+use std::num::NonZeroUsize;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
 
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use datafusion::catalog::CatalogProvider;
 use datafusion::common::TableReference;
 use datafusion::common::{ParamValues, ScalarValue};
+use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::QueryPlanner;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::optimizer::Analyzer;
@@ -31,7 +36,9 @@ use crate::governance::audit::{AuditRecord, AuditedStream, PendingAudit};
 use crate::governance::catalog::{SessionCatalog, Viewer};
 use crate::governance::rewrite::{BarrierPlanner, BarrierPushdown, GovernanceRule, applied_policies};
 use crate::governance::{AuditLog, PolicySet};
+use crate::limits::{Admission, EffectiveLimits, LimitsConfig, QuerySlot};
 use crate::lineage::{LineageEmitter, LineageRun, LineageStream};
+use crate::query_runtime::QueryRuntime;
 use crate::system::{SearchFunction, SystemContext};
 use crate::{EngineError, Principal, ProductRef};
 
@@ -70,6 +77,10 @@ struct Inner {
     lineage: Option<Arc<LineageEmitter>>,
     /// Domains whose attached PostgreSQL schema could not be listed, and why.
     attach_failures: Vec<(String, String)>,
+    /// Where queries are planned and run, apart from the caller's runtime.
+    queries: QueryRuntime,
+    /// Slots for running and queued queries.
+    admission: Admission,
 }
 
 /// The outcome of opening one product, as reported by [`Engine::check`].
@@ -101,11 +112,23 @@ impl Engine {
                 }
             }
         }
-        let runtime = RuntimeEnvBuilder::new().build_arc().map_err(EngineError::from)?;
-        let session_config = SessionConfig::new()
+        let runtime = runtime_env(&config.limits)?;
+        let queries = QueryRuntime::new(config.limits.query_threads)?;
+        let admission = Admission::new(
+            config.limits.max_concurrent_queries,
+            config.limits.max_queued_queries,
+            config.limits.queue_timeout,
+        );
+        let mut session_config = SessionConfig::new()
             .with_default_catalog_and_schema(CATALOG, DEFAULT_SCHEMA)
             .with_create_default_catalog_and_schema(false)
             .with_information_schema(true);
+        // A sort reserves this much before it starts, to be able to merge its
+        // spill files later; with a small pool the default (10 MiB) would make
+        // sorts fail instead of spill.
+        let execution = &mut session_config.options_mut().execution;
+        execution.sort_spill_reservation_bytes =
+            execution.sort_spill_reservation_bytes.min(config.limits.memory_limit_bytes / 16);
         let federated =
             config.domains.iter().flat_map(|d| &d.products).any(|p| matches!(p.source, Source::Postgres(_)));
         let opener = SessionStateBuilder::new()
@@ -140,6 +163,8 @@ impl Engine {
                 audit,
                 lineage,
                 attach_failures,
+                queries,
+                admission,
             }),
         })
     }
@@ -198,6 +223,11 @@ impl Engine {
         }
     }
 
+    /// Queries waiting for a slot now (see `limits.max_concurrent_queries`).
+    pub fn queued_queries(&self) -> usize {
+        self.inner.admission.queued()
+    }
+
     /// The configuration the engine was built from.
     pub fn config(&self) -> &MeshConfig {
         self.inner.catalog.config()
@@ -245,6 +275,7 @@ impl Engine {
         }
         let state = builder
             .with_optimizer_rule(Arc::new(BarrierPushdown))
+            .with_physical_optimizer_rule(Arc::new(crate::cooperative::YieldingJoins))
             .with_query_planner(Arc::new(AgoraPlanner { planners }))
             .build();
         let ctx = SessionContext::new_with_state(state);
@@ -494,6 +525,7 @@ impl QueryPlanner for AgoraPlanner {
 }
 
 /// One client's connection to the engine: runs SQL against the mesh.
+#[derive(Clone)]
 pub struct Session {
     ctx: SessionContext,
     engine: Engine,
@@ -506,6 +538,16 @@ pub struct Query {
     frame: DataFrame,
     audit: Option<PendingAudit>,
     lineage: Option<PendingLineage>,
+    run: Run,
+}
+
+/// What a planned query carries to its execution: its slot, its deadline and
+/// its result limits.
+struct Run {
+    engine: Engine,
+    slot: QuerySlot,
+    deadline: Instant,
+    limits: EffectiveLimits,
 }
 
 /// What a query's lineage events need once it starts.
@@ -523,10 +565,29 @@ impl Session {
     /// order of appearance); bind them with [`Query::bind`].
     pub async fn query(&self, sql: &str) -> Result<Query, EngineError> {
         let audit = self.pending_audit(Some(sql));
-        match self.plan_sql(sql).await {
-            Ok(frame) => Ok(Query { frame, audit, lineage: self.pending_lineage(Some(sql)) }),
+        if let Err(e) = crate::limits::check_text(sql, &self.engine.config().limits) {
+            return Err(fail(audit, e));
+        }
+        let run = match self.admit().await {
+            Ok(run) => run,
+            Err(e) => return Err(fail(audit, e)),
+        };
+        let session = self.clone();
+        let text = sql.to_string();
+        let planned = run.within("planning", async move { session.plan_sql(&text).await }).await;
+        match planned {
+            Ok(frame) => Ok(Query { frame, audit, lineage: self.pending_lineage(Some(sql)), run }),
             Err(e) => Err(fail(audit, e)),
         }
+    }
+
+    /// Takes a query slot for the session's principal and starts its clock.
+    async fn admit(&self) -> Result<Run, EngineError> {
+        let limits = self.engine.config().limits.for_principal(&self.viewer.principal);
+        let slot =
+            self.engine.inner.admission.admit(&self.viewer.principal.user, limits.max_queries_per_principal).await?;
+        let deadline = Instant::now() + limits.statement_timeout;
+        Ok(Run { engine: self.engine.clone(), slot, deadline, limits })
     }
 
     async fn plan_sql(&self, sql: &str) -> Result<DataFrame, EngineError> {
@@ -535,6 +596,7 @@ impl Session {
         let sql = number_question_marks(sql);
         let statement = state.sql_to_statement(&sql, &dialect)?;
         ensure_read_only(&statement)?;
+        crate::limits::check_statement(&statement, &self.engine.config().limits)?;
         let mut products = Vec::new();
         for reference in state.resolve_table_references(&statement)? {
             let is_table_function = matches!(&reference, TableReference::Bare { table } if state.table_functions().contains_key(table.as_ref()));
@@ -547,10 +609,7 @@ impl Session {
             Ok(plan) => plan,
             Err(e) => return Err(self.explain_hidden_column(e.into(), &products).await),
         };
-        read_only()
-            .verify_plan(&plan)
-            .map_err(|e| EngineError::ReadOnly(format!("Agora is read-only: {}", e.strip_backtrace())))?;
-        self.check_analyze(&plan)?;
+        self.check_plan(&plan)?;
         Ok(self.ctx.execute_logical_plan(plan).await?)
     }
 
@@ -574,30 +633,47 @@ impl Session {
         error
     }
 
-    /// `EXPLAIN ANALYZE` reports how many rows each scan read, before row
-    /// filters: on a governed mesh only admins may run it.
-    fn check_analyze(&self, plan: &LogicalPlan) -> Result<(), EngineError> {
-        if matches!(plan, LogicalPlan::Analyze(_)) && !self.viewer.is_admin() {
-            return Err(EngineError::Denied(format!(
-                "access denied: EXPLAIN ANALYZE shows row counts of the scans before row filters; only admins may \
-                 run it (user '{}')",
-                self.viewer.principal.user
-            )));
-        }
-        Ok(())
+    /// Agora serves reads only, and shows a non-admin no plan form that
+    /// prints statistics or metrics (see `governance::plan_view`).
+    fn check_plan(&self, plan: &LogicalPlan) -> Result<(), EngineError> {
+        read_only()
+            .verify_plan(plan)
+            .map_err(|e| EngineError::ReadOnly(format!("Agora is read-only: {}", e.strip_backtrace())))?;
+        let statistics = self.ctx.state().config().options().explain.show_statistics;
+        crate::governance::plan_view::check_plan_view(&self.viewer, plan, statistics)
     }
 
     /// Runs an already built logical plan (for embedders that build plans with
-    /// DataFusion's DataFrame API). It is governed and audited like SQL.
+    /// DataFusion's plan builders). It passes the same gates as SQL (read-only,
+    /// plan views, limits), is governed and audited; for a non-admin it may
+    /// read only the session's own tables (a plan over a provider built by
+    /// hand would carry no policies).
     pub async fn plan(&self, plan: LogicalPlan) -> Result<Query, EngineError> {
         let audit = self.pending_audit(None);
-        if let Err(e) = self.check_analyze(&plan) {
+        if let Err(e) = self.check_plan(&plan) {
             return Err(fail(audit, e));
         }
-        match self.ctx.execute_logical_plan(plan).await {
-            Ok(frame) => Ok(Query { frame, audit, lineage: self.pending_lineage(None) }),
-            Err(e) => Err(fail(audit, e.into())),
+        if let Err(e) = crate::governance::plan_view::check_plan_sources(&self.viewer, &self.ctx, &plan).await {
+            return Err(fail(audit, e));
         }
+        let run = match self.admit().await {
+            Ok(run) => run,
+            Err(e) => return Err(fail(audit, e)),
+        };
+        let ctx = self.ctx.clone();
+        let planned = run.within("planning", async move { Ok(ctx.execute_logical_plan(plan).await?) }).await;
+        match planned {
+            Ok(frame) => Ok(Query { frame, audit, lineage: self.pending_lineage(None), run }),
+            Err(e) => Err(fail(audit, e)),
+        }
+    }
+
+    /// A scan of `product` as the principal may read it, to build plans on
+    /// (`LogicalPlanBuilder::from(scan)…`) and run with [`Session::plan`].
+    pub async fn scan(&self, product: &ProductRef) -> Result<LogicalPlan, EngineError> {
+        let reference = TableReference::full(CATALOG, product.domain.as_str(), product.product.as_str());
+        self.check_reference(&reference)?;
+        Ok(self.ctx.table(reference).await?.into_unoptimized_plan())
     }
 
     /// Records the address of the client the session serves, for the audit log.
@@ -651,11 +727,6 @@ impl Session {
     /// Who the session runs as.
     pub fn principal(&self) -> &Principal {
         &self.viewer.principal
-    }
-
-    /// The underlying DataFusion context, for embedders that need more than SQL.
-    pub fn context(&self) -> &SessionContext {
-        &self.ctx
     }
 
     /// Refuses a contract's SQL rule that reads outside its product's domain:
@@ -728,7 +799,8 @@ impl Query {
     /// included: it comes from the physical plan, which may know more than the
     /// logical one. Plans the query without running it.
     pub async fn output_schema(&self) -> Result<SchemaRef, EngineError> {
-        Ok(self.frame.clone().create_physical_plan().await?.schema())
+        let frame = self.frame.clone();
+        self.run.within("planning", async move { Ok(frame.create_physical_plan().await?.schema()) }).await
     }
 
     /// The query's parameters (`$1`, `$2`…) in numeric order, with the type
@@ -744,9 +816,14 @@ impl Query {
     /// Binds positional parameter values (`$1` is `values[0]`).
     pub fn bind(self, values: Vec<ScalarValue>) -> Result<Query, EngineError> {
         match self.frame.with_param_values(ParamValues::from(values)) {
-            Ok(frame) => Ok(Query { frame, audit: self.audit, lineage: self.lineage }),
+            Ok(frame) => Ok(Query { frame, audit: self.audit, lineage: self.lineage, run: self.run }),
             Err(e) => Err(fail(self.audit, e.into())),
         }
+    }
+
+    /// How long the query waited for a slot (see `limits.max_concurrent_queries`).
+    pub fn queued(&self) -> std::time::Duration {
+        self.run.slot.queued
     }
 
     /// The logical plan, after name resolution and before optimisation.
@@ -760,14 +837,19 @@ impl Query {
     pub async fn stream(self) -> Result<SendableRecordBatchStream, EngineError> {
         let (state, plan) = self.frame.into_parts();
         let mut audit = self.audit;
-        let started = async {
+        let run = self.run;
+        let started = async move {
             let optimized = state.optimize(&plan)?;
             let reads = Reads::of(&optimized);
             let physical = state.query_planner().create_physical_plan(&optimized, &state).await?;
-            Ok::<_, datafusion::error::DataFusionError>((execute_stream(physical, state.task_ctx())?, reads, optimized))
+            Ok::<_, EngineError>((execute_stream(physical, state.task_ctx())?, reads, optimized))
         };
         let lineage = self.lineage;
-        let started = started.await.map(|(stream, reads, optimized)| {
+        let started = run.within("planning", started).await.and_then(move |(stream, reads, optimized)| {
+            let stream = run.drive(stream)?;
+            Ok((stream, reads, optimized))
+        });
+        let started = started.map(|(stream, reads, optimized)| {
             let label = reads.products.iter().filter(|p| !p.starts_with("information_schema.")).cloned();
             let label: Vec<String> = label.collect();
             // Errors carry the products' names before lineage records them.
@@ -796,9 +878,76 @@ impl Query {
                 Some(a) => Ok(Box::pin(AuditedStream::new(stream, a))),
                 None => Ok(stream),
             },
-            Err(e) => Err(fail(audit, e.into())),
+            Err(e) => Err(fail(audit, e)),
         }
     }
+}
+
+impl Run {
+    /// Runs `work` on the query runtime before the statement's deadline.
+    async fn within<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        work: impl std::future::Future<Output = Result<T, EngineError>> + Send + 'static,
+    ) -> Result<T, EngineError> {
+        let deadline = tokio::time::Instant::from_std(self.deadline);
+        match tokio::time::timeout_at(deadline, self.engine.inner.queries.run(what, work)).await {
+            Ok(result) => result,
+            Err(_) => Err(EngineError::Timeout(self.timeout_message())),
+        }
+    }
+
+    fn timeout_message(&self) -> String {
+        format!(
+            "the query was stopped after {} s (limits.statement_timeout_seconds)",
+            self.limits.statement_timeout.as_secs_f64()
+        )
+    }
+
+    /// Drives the query's stream on the query runtime until its deadline,
+    /// within its result limits; the slot is given back when the query ends.
+    fn drive(self, stream: SendableRecordBatchStream) -> Result<SendableRecordBatchStream, EngineError> {
+        let message = self.timeout_message();
+        let limits = &self.engine.config().limits;
+        let hint = format!(
+            "(Agora's limits: memory_limit_bytes = {}, max_spill_bytes = {})",
+            limits.memory_limit_bytes, limits.max_spill_bytes
+        );
+        let (max_rows, max_bytes) = (self.limits.max_result_rows, self.limits.max_result_bytes);
+        let (mut rows, mut bytes) = (0u64, 0u64);
+        let slot = self.slot;
+        let check = move |batch: &RecordBatch| {
+            let _held = &slot;
+            rows += batch.num_rows() as u64;
+            bytes += batch.get_array_memory_size() as u64;
+            if let Some(max) = max_rows.filter(|max| rows > *max) {
+                return Err(DataFusionError::ResourcesExhausted(format!(
+                    "the result has more than {max} rows (limits.max_result_rows); add a LIMIT or a filter"
+                )));
+            }
+            if let Some(max) = max_bytes.filter(|max| bytes > *max) {
+                return Err(DataFusionError::ResourcesExhausted(format!(
+                    "the result is larger than {max} bytes (limits.max_result_bytes); select fewer columns or rows"
+                )));
+            }
+            Ok(())
+        };
+        self.engine.inner.queries.drive(stream, self.deadline, message, hint, check)
+    }
+}
+
+/// The DataFusion runtime of an engine: a memory pool bounded by
+/// `limits.memory_limit_bytes`, shared fairly by the running queries (whose
+/// sorts, aggregates and joins spill), and spill files under `limits.spill_dir`
+/// up to `limits.max_spill_bytes`.
+fn runtime_env(limits: &LimitsConfig) -> Result<Arc<RuntimeEnv>, EngineError> {
+    let pool =
+        TrackConsumersPool::new(FairSpillPool::new(limits.memory_limit_bytes), NonZeroUsize::MIN.saturating_add(4));
+    let mut disk = DiskManagerBuilder::default().with_max_temp_directory_size(limits.max_spill_bytes);
+    if let Some(dir) = &limits.spill_dir {
+        disk = disk.with_mode(DiskManagerMode::Directories(vec![dir.clone()]));
+    }
+    Ok(RuntimeEnvBuilder::new().with_memory_pool(Arc::new(pool)).with_disk_manager_builder(disk).build_arc()?)
 }
 
 /// Errors raised while the query runs (a source failing, a table changed under
@@ -816,7 +965,11 @@ fn name_products_in_errors(stream: SendableRecordBatchStream, products: Vec<Stri
 /// Records a failed or denied request and passes its error on.
 fn fail(audit: Option<PendingAudit>, error: EngineError) -> EngineError {
     if let Some(a) = audit {
-        let status = if matches!(error, EngineError::Denied(_)) { "denied" } else { "failed" };
+        let status = match error {
+            EngineError::Denied(_) => "denied",
+            EngineError::Timeout(_) => "timeout",
+            _ => "failed",
+        };
         let _ = a.finish(status, Some(error.to_string()));
     }
     error

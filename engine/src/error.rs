@@ -3,6 +3,7 @@
 use agora_connectors::ConnectorError;
 use datafusion::error::DataFusionError;
 
+use crate::query_runtime::{Panicked, Timeout};
 use crate::{ConfigError, ProductRef};
 
 /// Why a request to the engine failed.
@@ -44,9 +45,16 @@ pub enum EngineError {
     /// The query exceeded a memory or other resource limit.
     #[error("resources exhausted: {0}")]
     ResourcesExhausted(String),
+    /// The query ran past its statement timeout and was stopped.
+    #[error("{0}")]
+    Timeout(String),
     /// The query failed while running.
     #[error("query failed: {0}")]
     Execution(String),
+    /// A bug in the engine or a library surfaced (a panic) while serving this
+    /// request; the request failed, the engine goes on.
+    #[error("{0}")]
+    Internal(String),
 }
 
 /// A product's failure, carried through DataFusion (which only knows its own error
@@ -72,6 +80,12 @@ impl From<DataFusionError> for EngineError {
                 DataFusionError::External(e) => {
                     if let Some(f) = e.downcast_ref::<ProductFailure>() {
                         return EngineError::ProductUnavailable { product: f.product.clone(), cause: f.source.clone() };
+                    }
+                    if let Some(Timeout(message)) = e.downcast_ref::<Timeout>() {
+                        return EngineError::Timeout(message.clone());
+                    }
+                    if let Some(Panicked(message)) = e.downcast_ref::<Panicked>() {
+                        return EngineError::Internal(format!("internal error while running the query: {message}"));
                     }
                     if let Some(PolicyFailure(inner)) = e.downcast_ref::<PolicyFailure>() {
                         return match inner {

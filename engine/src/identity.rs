@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use argon2::Argon2;
@@ -19,6 +20,17 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{KeyInit, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+
+pub use crate::login_throttle::{Lockout, LoginThrottle, ThrottleConfig};
+
+/// Names of principals the engine itself uses: `local` (the embedding
+/// application, [`crate::Engine::session`]), `anonymous`, and `agora-…`
+/// (internal checks such as quality rules). No configured user, service token
+/// or identity-provider subject may carry them, so none can inherit what
+/// policies grant them.
+pub fn is_reserved_principal(name: &str) -> bool {
+    matches!(name, "local" | "anonymous") || name.starts_with("agora-")
+}
 
 /// An authenticated identity: the subject of every access decision.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -59,6 +71,8 @@ pub struct AuthConfig {
     pub service_tokens: Vec<ServiceTokenConfig>,
     /// JWT bearer tokens from an enterprise identity provider.
     pub jwt: Option<crate::jwt::JwtConfig>,
+    /// Back-off for wrong passwords (`max_failed_logins`, `lockout_seconds`).
+    pub throttle: ThrottleConfig,
 }
 
 impl fmt::Debug for AuthConfig {
@@ -70,6 +84,7 @@ impl fmt::Debug for AuthConfig {
             .field("users", &self.users)
             .field("service_tokens", &self.service_tokens)
             .field("jwt", &self.jwt)
+            .field("throttle", &self.throttle)
             .finish()
     }
 }
@@ -130,6 +145,13 @@ pub enum AuthError {
     /// No credentials were given and the mesh requires them.
     #[error("authentication required")]
     Missing,
+    /// Too many wrong passwords for this user or from this address: no
+    /// password is checked until the lockout ends.
+    #[error("too many failed logins for this user or address; retry in {} s", .retry_after.as_secs().max(1))]
+    LockedOut {
+        /// How long until the next attempt is considered.
+        retry_after: Duration,
+    },
 }
 
 /// Checks credentials and issues session tokens.
@@ -141,6 +163,8 @@ pub struct Authenticator {
     decoy_hash: String,
     /// Verifies identity-provider tokens, when `auth.jwt` is configured.
     jwt: Option<std::sync::Arc<crate::jwt::JwtVerifier>>,
+    /// Failed logins per user and address.
+    throttle: LoginThrottle,
 }
 
 const TOKEN_PREFIX: &str = "agora1";
@@ -167,7 +191,8 @@ impl Authenticator {
         };
         let decoy_hash =
             config.users.first().map(|u| u.password_hash.clone()).unwrap_or_else(|| DECOY_HASH.to_string());
-        Authenticator { config, key, decoy_hash, jwt: None }
+        let throttle = LoginThrottle::new(config.throttle.clone());
+        Authenticator { config, key, decoy_hash, jwt: None, throttle }
     }
 
     /// Accepts JWT bearer tokens checked by `verifier`.
@@ -186,8 +211,34 @@ impl Authenticator {
         !self.config.users.is_empty() || !self.config.service_tokens.is_empty() || self.jwt.is_some()
     }
 
-    /// Verifies a user's password. Argon2 verification compares in constant time.
-    pub fn login(&self, user: &str, password: &str) -> Result<Principal, AuthError> {
+    /// Verifies a user's password, unless the user or the client `address`
+    /// is locked out after too many failures (see [`LoginThrottle`]). Argon2
+    /// verification compares in constant time and costs tens of milliseconds
+    /// of CPU: servers call this off their network threads.
+    pub fn login(&self, user: &str, password: &str, address: Option<IpAddr>) -> Result<Principal, AuthError> {
+        if let Lockout::For(retry_after) = self.throttle.check(user, address) {
+            return Err(AuthError::LockedOut { retry_after });
+        }
+        match self.verify_password(user, password) {
+            Ok(principal) => {
+                self.throttle.succeeded(user);
+                Ok(principal)
+            }
+            Err(e) => {
+                if let Lockout::For(d) = self.throttle.failed(user, address) {
+                    tracing::warn!(
+                        user = ?user,
+                        address = ?address,
+                        lockout_seconds = d.as_secs(),
+                        "too many failed logins: locked out"
+                    );
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn verify_password(&self, user: &str, password: &str) -> Result<Principal, AuthError> {
         let found = self.config.users.iter().find(|u| u.name == user);
         let hash = found.map(|u| u.password_hash.as_str()).unwrap_or(self.decoy_hash.as_str());
         let verified = PasswordHash::new(hash)
@@ -217,10 +268,21 @@ impl Authenticator {
         if let Some(jwt) = &self.jwt
             && token.split('.').count() == 3
         {
-            return jwt.verify(token).map_err(|reason| {
+            let principal = jwt.verify(token).map_err(|reason| {
                 tracing::info!(%reason, "JWT refused");
                 AuthError::InvalidCredentials
-            });
+            })?;
+            // Policies name principals by name: a subject that is also a
+            // configured user or service, or a reserved name, would inherit
+            // their grants.
+            let name = principal.user.as_str();
+            let taken = self.config.users.iter().any(|u| u.name == name)
+                || self.config.service_tokens.iter().any(|t| t.name == name);
+            if taken || is_reserved_principal(name) {
+                tracing::warn!(subject = ?name, "JWT refused: its subject is a configured or reserved principal name");
+                return Err(AuthError::InvalidCredentials);
+            }
+            return Ok(principal);
         }
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         // Compare against every service token so the time taken does not reveal
@@ -303,6 +365,7 @@ mod tests {
             token_ttl: Duration::from_secs(60),
             signing_key: Some(b"0123456789abcdef0123456789abcdef".to_vec()),
             jwt: None,
+            throttle: ThrottleConfig::default(),
             users: vec![UserConfig {
                 name: "alice".into(),
                 password_hash: hash,
@@ -321,11 +384,11 @@ mod tests {
     #[test]
     fn passwords_are_checked() {
         let auth = authenticator();
-        let alice = auth.login("alice", "s3cret").unwrap();
+        let alice = auth.login("alice", "s3cret", None).unwrap();
         assert_eq!(alice.groups, vec!["analysts"]);
         assert_eq!(alice.attributes["region"], "EUROPE");
-        assert_eq!(auth.login("alice", "wrong"), Err(AuthError::InvalidCredentials));
-        assert_eq!(auth.login("mallory", "s3cret"), Err(AuthError::InvalidCredentials));
+        assert_eq!(auth.login("alice", "wrong", None), Err(AuthError::InvalidCredentials));
+        assert_eq!(auth.login("mallory", "s3cret", None), Err(AuthError::InvalidCredentials));
     }
 
     #[test]

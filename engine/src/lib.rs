@@ -15,13 +15,17 @@
 mod catalog;
 pub mod config;
 pub mod contract;
+mod cooperative;
 mod engine;
 mod error;
 pub mod governance;
 pub mod identity;
 pub mod jwt;
+pub mod limits;
 pub mod lineage;
+mod login_throttle;
 mod product;
+mod query_runtime;
 mod system;
 
 pub use crate::config::{ConfigError, ConfigProblem, MeshConfig};

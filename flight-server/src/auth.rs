@@ -4,7 +4,9 @@
 //! tower layer checks it before the request reaches the service and attaches the
 //! resulting [`Principal`] to the request. `Handshake` exchanges HTTP Basic
 //! credentials (padded or unpadded base64, as Go clients send) for a session
-//! token returned in the `authorization` response header.
+//! token returned in the `authorization` response header. Basic credentials are
+//! accepted by `Handshake` only: a password check costs tens of milliseconds of
+//! CPU, so it happens once per login, throttled, never on every call.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,6 +17,9 @@ use agora_engine::{AuthError, Authenticator, Principal};
 use base64::Engine as _;
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use std::panic::AssertUnwindSafe;
+
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use http::HeaderMap;
 use tonic::Status;
@@ -71,7 +76,9 @@ fn principal(auth: &Authenticator, headers: &HeaderMap) -> Result<Principal, Sta
             }
             Err(_) => Err(unauthenticated()),
         },
-        Some(Credentials::Basic { user, password }) => auth.login(&user, &password).map_err(|_| unauthenticated()),
+        Some(Credentials::Basic { .. }) => Err(Status::unauthenticated(
+            "Basic credentials are accepted by Handshake only: send the bearer token it returns",
+        )),
         None if auth.allows_anonymous() => Ok(Principal::anonymous()),
         None => Err(unauthenticated()),
     }
@@ -134,7 +141,7 @@ where
                     user
                 }
                 Err(status) => {
-                    tracing::warn!(rpc = %method, "request refused: unauthenticated");
+                    tracing::warn!(rpc = ?method, "request refused: unauthenticated");
                     return Box::pin(futures::future::ready(Ok(status.into_http())));
                 }
             }
@@ -143,12 +150,42 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let future: BoxFuture<'static, _> = Box::pin(async move {
-            let response = inner.call(request).await;
-            tracing::info!(rpc = %method, principal = %user, elapsed_ms = started.elapsed().as_millis() as u64, "request");
+            // A panic while serving one request fails that request alone.
+            let response = match AssertUnwindSafe(inner.call(request)).catch_unwind().await {
+                Ok(response) => response,
+                Err(panic) => {
+                    let message = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "panic".into());
+                    tracing::error!(rpc = ?method, principal = ?user, panic = ?message, "request panicked");
+                    Ok(Status::internal("internal error while serving the request; it was logged").into_http())
+                }
+            };
+            let response = response.map(client_decode_errors);
+            tracing::info!(rpc = ?method, principal = ?user, elapsed_ms = started.elapsed().as_millis() as u64, "request");
             response
         });
         future
     }
+}
+
+/// arrow-flight reports a command it cannot decode (a known type with a
+/// malformed body) as `INTERNAL`; it is the client's mistake, so it is
+/// answered as `INVALID_ARGUMENT`.
+fn client_decode_errors(mut response: http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body> {
+    let headers = response.headers();
+    let internal = headers.get("grpc-status").is_some_and(|v| v.as_bytes() == b"13");
+    let decode = headers.get("grpc-message").is_some_and(|v| v.as_bytes().starts_with(b"ParseError"));
+    if internal && decode {
+        let status = Status::invalid_argument("malformed Flight SQL command: its body does not decode");
+        let (mut parts, body) = response.into_parts();
+        let fresh = status.into_http::<tonic::body::Body>();
+        parts.headers = fresh.headers().clone();
+        response = http::Response::from_parts(parts, body);
+    }
+    response
 }
 
 #[cfg(test)]

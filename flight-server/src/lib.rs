@@ -3,7 +3,9 @@
 
 mod auth;
 pub mod demo;
+mod listener;
 mod metadata;
+mod pattern;
 mod prepared;
 mod service;
 mod types;
@@ -16,16 +18,25 @@ use agora_engine::jwt::{JwksSource, JwtVerifier};
 use agora_engine::{Authenticator, Engine};
 use arrow_flight::flight_service_server::FlightServiceServer;
 use tokio::net::TcpListener;
-use tokio_stream::StreamExt;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 pub use crate::auth::AuthLayer;
 pub use crate::service::AgoraFlightSqlService;
 pub use crate::types::TypePolicy;
 
-/// Largest gRPC message the server decodes (parameter batches, DoPut payloads).
-pub const MAX_DECODING_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
+/// Largest gRPC message the server decodes (commands, parameter batches).
+pub const MAX_DECODING_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
+
+/// Largest gRPC message the server sends. Result batches are split into
+/// messages of about 2 MiB by the Flight encoder, so this only stops a
+/// runaway (one huge value).
+pub const MAX_ENCODING_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
+
+/// How often an idle HTTP/2 connection is pinged, and how long the peer has
+/// to answer before the connection is closed: peers that vanished (or never
+/// read) give their connection back.
+const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// How the server is exposed.
 #[derive(Debug, Clone, Default)]
@@ -66,6 +77,9 @@ pub enum ServeError {
     /// A TLS file could not be read or used.
     #[error("TLS: {0}")]
     Tls(String),
+    /// The operating system gave no random bytes for the server's keys.
+    #[error("{0}")]
+    Random(String),
     /// The identity provider's keys could not be loaded.
     #[error("JWT: {0}")]
     Jwks(String),
@@ -118,24 +132,23 @@ pub async fn serve_on(
     if !auth.has_identities() && !auth.allows_anonymous() {
         return Err(ServeError::NoIdentities);
     }
-    let mut builder = tonic::transport::Server::builder();
+    let limits = &engine.config().limits;
+    let connections = listener::ConnectionLimits {
+        max_connections: limits.max_connections,
+        max_per_address: limits.max_connections_per_address,
+        handshake_timeout: limits.handshake_timeout,
+    };
+    let mut builder = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
     if let Some(tls) = &options.tls {
         builder = builder.tls_config(tls_config(tls)?)?;
     }
-    let service = FlightServiceServer::new(AgoraFlightSqlService::new(engine, Arc::clone(&auth), options.types))
+    let flight = AgoraFlightSqlService::new(engine, Arc::clone(&auth), options.types).map_err(ServeError::Random)?;
+    let service = FlightServiceServer::new(flight)
         .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE)
-        .max_encoding_message_size(usize::MAX);
-    // Small responses (a query's FlightInfo, a one-row result) must not wait
-    // for Nagle's algorithm and the client's delayed ACK: without TCP_NODELAY
-    // every request/response pair costs ~40 ms more on Linux.
-    let incoming = TcpListenerStream::new(listener).map(|connection| {
-        if let Ok(stream) = &connection
-            && let Err(e) = stream.set_nodelay(true)
-        {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-        connection
-    });
+        .max_encoding_message_size(MAX_ENCODING_MESSAGE_SIZE);
+    let incoming = listener::accept(listener, connections);
     builder.layer(AuthLayer::new(auth)).add_service(service).serve_with_incoming_shutdown(incoming, shutdown).await?;
     Ok(())
 }

@@ -156,7 +156,15 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
+    // The network runtime: gRPC, logins, metadata. Queries run on the engine's
+    // own runtime; the larger stacks only cover deep plans handled here
+    // (parameter inference, dropping a refused statement).
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("agora-net")
+        .thread_stack_size(16 * 1024 * 1024)
+        .build();
+    let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -1,64 +1,221 @@
-//! Prepared statements without server state.
+//! Prepared statements and statement tickets.
 //!
-//! A handle carries the SQL text and the bound parameter values (as an Arrow IPC
-//! stream), so any server instance can execute it and nothing has to be cleaned
-//! up when a client never closes it.
+//! Nothing a client sends back is trusted or decoded as a structure. A
+//! prepared statement lives on the server, in a bounded store keyed by a
+//! random 128-bit handle that only its creator may use; binding parameters
+//! updates it in place, so clients that keep using the handle they were first
+//! given (as several do) see the bound values. A statement ticket carries its
+//! SQL text with an HMAC over the principal and the text, under a key drawn at
+//! start: a forged, altered or borrowed ticket is refused before anything is
+//! parsed.
 
-use std::io::Cursor;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use arrow::ipc::reader::StreamReader;
-use arrow::ipc::writer::StreamWriter;
 use datafusion::common::ScalarValue;
+use hmac::{KeyInit, Mac};
+use sha2::Sha256;
 use tonic::Status;
 
-/// Marks Agora handles, so that a foreign or corrupt handle is refused clearly.
-const MAGIC: &[u8; 4] = b"AGP1";
+/// Marks a prepared-statement handle.
+const HANDLE_PREFIX: &[u8; 4] = b"AGP2";
+/// Marks a statement ticket.
+const TICKET_PREFIX: &[u8; 4] = b"AGT2";
+/// Bytes of an HMAC-SHA256 tag.
+const TAG_BYTES: usize = 32;
+/// Largest bound parameter row kept (its Arrow memory size).
+pub const MAX_PARAMETER_BYTES: usize = 1024 * 1024;
 
-/// A decoded prepared-statement handle.
+/// A prepared statement: its text and the parameter row bound to it, if any.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Handle {
+pub struct Statement {
     /// The statement text.
     pub sql: String,
     /// The bound parameter row, if any.
     pub parameters: Option<RecordBatch>,
 }
 
-impl Handle {
-    /// Encodes the handle: magic, SQL length (u32 LE), SQL, then an IPC stream of
-    /// the parameters.
-    pub fn encode(&self) -> Result<Vec<u8>, Status> {
-        let mut out = Vec::with_capacity(self.sql.len() + 8);
-        out.extend_from_slice(MAGIC);
-        let len = u32::try_from(self.sql.len()).map_err(|_| Status::invalid_argument("statement too long"))?;
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(self.sql.as_bytes());
-        if let Some(batch) = &self.parameters {
-            let mut writer = StreamWriter::try_new(&mut out, &batch.schema())
-                .map_err(|e| Status::internal(format!("cannot encode parameters: {e}")))?;
-            writer.write(batch).map_err(|e| Status::internal(format!("cannot encode parameters: {e}")))?;
-            writer.finish().map_err(|e| Status::internal(format!("cannot encode parameters: {e}")))?;
+/// Bounds of the prepared-statement store.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreLimits {
+    /// Statements one principal may keep; creating one more forgets its least
+    /// recently used.
+    pub per_principal: usize,
+    /// Statements kept in all.
+    pub total: usize,
+    /// A statement unused this long is forgotten.
+    pub idle: Duration,
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        StoreLimits { per_principal: 256, total: 16_384, idle: Duration::from_secs(3600) }
+    }
+}
+
+struct Entry {
+    owner: String,
+    statement: Arc<Statement>,
+    last_used: Instant,
+}
+
+/// The server's prepared statements.
+pub struct PreparedStore {
+    limits: StoreLimits,
+    entries: Mutex<HashMap<[u8; 16], Entry>>,
+}
+
+fn unknown_handle() -> Status {
+    Status::invalid_argument(
+        "unknown or expired prepared statement handle: prepare the statement again (handles are kept for an hour \
+         of disuse, by the principal that created them)",
+    )
+}
+
+impl PreparedStore {
+    /// An empty store.
+    pub fn new(limits: StoreLimits) -> Self {
+        PreparedStore { limits, entries: Mutex::new(HashMap::new()) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 16], Entry>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps `sql` for `owner` and returns its handle.
+    pub fn create(&self, owner: &str, sql: String) -> Result<Vec<u8>, Status> {
+        let mut id = [0u8; 16];
+        getrandom::fill(&mut id).map_err(|_| Status::unavailable("no random source for a statement handle"))?;
+        let now = Instant::now();
+        let mut entries = self.lock();
+        entries.retain(|_, e| now.duration_since(e.last_used) < self.limits.idle);
+        let owned = entries.values().filter(|e| e.owner == owner).count();
+        if owned >= self.limits.per_principal {
+            evict_oldest(&mut entries, Some(owner));
         }
+        if entries.len() >= self.limits.total {
+            evict_oldest(&mut entries, None);
+        }
+        let statement = Arc::new(Statement { sql, parameters: None });
+        entries.insert(id, Entry { owner: owner.to_string(), statement, last_used: now });
+        let mut handle = HANDLE_PREFIX.to_vec();
+        handle.extend_from_slice(&id);
+        Ok(handle)
+    }
+
+    /// The statement behind `handle`, if `owner` created it.
+    pub fn get(&self, owner: &str, handle: &[u8]) -> Result<Arc<Statement>, Status> {
+        let id = parse_handle(handle)?;
+        let mut entries = self.lock();
+        let entry = entries.get_mut(&id).filter(|e| e.owner == owner).ok_or_else(unknown_handle)?;
+        if entry.last_used.elapsed() >= self.limits.idle {
+            entries.remove(&id);
+            return Err(unknown_handle());
+        }
+        entry.last_used = Instant::now();
+        Ok(Arc::clone(&entry.statement))
+    }
+
+    /// Binds `parameters` to the statement behind `handle`.
+    pub fn bind(&self, owner: &str, handle: &[u8], parameters: Option<RecordBatch>) -> Result<(), Status> {
+        if let Some(batch) = &parameters
+            && batch.get_array_memory_size() > MAX_PARAMETER_BYTES
+        {
+            return Err(Status::invalid_argument(format!(
+                "the bound parameters take {} bytes, over the limit of {MAX_PARAMETER_BYTES}",
+                batch.get_array_memory_size()
+            )));
+        }
+        let id = parse_handle(handle)?;
+        let mut entries = self.lock();
+        let entry = entries.get_mut(&id).filter(|e| e.owner == owner).ok_or_else(unknown_handle)?;
+        entry.statement = Arc::new(Statement { sql: entry.statement.sql.clone(), parameters });
+        entry.last_used = Instant::now();
+        Ok(())
+    }
+
+    /// Forgets the statement behind `handle`; closing an unknown handle is not
+    /// an error (it may have expired).
+    pub fn close(&self, owner: &str, handle: &[u8]) {
+        if let Ok(id) = parse_handle(handle) {
+            let mut entries = self.lock();
+            if entries.get(&id).is_some_and(|e| e.owner == owner) {
+                entries.remove(&id);
+            }
+        }
+    }
+
+    /// Statements kept now.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+fn parse_handle(handle: &[u8]) -> Result<[u8; 16], Status> {
+    let id = handle.strip_prefix(HANDLE_PREFIX.as_slice()).ok_or_else(unknown_handle)?;
+    id.try_into().map_err(|_| unknown_handle())
+}
+
+fn evict_oldest(entries: &mut HashMap<[u8; 16], Entry>, owner: Option<&str>) {
+    let oldest = entries
+        .iter()
+        .filter(|(_, e)| owner.is_none_or(|o| e.owner == o))
+        .min_by_key(|(_, e)| e.last_used)
+        .map(|(id, _)| *id);
+    if let Some(id) = oldest {
+        entries.remove(&id);
+    }
+}
+
+/// Signs and checks statement tickets.
+pub struct TicketSigner {
+    key: [u8; 32],
+}
+
+type HmacSha256 = hmac::Hmac<Sha256>;
+
+impl TicketSigner {
+    /// A signer with a fresh random key: tickets are valid for this process only.
+    pub fn new() -> Result<Self, String> {
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).map_err(|e| format!("no random source for the ticket key: {e}"))?;
+        Ok(TicketSigner { key })
+    }
+
+    fn tag(&self, owner: &str, sql: &str) -> Result<[u8; TAG_BYTES], Status> {
+        let mut mac = HmacSha256::new_from_slice(&self.key).map_err(|_| Status::internal("ticket key unusable"))?;
+        mac.update(&(owner.len() as u64).to_le_bytes());
+        mac.update(owner.as_bytes());
+        mac.update(sql.as_bytes());
+        Ok(mac.finalize().into_bytes().into())
+    }
+
+    /// A ticket for `owner` to fetch the result of `sql`.
+    pub fn ticket(&self, owner: &str, sql: &str) -> Result<Vec<u8>, Status> {
+        let mut out = Vec::with_capacity(4 + TAG_BYTES + sql.len());
+        out.extend_from_slice(TICKET_PREFIX);
+        out.extend_from_slice(&self.tag(owner, sql)?);
+        out.extend_from_slice(sql.as_bytes());
         Ok(out)
     }
 
-    /// Decodes a handle made by [`Handle::encode`].
-    pub fn decode(bytes: &[u8]) -> Result<Self, Status> {
-        let invalid = || Status::invalid_argument("invalid prepared statement handle");
-        let rest = bytes.strip_prefix(MAGIC.as_slice()).ok_or_else(invalid)?;
-        let (len, rest) = rest.split_at_checked(4).ok_or_else(invalid)?;
-        let len = u32::from_le_bytes(len.try_into().map_err(|_| invalid())?) as usize;
-        let (sql, rest) = rest.split_at_checked(len).ok_or_else(invalid)?;
-        let sql = String::from_utf8(sql.to_vec()).map_err(|_| invalid())?;
-        let parameters = if rest.is_empty() {
-            None
-        } else {
-            let mut reader = StreamReader::try_new(Cursor::new(rest), None).map_err(|_| invalid())?;
-            reader.next().transpose().map_err(|_| invalid())?
-        };
-        Ok(Handle { sql, parameters })
+    /// The SQL of a ticket this server issued to `owner`.
+    pub fn open(&self, owner: &str, ticket: &[u8]) -> Result<String, Status> {
+        let invalid =
+            || Status::invalid_argument("invalid ticket: fetch results with the ticket GetFlightInfo returned");
+        let rest = ticket.strip_prefix(TICKET_PREFIX.as_slice()).ok_or_else(invalid)?;
+        let (tag, sql) = rest.split_at_checked(TAG_BYTES).ok_or_else(invalid)?;
+        let sql = std::str::from_utf8(sql).map_err(|_| invalid())?;
+        let mut mac = HmacSha256::new_from_slice(&self.key).map_err(|_| Status::internal("ticket key unusable"))?;
+        mac.update(&(owner.len() as u64).to_le_bytes());
+        mac.update(owner.as_bytes());
+        mac.update(sql.as_bytes());
+        mac.verify_slice(tag).map_err(|_| invalid())?;
+        Ok(sql.to_string())
     }
 }
 
@@ -140,19 +297,54 @@ mod tests {
     use super::*;
 
     #[test]
-    fn handles_round_trip_with_and_without_parameters() {
-        let bare = Handle { sql: "SELECT 1".into(), parameters: None };
-        assert_eq!(Handle::decode(&bare.encode().unwrap()).unwrap(), bare);
-        let schema =
-            Arc::new(Schema::new(vec![Field::new("0", DataType::Int64, true), Field::new("1", DataType::Utf8, true)]));
-        let batch = RecordBatch::try_new(
-            schema,
-            vec![Arc::new(Int64Array::from(vec![7])), Arc::new(StringArray::from(vec![Some("x")]))],
-        )
-        .unwrap();
-        let bound = Handle { sql: "SELECT $1, $2".into(), parameters: Some(batch) };
-        assert_eq!(Handle::decode(&bound.encode().unwrap()).unwrap(), bound);
-        assert!(Handle::decode(b"nonsense").is_err());
+    fn statements_belong_to_their_creator_and_binding_updates_them() {
+        let store = PreparedStore::new(StoreLimits::default());
+        let handle = store.create("ann", "SELECT $1".into()).unwrap();
+        assert_eq!(store.get("ann", &handle).unwrap().sql, "SELECT $1");
+        assert_eq!(store.get("bob", &handle).unwrap_err().code(), tonic::Code::InvalidArgument);
+        let schema = Arc::new(Schema::new(vec![Field::new("0", DataType::Int64, true)]));
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![7]))]).unwrap();
+        assert!(store.bind("bob", &handle, Some(batch.clone())).is_err());
+        store.bind("ann", &handle, Some(batch.clone())).unwrap();
+        assert_eq!(store.get("ann", &handle).unwrap().parameters.as_ref(), Some(&batch));
+        let mut forged = handle.clone();
+        forged[5] ^= 1;
+        assert!(store.get("ann", &forged).is_err());
+        assert!(store.get("ann", &handle[..10]).is_err());
+        assert!(store.get("ann", b"").is_err());
+        store.close("bob", &handle);
+        assert!(store.get("ann", &handle).is_ok(), "only the creator closes");
+        store.close("ann", &handle);
+        assert!(store.get("ann", &handle).is_err());
+    }
+
+    #[test]
+    fn the_store_is_bounded_per_principal_and_in_time() {
+        let store = PreparedStore::new(StoreLimits { per_principal: 2, total: 3, idle: Duration::from_millis(50) });
+        let a = store.create("ann", "SELECT 1".into()).unwrap();
+        let _b = store.create("ann", "SELECT 2".into()).unwrap();
+        let _c = store.create("ann", "SELECT 3".into()).unwrap();
+        assert!(store.get("ann", &a).is_err(), "the least recently used is forgotten");
+        let _d = store.create("bob", "SELECT 4".into()).unwrap();
+        let _e = store.create("cid", "SELECT 5".into()).unwrap();
+        assert_eq!(store.len(), 3);
+        std::thread::sleep(Duration::from_millis(60));
+        let _f = store.create("cid", "SELECT 6".into()).unwrap();
+        assert_eq!(store.len(), 1, "idle statements expire");
+    }
+
+    #[test]
+    fn tickets_are_bound_to_their_principal_and_text() {
+        let signer = TicketSigner::new().unwrap();
+        let ticket = signer.ticket("ann", "SELECT 1").unwrap();
+        assert_eq!(signer.open("ann", &ticket).unwrap(), "SELECT 1");
+        assert!(signer.open("bob", &ticket).is_err());
+        let mut altered = ticket.clone();
+        let last = altered.len() - 1;
+        altered[last] = b'2';
+        assert!(signer.open("ann", &altered).is_err());
+        assert!(signer.open("ann", &ticket[..20]).is_err());
+        assert!(TicketSigner::new().unwrap().open("ann", &ticket).is_err(), "another server's key");
     }
 
     #[test]

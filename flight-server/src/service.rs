@@ -1,9 +1,9 @@
 //! The Flight SQL service over an [`Engine`].
 //!
-//! Statement and prepared-statement handles are stateless (see [`crate::prepared`]):
-//! GetFlightInfo plans the query to learn its schema and DoGet plans it again and
-//! streams it, batch by batch, so any instance can serve any ticket and nothing
-//! is buffered.
+//! GetFlightInfo plans the query to learn its schema and DoGet plans it again
+//! and streams it, batch by batch, so nothing is buffered. Statement tickets
+//! are signed and prepared statements are kept server-side (see
+//! [`crate::prepared`]): nothing a client sends back is decoded as a structure.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -36,22 +36,71 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{Credentials, credentials, unauthenticated};
 use crate::metadata::{SQL_INFO, XDBC_TYPES, foreign_keys_schema, primary_keys_schema, table_schema_with_metadata};
-use crate::prepared::{Handle, is_empty_bind, parameter_schema, parameter_values};
+use crate::pattern::NamePattern;
+use crate::prepared::{
+    PreparedStore, Statement, StoreLimits, TicketSigner, is_empty_bind, parameter_schema, parameter_values,
+};
 use crate::types::TypePolicy;
-use agora_engine::Authenticator;
+use agora_engine::{AuthError, Authenticator};
 
 /// Serves an [`Engine`] to Flight SQL clients, each request as its principal.
 pub struct AgoraFlightSqlService {
     engine: Engine,
     auth: Arc<Authenticator>,
     types: TypePolicy,
+    prepared: PreparedStore,
+    tickets: TicketSigner,
+    /// Password checks running at once: argon2 costs tens of milliseconds of
+    /// CPU each, so a flood of logins queues here instead of taking every core.
+    logins: Arc<tokio::sync::Semaphore>,
 }
 
 impl AgoraFlightSqlService {
     /// Wraps an engine. `auth` answers Handshakes; requests reaching the service
     /// are expected to carry a [`Principal`] from [`crate::auth::AuthLayer`].
-    pub fn new(engine: Engine, auth: Arc<Authenticator>, types: TypePolicy) -> Self {
-        AgoraFlightSqlService { engine, auth, types }
+    pub fn new(engine: Engine, auth: Arc<Authenticator>, types: TypePolicy) -> Result<Self, String> {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        Ok(AgoraFlightSqlService {
+            engine,
+            auth,
+            types,
+            prepared: PreparedStore::new(StoreLimits::default()),
+            tickets: TicketSigner::new()?,
+            logins: Arc::new(tokio::sync::Semaphore::new(cores.div_ceil(2).max(1))),
+        })
+    }
+
+    /// Checks a password off the network threads, at most a few at a time.
+    async fn login(
+        &self,
+        user: String,
+        password: String,
+        address: Option<std::net::IpAddr>,
+    ) -> Result<Principal, Status> {
+        let _permit =
+            tokio::time::timeout(std::time::Duration::from_secs(10), Arc::clone(&self.logins).acquire_owned())
+                .await
+                .map_err(|_| Status::unavailable("the server is busy checking logins; retry shortly"))?
+                .map_err(|_| Status::unavailable("the server is shutting down"))?;
+        let auth = Arc::clone(&self.auth);
+        let name = user.clone();
+        let outcome = tokio::task::spawn_blocking(move || auth.login(&name, &password, address))
+            .await
+            .map_err(|_| Status::internal("the login check failed unexpectedly"))?;
+        match outcome {
+            Ok(principal) => {
+                tracing::info!(principal = ?principal.user, "login");
+                Ok(principal)
+            }
+            Err(e @ AuthError::LockedOut { .. }) => {
+                tracing::warn!(user = ?user, address = ?address, "login refused: locked out");
+                Err(Status::resource_exhausted(e.to_string()))
+            }
+            Err(_) => {
+                tracing::warn!(user = ?user, address = ?address, "login refused");
+                Err(unauthenticated())
+            }
+        }
     }
 
     fn session<T>(&self, request: &Request<T>) -> Session {
@@ -64,7 +113,7 @@ impl AgoraFlightSqlService {
     }
 
     /// Plans `handle`'s SQL and binds its parameters, if any.
-    async fn plan(&self, session: &Session, handle: &Handle) -> Result<Query, Status> {
+    async fn plan(&self, session: &Session, handle: &Statement) -> Result<Query, Status> {
         let query = session.query(&handle.sql).await.map_err(status)?;
         match &handle.parameters {
             Some(batch) if !is_empty_bind(batch) => {
@@ -84,14 +133,15 @@ impl AgoraFlightSqlService {
 
     /// Plans and streams `handle` as Flight data, logging rows and duration when
     /// the stream ends or the client goes away.
-    async fn stream(&self, session: Session, handle: Handle) -> Result<Response<DoGetStream>, Status> {
+    async fn stream(&self, session: Session, handle: &Statement) -> Result<Response<DoGetStream>, Status> {
         let started = Instant::now();
         let principal = session.principal().user.clone();
-        let query = self.plan(&session, &handle).await?;
+        let query = self.plan(&session, handle).await?;
+        let queued_ms = query.queued().as_millis() as u64;
         let batches = query.stream().await.map_err(status)?;
         let target = self.types.schema(&batches.schema());
         let types = self.types;
-        let mut log = StreamLog { principal, sql: handle.sql, rows: 0, started, failed: false };
+        let mut log = StreamLog { principal, sql: handle.sql.clone(), rows: 0, started, queued_ms, failed: false };
         let converted_target = Arc::clone(&target);
         let batches = batches.map(move |batch| {
             let batch = batch.map_err(|e| FlightError::Tonic(Box::new(status(EngineError::from(e)))))?;
@@ -155,23 +205,26 @@ impl AgoraFlightSqlService {
 
     /// Builds the GetTables answer: only products the patterns can match are
     /// opened, and only when their schemas are asked for.
-    async fn tables(&self, session: &Session, query: CommandGetTables) -> Result<RecordBatch, Status> {
+    async fn tables(&self, session: &Session, mut query: CommandGetTables) -> Result<RecordBatch, Status> {
         let catalog_ok = query.catalog.as_deref().is_none_or(|c| c == CATALOG);
-        let schema_pattern = query.db_schema_filter_pattern.clone();
-        let table_pattern = query.table_name_filter_pattern.clone();
+        let schema_pattern = pattern(query.db_schema_filter_pattern.as_deref(), "db_schema_filter_pattern")?;
+        let table_pattern = pattern(query.table_name_filter_pattern.as_deref(), "table_name_filter_pattern")?;
         let type_ok = query.table_types.is_empty() || query.table_types.iter().any(|t| t == TABLE_TYPE);
         let include_schema = query.include_schema;
+        // The patterns are applied here, once, by the bounded matcher.
+        query.db_schema_filter_pattern = None;
+        query.table_name_filter_pattern = None;
         let mut builder = query.into_builder();
         if !(catalog_ok && type_ok) {
             return builder.build().map_err(|e| Status::internal(e.to_string()));
         }
         // Only what the principal may read is listed, with its readable columns.
         for domain in session.schemas() {
-            if domain == "system" || !schema_pattern.as_deref().is_none_or(|p| like(p, &domain)) {
+            if domain == "system" || !schema_pattern.as_ref().is_none_or(|p| p.matches(&domain)) {
                 continue;
             }
             for product in session.products(&domain) {
-                if !table_pattern.as_deref().is_none_or(|p| like(p, &product)) {
+                if !table_pattern.as_ref().is_none_or(|p| p.matches(&product)) {
                     continue;
                 }
                 let schema = if include_schema {
@@ -206,35 +259,29 @@ struct StreamLog {
     sql: String,
     rows: usize,
     started: Instant,
+    queued_ms: u64,
     failed: bool,
 }
 
 impl Drop for StreamLog {
     fn drop(&mut self) {
+        // Client input is logged escaped (`?`), so it cannot forge log lines.
+        let sql: String = self.sql.chars().take(4096).collect();
         tracing::info!(
-            principal = %self.principal,
+            principal = ?self.principal,
             rows = self.rows,
             elapsed_ms = self.started.elapsed().as_millis() as u64,
+            queued_ms = self.queued_ms,
             failed = self.failed,
-            sql = %self.sql,
+            sql = ?sql,
             "query stream ended"
         );
     }
 }
 
-/// SQL `LIKE` matching for metadata filter patterns: `%` any run, `_` one character.
-fn like(pattern: &str, text: &str) -> bool {
-    fn go(p: &[char], t: &[char]) -> bool {
-        match p.split_first() {
-            None => t.is_empty(),
-            Some(('%', rest)) => (0..=t.len()).any(|i| go(rest, &t[i..])),
-            Some(('_', rest)) => !t.is_empty() && go(rest, &t[1..]),
-            Some((c, rest)) => t.first() == Some(c) && go(rest, &t[1..]),
-        }
-    }
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
-    go(&p, &t)
+/// Parses an optional metadata filter pattern.
+fn pattern(pattern: Option<&str>, field: &str) -> Result<Option<NamePattern>, Status> {
+    pattern.map(|p| NamePattern::parse(p, field)).transpose()
 }
 
 fn ipc_schema(schema: &Schema) -> Result<bytes::Bytes, Status> {
@@ -253,10 +300,54 @@ pub(crate) fn status(err: EngineError) -> Status {
         EngineError::ReadOnly(_) => Status::invalid_argument(message),
         EngineError::ProductUnavailable { .. } => Status::unavailable(message),
         EngineError::ResourcesExhausted(_) => Status::resource_exhausted(message),
+        EngineError::Timeout(_) => Status::deadline_exceeded(message),
         EngineError::Denied(_) => Status::permission_denied(message),
         EngineError::Policy(_) => Status::failed_precondition(message),
-        EngineError::Execution(_) => Status::internal(message),
+        EngineError::Execution(_) | EngineError::Internal(_) => Status::internal(message),
     }
+}
+
+/// Reads a bound parameter row from a DoPut stream. The client's IPC is
+/// decoded in a task of its own, so that a decoder panic on malformed input
+/// fails this request only, and a stream of more than a few batches is refused.
+async fn read_parameters(
+    data: impl Stream<Item = Result<FlightData, FlightError>> + Send + 'static,
+) -> Result<Option<RecordBatch>, Status> {
+    const MAX_BATCHES: usize = 16;
+    let decode = tokio::spawn(async move {
+        let mut stream = FlightRecordBatchStream::new_from_flight_data(data);
+        let mut batches = Vec::new();
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(|e| Status::invalid_argument(format!("cannot read the parameters: {e}")))?;
+            if !is_empty_bind(&batch) {
+                batches.push(batch);
+            }
+            if batches.len() > MAX_BATCHES {
+                break;
+            }
+        }
+        Ok::<_, Status>(batches)
+    });
+    let batches = match decode.await {
+        Ok(result) => result?,
+        Err(e) if e.is_panic() => {
+            tracing::warn!("malformed parameter data made the Arrow decoder panic; the request was refused");
+            return Err(Status::invalid_argument("cannot read the parameters: malformed Arrow IPC data"));
+        }
+        Err(_) => return Err(Status::cancelled("the parameter upload was cancelled")),
+    };
+    match batches.as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some(one.clone())),
+        _ => Err(Status::invalid_argument("bind exactly one row of parameters to a query")),
+    }
+}
+
+/// A client-supplied name, quoted and cut to 100 characters for an error
+/// message: errors must not echo unbounded client input.
+fn clipped(name: &str) -> String {
+    let cut: String = name.chars().take(100).collect();
+    if cut.len() < name.len() { format!("{:?}…", cut) } else { format!("{cut:?}") }
 }
 
 fn read_only() -> Status {
@@ -271,13 +362,10 @@ impl FlightSqlService for AgoraFlightSqlService {
         &self,
         request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<HandshakeStream>, Status> {
+        let address = request.remote_addr().map(|a| a.ip());
         let token = match credentials(request.metadata().as_ref())? {
             Some(Credentials::Basic { user, password }) => {
-                let principal = self.auth.login(&user, &password).map_err(|_| {
-                    tracing::warn!(user = %user, "login refused");
-                    unauthenticated()
-                })?;
-                tracing::info!(principal = %principal.user, "login");
+                let principal = self.login(user, password, address).await?;
                 self.auth.issue_token(&principal)
             }
             Some(Credentials::Bearer(token)) => {
@@ -304,11 +392,16 @@ impl FlightSqlService for AgoraFlightSqlService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let session = self.session(&request);
-        let handle = Handle { sql: query.query, parameters: None };
+        let handle = Statement { sql: query.query, parameters: None };
         let planned = self.plan(&session, &handle).await?;
         let schema = self.result_schema(&planned).await?;
-        let ticket = TicketStatementQuery { statement_handle: handle.encode()?.into() };
-        let info = self.flight_info(&schema, ticket.as_any().encode_to_vec(), request.into_inner())?;
+        drop(planned);
+        let statement_handle = self.tickets.ticket(&session.principal().user, &handle.sql)?;
+        let ticket = TicketStatementQuery { statement_handle: statement_handle.into() };
+        // The ticket carries the SQL already: the descriptor does not repeat it
+        // (an empty command, as clients refuse a descriptor without a type).
+        let descriptor = FlightDescriptor::new_cmd(bytes::Bytes::new());
+        let info = self.flight_info(&schema, ticket.as_any().encode_to_vec(), descriptor)?;
         Ok(Response::new(info))
     }
 
@@ -317,8 +410,9 @@ impl FlightSqlService for AgoraFlightSqlService {
         ticket: TicketStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let handle = Handle::decode(&ticket.statement_handle)?;
-        self.stream(self.session(&request), handle).await
+        let session = self.session(&request);
+        let sql = self.tickets.open(&session.principal().user, &ticket.statement_handle)?;
+        self.stream(session, &Statement { sql, parameters: None }).await
     }
 
     async fn get_flight_info_prepared_statement(
@@ -327,9 +421,10 @@ impl FlightSqlService for AgoraFlightSqlService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let session = self.session(&request);
-        let handle = Handle::decode(&query.prepared_statement_handle)?;
+        let handle = self.prepared.get(&session.principal().user, &query.prepared_statement_handle)?;
         let planned = self.plan(&session, &handle).await?;
         let schema = self.result_schema(&planned).await?;
+        drop(planned);
         let info = self.flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())?;
         Ok(Response::new(info))
     }
@@ -339,8 +434,9 @@ impl FlightSqlService for AgoraFlightSqlService {
         query: CommandPreparedStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let handle = Handle::decode(&query.prepared_statement_handle)?;
-        self.stream(self.session(&request), handle).await
+        let session = self.session(&request);
+        let handle = self.prepared.get(&session.principal().user, &query.prepared_statement_handle)?;
+        self.stream(session, &handle).await
     }
 
     async fn do_action_create_prepared_statement(
@@ -349,7 +445,7 @@ impl FlightSqlService for AgoraFlightSqlService {
         request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let session = self.session(&request);
-        let handle = Handle { sql: query.query, parameters: None };
+        let handle = Statement { sql: query.query, parameters: None };
         let planned = self.plan(&session, &handle).await?;
         let parameters = planned.parameters().map_err(status)?;
         // With unbound parameters the physical plan cannot be built yet; the
@@ -358,8 +454,10 @@ impl FlightSqlService for AgoraFlightSqlService {
             Ok(s) => self.types.schema(&s),
             Err(_) => self.types.schema(&planned.schema()),
         };
+        drop(planned);
+        let prepared_statement_handle = self.prepared.create(&session.principal().user, handle.sql)?;
         Ok(ActionCreatePreparedStatementResult {
-            prepared_statement_handle: handle.encode()?.into(),
+            prepared_statement_handle: prepared_statement_handle.into(),
             dataset_schema: ipc_schema(&dataset)?,
             parameter_schema: ipc_schema(&parameter_schema(&parameters))?,
         })
@@ -371,30 +469,26 @@ impl FlightSqlService for AgoraFlightSqlService {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
         let session = self.session(&request);
-        let mut handle = Handle::decode(&query.prepared_statement_handle)?;
+        let owner = session.principal().user.clone();
+        let prepared = self.prepared.get(&owner, &query.prepared_statement_handle)?;
         let data = request.into_inner().map_err(|s| FlightError::Tonic(Box::new(s)));
-        let batches: Vec<RecordBatch> = FlightRecordBatchStream::new_from_flight_data(data)
-            .try_collect()
-            .await
-            .map_err(|e| Status::invalid_argument(format!("cannot read the parameters: {e}")))?;
-        let batches: Vec<RecordBatch> = batches.into_iter().filter(|b| !is_empty_bind(b)).collect();
-        handle.parameters = match batches.as_slice() {
-            [] => None,
-            [one] => Some(one.clone()),
-            _ => return Err(Status::invalid_argument("bind exactly one row of parameters to a query")),
-        };
+        let parameters = read_parameters(data).await?;
+        let handle = Statement { sql: prepared.sql.clone(), parameters };
         // Check the values against the statement now, so a mistake is reported
         // at bind time rather than at execution.
-        self.plan(&session, &handle).await?;
-        Ok(DoPutPreparedStatementResult { prepared_statement_handle: Some(handle.encode()?.into()) })
+        drop(self.plan(&session, &handle).await?);
+        self.prepared.bind(&owner, &query.prepared_statement_handle, handle.parameters)?;
+        // The handle stays the same: clients that keep the first one still work.
+        Ok(DoPutPreparedStatementResult { prepared_statement_handle: Some(query.prepared_statement_handle) })
     }
 
     async fn do_action_close_prepared_statement(
         &self,
-        _query: ActionClosePreparedStatementRequest,
-        _request: Request<Action>,
+        query: ActionClosePreparedStatementRequest,
+        request: Request<Action>,
     ) -> Result<(), Status> {
-        // Handles hold no server state: closing always succeeds.
+        let session = self.session(&request);
+        self.prepared.close(&session.principal().user, &query.prepared_statement_handle);
         Ok(())
     }
 
@@ -418,7 +512,31 @@ impl FlightSqlService for AgoraFlightSqlService {
         &self,
         request: Request<Action>,
     ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
-        Err(Status::unimplemented(format!("action '{}' is not supported", request.get_ref().r#type)))
+        Err(Status::unimplemented(format!("action {} is not supported", clipped(&request.get_ref().r#type))))
+    }
+
+    async fn do_get_fallback(
+        &self,
+        _request: Request<Ticket>,
+        message: arrow_flight::sql::Any,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        Err(Status::unimplemented(format!("DoGet: unsupported ticket type {}", clipped(&message.type_url))))
+    }
+
+    async fn get_flight_info_fallback(
+        &self,
+        cmd: arrow_flight::sql::Command,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        Err(Status::unimplemented(format!("GetFlightInfo: unsupported command {}", clipped(cmd.type_url()))))
+    }
+
+    async fn do_put_fallback(
+        &self,
+        _request: Request<PeekableFlightDataStream>,
+        message: arrow_flight::sql::Any,
+    ) -> Result<Response<<Self as FlightService>::DoPutStream>, Status> {
+        Err(Status::unimplemented(format!("DoPut: unsupported command {}", clipped(&message.type_url))))
     }
 
     async fn get_flight_info_catalogs(
@@ -456,9 +574,13 @@ impl FlightSqlService for AgoraFlightSqlService {
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let session = self.session(&request);
+        let mut query = query;
+        let schema_pattern = pattern(query.db_schema_filter_pattern.take().as_deref(), "db_schema_filter_pattern")?;
         let mut builder = query.into_builder();
         for domain in session.schemas().into_iter().filter(|d| d != "system") {
-            builder.append(CATALOG, &domain);
+            if schema_pattern.as_ref().is_none_or(|p| p.matches(&domain)) {
+                builder.append(CATALOG, &domain);
+            }
         }
         let schema = builder.schema();
         self.built(schema, builder.build())
@@ -627,20 +749,4 @@ impl FlightSqlService for AgoraFlightSqlService {
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
-}
-
-#[cfg(test)]
-mod tests {
-    use super::like;
-
-    #[test]
-    fn like_patterns() {
-        assert!(like("%", "anything"));
-        assert!(like("sal%", "sales"));
-        assert!(like("_ales", "sales"));
-        assert!(!like("_ales", "ales"));
-        assert!(like("order_", "orders"));
-        assert!(!like("orders", "order"));
-        assert!(like("%item", "lineitem"));
-    }
 }

@@ -1,6 +1,8 @@
 """Fixtures for Agora's Python tests: the agora binary, a demo mesh, a running server."""
 
+import contextlib
 import os
+import re
 import socket
 import subprocess
 import time
@@ -153,3 +155,206 @@ def pg_mesh_config(agora_bin, tmp_path_factory) -> Path:
         capture_output=True,
     )
     return directory / "mesh.yaml"
+
+
+# --- Helpers for the hardening tests (test_hostile.py, test_limits.py) --------
+
+# gRPC status codes by number, as ADBC reports them in `vendor_code`.
+GRPC_CODES = {
+    1: "CANCELLED",
+    2: "UNKNOWN",
+    3: "INVALID_ARGUMENT",
+    4: "DEADLINE_EXCEEDED",
+    5: "NOT_FOUND",
+    6: "ALREADY_EXISTS",
+    7: "PERMISSION_DENIED",
+    8: "RESOURCE_EXHAUSTED",
+    9: "FAILED_PRECONDITION",
+    10: "ABORTED",
+    11: "OUT_OF_RANGE",
+    12: "UNIMPLEMENTED",
+    13: "INTERNAL",
+    14: "UNAVAILABLE",
+    15: "DATA_LOSS",
+    16: "UNAUTHENTICATED",
+}
+
+# How Arrow Flight's C++ client (pyarrow.flight) words each gRPC status: several
+# codes share an exception class (INVALID_ARGUMENT, RESOURCE_EXHAUSTED,
+# FAILED_PRECONDITION and OUT_OF_RANGE are all ArrowInvalid), only the start of
+# the message tells them apart.
+_FLIGHT_MESSAGES = (
+    ("Flight returned invalid argument error", "INVALID_ARGUMENT"),
+    ("gRPC returned resource exhausted error", "RESOURCE_EXHAUSTED"),
+    ("gRPC returned precondition failed error", "FAILED_PRECONDITION"),
+    ("gRPC returned out-of-range error", "OUT_OF_RANGE"),
+    ("gRPC returned aborted error", "ABORTED"),
+    ("gRPC returned data loss error", "DATA_LOSS"),
+    ("Flight returned not found error", "NOT_FOUND"),
+    ("Flight returned unimplemented error", "UNIMPLEMENTED"),
+    ("Flight returned timeout error", "DEADLINE_EXCEEDED"),
+    ("Flight returned unauthenticated error", "UNAUTHENTICATED"),
+    ("Flight returned unauthorized error", "PERMISSION_DENIED"),
+    ("Flight returned unavailable error", "UNAVAILABLE"),
+    ("Flight returned internal error", "INTERNAL"),
+    ("Flight cancelled call", "CANCELLED"),
+    ("Flight RPC failed", "UNKNOWN"),
+    ("Unknown: Flight returned already exists error", "ALREADY_EXISTS"),
+)
+
+
+def _camel_code(name):
+    code = re.sub(r"(?<!^)(?=[A-Z])", "_", name).upper()
+    return "CANCELLED" if code == "CANCELED" else code
+
+
+def grpc_code(error):
+    """The gRPC status code (e.g. "INVALID_ARGUMENT") of an error raised by
+    pyarrow.flight or by the ADBC Flight SQL driver; None when the error did not
+    come from a gRPC status."""
+    import adbc_driver_manager
+    import pyarrow as pa
+    import pyarrow.flight as flight
+
+    message = str(error)
+    if isinstance(error, adbc_driver_manager.Error):
+        if getattr(error, "vendor_code", None) in GRPC_CODES:
+            return GRPC_CODES[error.vendor_code]
+    for prefix, code in _FLIGHT_MESSAGES:
+        if message.startswith(prefix):
+            return code
+    for cls, code in (
+        (flight.FlightTimedOutError, "DEADLINE_EXCEEDED"),
+        (flight.FlightUnauthenticatedError, "UNAUTHENTICATED"),
+        (flight.FlightUnauthorizedError, "PERMISSION_DENIED"),
+        (flight.FlightUnavailableError, "UNAVAILABLE"),
+        (flight.FlightCancelledError, "CANCELLED"),
+        (flight.FlightInternalError, "INTERNAL"),
+        (flight.FlightServerError, "UNKNOWN"),
+        (pa.ArrowKeyError, "NOT_FOUND"),
+        (pa.ArrowNotImplementedError, "UNIMPLEMENTED"),
+    ):
+        if isinstance(error, cls):
+            return code
+    # The Go driver (ADBC) words a status as "(ResourceExhausted; DoGet: …)".
+    found = re.search(r"\(([A-Z][A-Za-z]+); ", message)
+    if found and _camel_code(found.group(1)) in GRPC_CODES.values():
+        return _camel_code(found.group(1))
+    return None
+
+
+# Hand-encoded protobuf, enough for Flight SQL commands.
+FLIGHT_SQL = "type.googleapis.com/arrow.flight.protocol.sql."
+
+
+def pb_varint(n):
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def pb_bytes(number, data):
+    """A length-delimited field (strings, bytes, messages)."""
+    if isinstance(data, str):
+        data = data.encode()
+    return pb_varint(number << 3 | 2) + pb_varint(len(data)) + data
+
+
+def pb_any(name, value, type_url=None):
+    """`value` (an encoded message) in a google.protobuf.Any of Flight SQL's `name`."""
+    return pb_bytes(1, type_url if type_url is not None else FLIGHT_SQL + name) + pb_bytes(2, value)
+
+
+def statement_command(sql):
+    return pb_any("CommandStatementQuery", pb_bytes(1, sql))
+
+
+class FlightSession:
+    """A pyarrow.flight client logged in over its own connection. `header`
+    re-uses a bearer token from an earlier Handshake instead of logging in."""
+
+    def __init__(self, server, user=ADMIN, header=None, timeout=60.0):
+        import pyarrow.flight as flight
+
+        self.flight = flight
+        self.client = flight.FlightClient(server["uri"])
+        try:
+            self.header = header or self.client.authenticate_basic_token(
+                user[0], user[1], flight.FlightCallOptions(timeout=timeout)
+            )
+        except BaseException:
+            self.client.close()
+            raise
+
+    def options(self, timeout=60.0):
+        return self.flight.FlightCallOptions(headers=[self.header], timeout=timeout)
+
+    def info(self, command, timeout=60.0):
+        return self.client.get_flight_info(self.flight.FlightDescriptor.for_command(command), self.options(timeout))
+
+    def fetch(self, ticket, timeout=60.0):
+        """DoGet of a ticket (a flight.Ticket or its bytes), read to the end."""
+        if isinstance(ticket, bytes):
+            ticket = self.flight.Ticket(ticket)
+        return self.client.do_get(ticket, self.options(timeout)).read_all()
+
+    def command(self, command, timeout=60.0):
+        """GetFlightInfo of an encoded command, then DoGet of its ticket."""
+        info = self.info(command, timeout)
+        return self.fetch(info.endpoints[0].ticket, timeout)
+
+    def query(self, sql, timeout=60.0):
+        return self.command(statement_command(sql), timeout)
+
+    def close(self):
+        self.client.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def derived_config(mesh_config, name, limits=None, auth=None, domains=""):
+    """The demo mesh with a `limits:` section, extra `auth:` keys and extra
+    domains (YAML list items), written next to the demo mesh so that relative
+    locations still resolve, with audit and lineage files of its own."""
+    import json
+
+    text = mesh_config.read_text()
+    replacements = [
+        ("audit: { path: audit/audit.jsonl }", f"audit: {{ path: {name}-audit/audit.jsonl }}"),
+        ("lineage: { path: lineage/events.jsonl }", f"lineage: {{ path: {name}-lineage/events.jsonl }}"),
+    ]
+    if auth:
+        keys = "".join(f"  {key}: {json.dumps(value)}\n" for key, value in auth.items())
+        replacements.append(("\nauth:\n", "\nauth:\n" + keys))
+    if domains:
+        replacements.append(("\ndomains:\n", "\ndomains:\n" + domains))
+    for old, new in replacements:
+        assert text.count(old) == 1, f"the demo's mesh.yaml changed: expected one {old!r} in it"
+        text = text.replace(old, new)
+    if limits is not None:
+        assert not re.search(r"^limits:", text, re.M), "the demo's mesh.yaml has a limits section already"
+        # JSON is YAML's flow style.
+        text += f"\nlimits: {json.dumps(limits)}\n"
+    config = mesh_config.parent / f"{name}.yaml"
+    config.write_text(text)
+    return config
+
+
+@contextlib.contextmanager
+def serving(agora_bin, config, log_path):
+    """A server of its own on `config`, stopped however the block ends."""
+    started = start_server(agora_bin, config, log_path)
+    try:
+        yield started
+    finally:
+        stop_server(started)

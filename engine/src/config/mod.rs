@@ -42,6 +42,8 @@ pub struct MeshConfig {
     /// The JSON Lines file `agora check --quality` appends its results to
     /// (`quality.results`, by default `quality/results.jsonl` beside the mesh file).
     pub quality: PathBuf,
+    /// What one request may consume (`limits`); defaults when absent.
+    pub limits: crate::limits::LimitsConfig,
 }
 
 /// The `lineage` section: where each query's OpenLineage run events are sent.

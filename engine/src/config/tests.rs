@@ -201,7 +201,7 @@ fn the_auth_section_defines_users_and_service_tokens() {
     assert_eq!(mesh.auth.users[0].groups, vec!["analysts", "europe"]);
     assert_eq!(mesh.auth.users[0].attributes["region"], "EUROPE");
     let auth = crate::Authenticator::new(mesh.auth.clone());
-    assert_eq!(auth.login("alice", "pw").unwrap().user, "alice");
+    assert_eq!(auth.login("alice", "pw", None).unwrap().user, "alice");
     assert_eq!(auth.verify_token("a-long-machine-token").unwrap().groups, vec!["etl"]);
     assert!(!format!("{:?}", mesh.auth).contains("a-long-machine-token"));
 }
@@ -252,4 +252,35 @@ fn lineage_takes_a_file_or_a_url() {
     assert_eq!(p.path, "lineage.url");
     let p = one_problem(&format!("{base}lineage: {{ url: 'http://x', path: a.jsonl }}\n"));
     assert!(p.message.contains("not both"), "{}", p.message);
+}
+
+#[test]
+fn reserved_principal_names_cannot_be_configured() {
+    let err = parse_auth(
+        &AUTH.replace("name: alice", "name: local").replace("name: etl", "name: agora-quality"),
+        &[("ETL_TOKEN", "a-long-machine-token")],
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("auth.users[local].name") && text.contains("reserved"), "{text}");
+    assert!(text.contains("auth.service_tokens[agora-quality].name"), "{text}");
+}
+
+#[test]
+fn the_limits_section_sets_limits_and_group_overrides() {
+    let yaml = format!(
+        "{VALID}limits:\n  max_sql_bytes: 2048\n  statement_timeout_seconds: 1.5\n  max_result_rows: 10\n  \
+         groups:\n    etl: {{ statement_timeout_seconds: 3600, max_queries_per_principal: 8 }}\n"
+    );
+    let env: HashMap<String, String> = env().into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let mesh = MeshConfig::from_yaml(&yaml, Path::new(FILE), &|k| env.get(k).cloned()).unwrap();
+    assert_eq!(mesh.limits.max_sql_bytes, 2048);
+    assert_eq!(mesh.limits.defaults.statement_timeout, Some(std::time::Duration::from_millis(1500)));
+    assert_eq!(mesh.limits.defaults.max_result_rows, Some(10));
+    assert_eq!(mesh.limits.groups["etl"].max_queries_per_principal, Some(8));
+    let bad = format!("{VALID}limits:\n  max_sql_bytes: -1\n  memory: 5\n  groups: {{ etl: {{ max_in_list: 3 }} }}\n");
+    let err = MeshConfig::from_yaml(&bad, Path::new(FILE), &|k| env.get(k).cloned()).unwrap_err().to_string();
+    assert!(err.contains("limits.max_sql_bytes") && err.contains("positive integer"), "{err}");
+    assert!(err.contains("limits.memory") && err.contains("unknown key"), "{err}");
+    assert!(err.contains("limits.groups.etl.max_in_list"), "{err}");
 }

@@ -7,11 +7,14 @@
 //! - `rewrite`: the single enforcement point, an analyzer rule that turns every
 //!   scan of a governed product into filter-then-mask before optimisation.
 //! - [`audit`]: the durable per-request audit log and `system.audit_log`.
+//! - `plan_view`: what a viewer may see of a plan (which EXPLAIN forms), and
+//!   which hand-built plans an embedder may run.
 
 pub mod audit;
 pub(crate) mod catalog;
 pub(crate) mod compile;
 pub mod masks;
+pub(crate) mod plan_view;
 pub mod policy;
 pub(crate) mod rewrite;
 

@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use agora_engine::{Engine, EngineError, Principal};
+use agora_engine::{Engine, EngineError, Principal, ProductRef};
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
@@ -236,25 +236,49 @@ async fn every_query_path_applies_row_filters_and_masks() {
         assert_protected("prepared", &batches, &t);
     }
 
-    // DataFusion's own SQL entry and views defined over products are governed too.
-    let ctx = session.context();
-    let direct = ctx.sql("SELECT c_name, c_phone FROM mesh.customers.customer").await.unwrap().collect().await.unwrap();
-    assert_protected("ctx.sql", &direct, &t);
-    ctx.register_catalog("scratch", std::sync::Arc::new(datafusion::catalog::MemoryCatalogProvider::new()));
-    ctx.catalog("scratch")
+    // Plans built by hand: over the session's scan they are governed; over a
+    // table provider built by hand (the product's files) they are refused, as
+    // are plans that write.
+    let scan = session.scan(&ProductRef::new("customers", "customer")).await.unwrap();
+    let built = datafusion::logical_expr::LogicalPlanBuilder::from(scan)
+        .project(vec![datafusion::prelude::col("c_name"), datafusion::prelude::col("c_phone")])
         .unwrap()
-        .register_schema("v", std::sync::Arc::new(datafusion::catalog::MemorySchemaProvider::new()))
+        .build()
         .unwrap();
-    ctx.sql("CREATE VIEW scratch.v.all_customers AS SELECT * FROM mesh.customers.customer").await.unwrap();
-    let via_view =
-        ctx.sql("SELECT c_name, c_phone FROM scratch.v.all_customers").await.unwrap().collect().await.unwrap();
-    assert!(!via_view.is_empty());
-    assert_protected("view", &via_view, &t);
+    let q = session.plan(built).await.unwrap();
+    let direct: Vec<RecordBatch> = futures::TryStreamExt::try_collect(q.stream().await.unwrap()).await.unwrap();
+    assert_protected("plan", &direct, &t);
+    let files = demo_dir().join("customers/customer");
+    let raw = datafusion::prelude::SessionContext::new();
+    let frame = raw
+        .read_parquet(files.to_string_lossy().as_ref(), datafusion::prelude::ParquetReadOptions::default())
+        .await
+        .unwrap();
+    let err = session.plan(frame.logical_plan().clone()).await.err().unwrap();
+    assert!(matches!(err, EngineError::Denied(_)), "{err}");
+    assert!(err.to_string().contains("not the mesh's"), "{err}");
+    let ddl = raw.state().create_logical_plan("CREATE VIEW v AS SELECT 1").await.unwrap();
+    let err = session.plan(ddl).await.err().unwrap();
+    assert!(matches!(err, EngineError::ReadOnly(_)), "{err}");
 
     // EXPLAIN ANALYZE would show how many rows the scans read before the row filter.
     let err = session.query("EXPLAIN ANALYZE SELECT c_name FROM customers.customer").await.err().unwrap();
     assert!(matches!(err, EngineError::Denied(_)), "{err}");
     assert!(g.engine.session_as(admin()).collect("EXPLAIN ANALYZE SELECT 1").await.is_ok());
+    // Every other plan form that prints statistics (row counts, min/max of
+    // the raw scans below the barrier) is refused to non-admins as well.
+    for sql in [
+        "EXPLAIN VERBOSE SELECT c_name FROM customers.customer",
+        "EXPLAIN (COSTS ON) SELECT c_name FROM customers.customer",
+        "EXPLAIN (FORMAT tree, COSTS TRUE) SELECT c_name FROM customers.customer",
+        "EXPLAIN (ANALYZE, VERBOSE) SELECT c_name FROM customers.customer",
+    ] {
+        let err = session.query(sql).await.err().unwrap();
+        assert!(matches!(err, EngineError::Denied(_)), "{sql}: {err}");
+    }
+    // The refusal is not moot: an admin's COSTS output does carry statistics.
+    let costs = run(&g.engine, admin(), "EXPLAIN (COSTS ON) SELECT c_name FROM customers.customer").await;
+    assert!(values(&costs, "plan").join("\n").contains("statistics=[Rows="), "{:?}", values(&costs, "plan"));
 
     // EXPLAIN shows where policies apply, and no values.
     let explain = run(&g.engine, ann(), "EXPLAIN SELECT c_name FROM customers.customer").await;

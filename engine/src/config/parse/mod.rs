@@ -15,7 +15,9 @@ use agora_connectors::{
 };
 use serde_norway::{Mapping, Value};
 
-use crate::identity::{AuthConfig, ServiceTokenConfig, UserConfig, check_password_hash, token_digest};
+use crate::identity::{
+    AuthConfig, ServiceTokenConfig, UserConfig, check_password_hash, is_reserved_principal, token_digest,
+};
 use crate::jwt::{JwksSource, JwtConfig};
 
 use super::{
@@ -23,6 +25,8 @@ use super::{
     Owner, ProductConfig, RESERVED_SCHEMAS, SchemaAttachment, location,
 };
 use crate::contract::Contract;
+
+mod limits;
 
 pub(super) fn parse(text: &str, file: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<MeshConfig, ConfigError> {
     let root: Value =
@@ -37,6 +41,7 @@ pub(super) fn parse(text: &str, file: &Path, env: &dyn Fn(&str) -> Option<String
     let governance = walker.governance(&root);
     let lineage = walker.lineage(&root);
     let quality = walker.quality(&root);
+    let limits = walker.limits(&root);
     if governance.is_none() && root.get("governance").is_none() {
         for d in domains.iter().filter(|d| d.policies.is_some()) {
             walker.problem(
@@ -47,7 +52,7 @@ pub(super) fn parse(text: &str, file: &Path, env: &dyn Fn(&str) -> Option<String
         }
     }
     if walker.problems.is_empty() {
-        Ok(MeshConfig { file: Some(file.to_path_buf()), domains, auth, governance, lineage, quality })
+        Ok(MeshConfig { file: Some(file.to_path_buf()), domains, auth, governance, lineage, quality, limits })
     } else {
         Err(ConfigError { file: file.to_path_buf(), problems: walker.problems })
     }
@@ -57,6 +62,13 @@ struct Walker<'a> {
     problems: Vec<ConfigProblem>,
     env: &'a dyn Fn(&str) -> Option<String>,
     base: &'a Path,
+}
+
+fn reserved(name: &str) -> String {
+    format!(
+        "'{name}' is reserved for the engine's own principals (local, anonymous, agora-…): policies that name it \
+         must not reach a configured identity; choose another name"
+    )
 }
 
 fn join(path: &str, key: &str) -> String {
@@ -232,7 +244,8 @@ impl Walker<'_> {
     }
 
     fn mesh(&mut self, root: &Value) -> Vec<DomainConfig> {
-        let Some(map) = self.mapping(root, "", &["domains", "auth", "governance", "lineage", "quality"]) else {
+        let Some(map) = self.mapping(root, "", &["domains", "auth", "governance", "lineage", "quality", "limits"])
+        else {
             return Vec::new();
         };
         let items = self.sequence(map, "domains", "", true);
@@ -682,6 +695,8 @@ impl Walker<'_> {
             "users",
             "service_tokens",
             "jwt",
+            "max_failed_logins",
+            "lockout_seconds",
         ];
         let Some(map) = self.mapping(value, path, &keys) else { return default };
         let allow_anonymous = self.boolean(map, "allow_anonymous", path).unwrap_or(false);
@@ -726,6 +741,9 @@ impl Walker<'_> {
             {
                 self.problem(&join(&upath, "name"), format!("duplicate user or service name '{n}'"));
             }
+            if let Some(n) = name.as_deref().filter(|n| is_reserved_principal(n)) {
+                self.problem(&join(&upath, "name"), reserved(n));
+            }
             if let (Some(name), Some(password_hash)) = (name, hash) {
                 users.push(UserConfig { name, password_hash, groups, attributes });
             }
@@ -747,6 +765,9 @@ impl Walker<'_> {
             {
                 self.problem(&join(&tpath, "name"), format!("duplicate user or service name '{n}'"));
             }
+            if let Some(n) = name.as_deref().filter(|n| is_reserved_principal(n)) {
+                self.problem(&join(&tpath, "name"), reserved(n));
+            }
             if let Some(t) = &token
                 && t.len() < 16
             {
@@ -762,7 +783,14 @@ impl Walker<'_> {
             }
         }
         let jwt = map.get("jwt").and_then(|v| self.jwt(v, &join(path, "jwt")));
-        AuthConfig { allow_anonymous, token_ttl, signing_key, users, service_tokens, jwt }
+        let mut throttle = default.throttle.clone();
+        if let Some(n) = self.positive(map, "max_failed_logins", path) {
+            throttle.max_failures = u32::try_from(n).unwrap_or(u32::MAX);
+        }
+        if let Some(d) = self.seconds(map, "lockout_seconds", path) {
+            throttle.lockout = d;
+        }
+        AuthConfig { allow_anonymous, token_ttl, signing_key, users, service_tokens, jwt, throttle }
     }
 
     fn jwt(&mut self, value: &Value, path: &str) -> Option<JwtConfig> {
@@ -864,7 +892,7 @@ impl Walker<'_> {
         let port = number("port", 5432, 65535) as u16;
         let pool_size = number("pool_size", 8, 1024) as u32;
         let connect_timeout = std::time::Duration::from_secs(number("connect_timeout_seconds", 5, 3600));
-        let statement_timeout = std::time::Duration::from_secs(number("statement_timeout_seconds", 0, 86_400));
+        let statement_timeout = std::time::Duration::from_secs(number("statement_timeout_seconds", 300, 86_400));
         let read_partitions = number("read_partitions", u64::from(DEFAULT_READ_PARTITIONS), 64) as u32;
         let connection = PostgresConnection::new(
             domain.to_string(),

@@ -1,0 +1,318 @@
+//! The runtime queries run on, apart from the caller's.
+//!
+//! DataFusion's operators do not always yield (a nested-loop join computes a
+//! whole output batch before it returns), so a query sharing the network
+//! runtime's workers could leave a server unable to answer even a login. Every
+//! query is therefore planned and executed on a runtime of its own, with
+//! threads whose stacks are large enough for any tree the limits admit, and its
+//! results reach the caller through a small channel. Dropping the caller's
+//! stream (a client went away, a timeout fired) stops the query's task at its
+//! next await point, and a panic inside a query becomes that query's error
+//! instead of taking anything else down.
+
+use std::any::Any;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use arrow::array::RecordBatch;
+use datafusion::error::DataFusionError;
+use datafusion::physical_plan::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use futures::{FutureExt, Stream, StreamExt};
+use tokio::runtime::Runtime;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::EngineError;
+
+/// Stack of each query thread. Planning recurses on expression trees; with the
+/// default limits a tree is at most a few hundred levels deep, which needs far
+/// less, but the parser and the destructors of a refused statement walk the
+/// whole tree the text describes. The memory is reserved, not committed.
+const STACK_BYTES: usize = 64 * 1024 * 1024;
+
+/// Batches buffered between a query and its reader: enough to overlap
+/// producing and sending, small enough that an unread result holds no memory.
+const CHANNEL_BATCHES: usize = 2;
+
+/// A multi-threaded tokio runtime for queries, shut down without waiting when
+/// the engine is dropped (also from inside another runtime).
+pub(crate) struct QueryRuntime {
+    runtime: Option<Runtime>,
+}
+
+impl std::fmt::Debug for QueryRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryRuntime").finish_non_exhaustive()
+    }
+}
+
+impl QueryRuntime {
+    /// Starts `threads` worker threads named `agora-query-N`.
+    pub(crate) fn new(threads: usize) -> Result<Self, EngineError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            .thread_name("agora-query")
+            .thread_stack_size(STACK_BYTES)
+            .enable_all()
+            .build()
+            .map_err(|e| EngineError::Execution(format!("cannot start the query runtime: {e}")))?;
+        Ok(QueryRuntime { runtime: Some(runtime) })
+    }
+
+    fn handle(&self) -> Result<&tokio::runtime::Handle, EngineError> {
+        self.runtime
+            .as_ref()
+            .map(Runtime::handle)
+            .ok_or_else(|| EngineError::Execution("the engine is shut down".into()))
+    }
+
+    /// Runs `work` on the query runtime and waits for it. A panic in `work`
+    /// is returned as an error; dropping the returned future cancels `work`.
+    pub(crate) async fn run<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        work: impl Future<Output = Result<T, EngineError>> + Send + 'static,
+    ) -> Result<T, EngineError> {
+        let task = AbortOnDrop(self.handle()?.spawn(work));
+        match task.await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => Err(panicked(what, e.into_panic())),
+            Err(e) => Err(EngineError::Execution(format!("{what} was cancelled: {e}"))),
+        }
+    }
+
+    /// Drives `stream` on the query runtime and hands its batches over through
+    /// a channel. The query stops when the returned stream is dropped, when
+    /// `deadline` passes (the stream then ends with `on_timeout`'s error) or
+    /// when `limit` refuses a batch.
+    pub(crate) fn drive(
+        &self,
+        mut stream: SendableRecordBatchStream,
+        deadline: Instant,
+        on_timeout: String,
+        exhausted_hint: String,
+        mut limit: impl FnMut(&RecordBatch) -> Result<(), DataFusionError> + Send + 'static,
+    ) -> Result<SendableRecordBatchStream, EngineError> {
+        let schema = stream.schema();
+        let reader_timeout = on_timeout.clone();
+        let (sender, receiver) = mpsc::channel(CHANNEL_BATCHES);
+        let task = self.handle()?.spawn(async move {
+            let deadline = tokio::time::Instant::from_std(deadline);
+            loop {
+                let next = tokio::select! {
+                    // The reader went away: stop now, dropping the plan.
+                    _ = sender.closed() => return,
+                    next = tokio::time::timeout_at(deadline, AssertUnwindSafe(stream.next()).catch_unwind()) => next,
+                };
+                let item = match next {
+                    Err(_) => Some(Err(DataFusionError::External(Box::new(Timeout(on_timeout.clone()))))),
+                    Ok(Err(panic)) => Some(Err(DataFusionError::External(Box::new(Panicked(panic_message(&*panic)))))),
+                    Ok(Ok(None)) => None,
+                    Ok(Ok(Some(Ok(batch)))) => Some(limit(&batch).map(|()| batch)),
+                    Ok(Ok(Some(Err(e)))) => Some(Err(explain_exhausted(e, &exhausted_hint))),
+                };
+                let Some(item) = item else { return };
+                let last = item.is_err();
+                if sender.send(item).await.is_err() || last {
+                    return;
+                }
+            }
+        });
+        let received = Received {
+            receiver,
+            deadline: Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(deadline))),
+            on_timeout: Some(reader_timeout),
+            _task: AbortOnDrop(task),
+        };
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, received)))
+    }
+}
+
+impl Drop for QueryRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Adds the configured limits to a memory or spill error: DataFusion's own
+/// message names its internal settings, not the operator's configuration keys.
+fn explain_exhausted(error: DataFusionError, hint: &str) -> DataFusionError {
+    // The spill cap surfaces as an I/O error deep inside a writer.
+    if error.to_string().contains("used disk space during the spilling process has exceeded") {
+        return DataFusionError::ResourcesExhausted(format!(
+            "the query's spill files would exceed the server's spill space (limits.max_spill_bytes) {hint}"
+        ));
+    }
+    match error.find_root() {
+        DataFusionError::ResourcesExhausted(message) => {
+            DataFusionError::ResourcesExhausted(format!("{} {hint}", message.trim_end()))
+        }
+        _ => error,
+    }
+}
+
+/// A query's statement timeout fired; recovered by [`EngineError::from`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct Timeout(pub(crate) String);
+
+/// A query panicked; recovered by [`EngineError::from`] as an internal error.
+#[derive(Debug, thiserror::Error)]
+#[error("internal error: {0}")]
+pub(crate) struct Panicked(pub(crate) String);
+
+fn panicked(what: &str, panic: Box<dyn Any + Send>) -> EngineError {
+    let message = panic_message(&*panic);
+    tracing::error!(what, panic = %message.escape_debug(), "a query panicked; the request failed, the engine goes on");
+    EngineError::Internal(format!("{what} failed unexpectedly ({message}); the error was logged"))
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic".to_string()
+    }
+}
+
+/// Aborts a task when its handle is dropped (tokio detaches it otherwise).
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Future for AbortOnDrop<T> {
+    type Output = Result<T, tokio::task::JoinError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The reading end of a driven query. It keeps the deadline too, on the
+/// reader's runtime, so the caller learns of a timeout on time even while the
+/// query's thread is busy inside an operator (the query stops at its next
+/// await point, when the task is aborted).
+struct Received {
+    receiver: mpsc::Receiver<Result<RecordBatch, DataFusionError>>,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    /// The timeout's message, until it has been reported.
+    on_timeout: Option<String>,
+    _task: AbortOnDrop<()>,
+}
+
+impl Stream for Received {
+    type Item = Result<RecordBatch, DataFusionError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let Some(message) = self.on_timeout.clone() else { return Poll::Ready(None) };
+        match self.receiver.poll_recv(cx) {
+            Poll::Ready(Some(Err(e))) => {
+                self.on_timeout = None;
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => {
+                self.on_timeout = None;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Ok(batch))) => Poll::Ready(Some(Ok(batch))),
+            Poll::Pending => match self.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    self.on_timeout = None;
+                    self._task.0.abort();
+                    Poll::Ready(Some(Err(DataFusionError::External(Box::new(Timeout(message))))))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    fn batch() -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![1, 2, 3]))]).unwrap()
+    }
+
+    fn endless() -> SendableRecordBatchStream {
+        let b = batch();
+        let stream = futures::stream::unfold((), move |()| {
+            let b = b.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                Some((Ok(b), ()))
+            }
+        });
+        Box::pin(RecordBatchStreamAdapter::new(batch().schema(), stream))
+    }
+
+    #[tokio::test]
+    async fn a_panic_is_an_error_and_the_runtime_goes_on() {
+        let runtime = QueryRuntime::new(1).unwrap();
+        let err = runtime.run("planning", async { panic!("boom") as Result<(), EngineError> }).await.unwrap_err();
+        assert!(matches!(err, EngineError::Internal(_)), "{err}");
+        assert!(err.to_string().contains("boom"), "{err}");
+        assert_eq!(runtime.run("planning", async { Ok(7) }).await.unwrap(), 7);
+    }
+
+    #[tokio::test]
+    async fn the_deadline_ends_the_stream_with_its_error() {
+        let runtime = QueryRuntime::new(1).unwrap();
+        let deadline = Instant::now() + Duration::from_millis(100);
+        let mut stream = runtime.drive(endless(), deadline, "too slow".into(), String::new(), |_| Ok(())).unwrap();
+        let mut rows = 0;
+        let error = loop {
+            match tokio::time::timeout(Duration::from_secs(5), stream.next()).await.unwrap() {
+                Some(Ok(b)) => rows += b.num_rows(),
+                Some(Err(e)) => break e,
+                None => panic!("the stream ended without the timeout"),
+            }
+        };
+        assert!(rows > 0);
+        assert!(matches!(EngineError::from(error), EngineError::Timeout(m) if m == "too slow"));
+    }
+
+    #[tokio::test]
+    async fn a_refused_batch_ends_the_stream() {
+        let runtime = QueryRuntime::new(1).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut seen = 0;
+        let limit = move |b: &RecordBatch| {
+            seen += b.num_rows();
+            if seen > 5 { Err(DataFusionError::ResourcesExhausted("too many rows".into())) } else { Ok(()) }
+        };
+        let stream = runtime.drive(endless(), deadline, String::new(), String::new(), limit).unwrap();
+        let items: Vec<_> = tokio::time::timeout(Duration::from_secs(5), stream.collect::<Vec<_>>()).await.unwrap();
+        assert_eq!(items.len(), 2, "one batch passes, the second is refused and ends the stream");
+        assert!(items[0].is_ok() && items[1].is_err());
+    }
+
+    #[test]
+    fn dropping_the_engine_inside_a_runtime_does_not_panic() {
+        let outer = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        outer.block_on(async {
+            let runtime = QueryRuntime::new(1).unwrap();
+            drop(runtime);
+        });
+    }
+}

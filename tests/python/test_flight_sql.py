@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 
-from conftest import ADMIN, ANALYST, connect, engine_answer
+from conftest import ADMIN, ANALYST, connect, engine_answer, statement_command
 
 
 def test_login_with_user_and_password(server):
@@ -250,30 +250,10 @@ def test_pyarrow_flight_with_a_basic_token(server):
     assert header[0].lower() == b"authorization" and header[1].startswith(b"Bearer ")
     options = flight.FlightCallOptions(headers=[header])
     # A CommandStatementQuery packed in an Any, as Flight SQL clients send it.
-    command = _any("type.googleapis.com/arrow.flight.protocol.sql.CommandStatementQuery", _string_field(1, "SELECT r_name FROM customers.region ORDER BY r_regionkey"))
+    command = statement_command("SELECT r_name FROM customers.region ORDER BY r_regionkey")
     info = client.get_flight_info(flight.FlightDescriptor.for_command(command), options)
     table = client.do_get(info.endpoints[0].ticket, options).read_all()
     assert table.column("r_name").to_pylist() == ["AFRICA", "AMERICA", "ASIA", "EUROPE", "MIDDLE EAST"]
     with pytest.raises(flight.FlightUnauthenticatedError):
         client.authenticate_basic_token("admin", "wrong")
 
-
-def _varint(n):
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _string_field(number, text):
-    data = text.encode()
-    return bytes([number << 3 | 2]) + _varint(len(data)) + data
-
-
-def _any(type_url, value):
-    return _string_field(1, type_url) + bytes([2 << 3 | 2]) + _varint(len(value)) + value

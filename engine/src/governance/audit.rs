@@ -22,6 +22,8 @@ use futures::Stream;
 use serde::{Deserialize, Serialize};
 
 use crate::Principal;
+use sha2::{Digest, Sha256};
+
 use crate::config::AuditConfig;
 
 use super::rewrite::AppliedPolicy;
@@ -39,8 +41,14 @@ pub struct AuditRecord {
     pub groups: Vec<String>,
     /// The client's address, when served over the network.
     pub client: Option<String>,
-    /// The statement as sent.
+    /// The statement as sent, cut to [`MAX_AUDIT_TEXT_CHARS`] characters (a
+    /// user must not be able to flood the log, and push older records out of
+    /// it, with huge statements).
     pub sql: Option<String>,
+    /// SHA-256 (hex) of the whole statement, so a cut statement can still be
+    /// matched against the text a client claims it sent.
+    #[serde(default)]
+    pub sql_sha256: Option<String>,
     /// `domain.product` of every product the query read.
     pub products: Vec<String>,
     /// `domain.product.column` of every column the query read.
@@ -76,7 +84,8 @@ impl AuditRecord {
             user: principal.user.clone(),
             groups: principal.groups.clone(),
             client: client.map(str::to_string),
-            sql: sql.map(str::to_string),
+            sql: sql.map(capped),
+            sql_sha256: sql.map(|s| Sha256::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()),
             products: Vec::new(),
             columns: Vec::new(),
             policies: Vec::new(),
@@ -89,6 +98,17 @@ impl AuditRecord {
             duration_ms: 0,
             policy_version: None,
         }
+    }
+}
+
+/// Longest statement or error text an audit record keeps, in characters.
+pub const MAX_AUDIT_TEXT_CHARS: usize = 4096;
+
+/// `text` cut to [`MAX_AUDIT_TEXT_CHARS`], marked with `…` when cut.
+fn capped(text: &str) -> String {
+    match text.char_indices().nth(MAX_AUDIT_TEXT_CHARS) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_string(),
     }
 }
 
@@ -192,7 +212,8 @@ impl PendingAudit {
             self.record.decision = "deny".into();
             self.record.reason = error.clone();
         }
-        self.record.error = error;
+        self.record.error = error.as_deref().map(capped);
+        self.record.reason = self.record.reason.as_deref().map(capped);
         self.record.duration_ms = self.started.elapsed().as_millis() as u64;
         let result = self.log.append(&self.record);
         if let Err(e) = &result {
@@ -285,6 +306,7 @@ pub(crate) fn audit_schema() -> SchemaRef {
         Field::new("groups", list(), false),
         Field::new("client", DataType::Utf8, true),
         Field::new("sql", DataType::Utf8, true),
+        Field::new("sql_sha256", DataType::Utf8, true),
         Field::new("products", list(), false),
         Field::new("columns", list(), false),
         Field::new("policies", DataType::Utf8, false),
@@ -332,6 +354,7 @@ pub(crate) fn audit_batch(records: &[AuditRecord]) -> datafusion::error::Result<
         lists(&|r| &r.groups),
         strings(&|r| r.client.clone()),
         strings(&|r| r.sql.clone()),
+        strings(&|r| r.sql_sha256.clone()),
         lists(&|r| &r.products),
         lists(&|r| &r.columns),
         strings(&|r| Some(serde_json::to_string(&r.policies).unwrap_or_default())),
@@ -372,5 +395,18 @@ mod tests {
         assert_eq!(*rows.last().unwrap(), 11);
         let batch = audit_batch(&records).unwrap();
         assert_eq!(batch.num_rows(), records.len());
+    }
+
+    #[test]
+    fn huge_statements_are_cut_and_digested() {
+        let huge = format!("SELECT 1 /* {} */", "é".repeat(100_000));
+        let r = AuditRecord::start(&Principal::user("ann"), None, Some(&huge));
+        let kept = r.sql.clone().unwrap();
+        assert_eq!(kept.chars().count(), MAX_AUDIT_TEXT_CHARS + 1);
+        assert!(kept.ends_with('…') && kept.starts_with("SELECT 1 /* "));
+        let digest: String = Sha256::digest(huge.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(r.sql_sha256.as_deref(), Some(digest.as_str()));
+        let short = AuditRecord::start(&Principal::user("ann"), None, Some("SELECT 1"));
+        assert_eq!(short.sql.as_deref(), Some("SELECT 1"));
     }
 }

@@ -496,6 +496,8 @@ grants:
   # Analysts see their own region's customers, without account balances, with
   # customer keys as tokens (joinable with sales.orders.o_custkey, which is
   # tokenised with the same key) and phone numbers masked by the tag rule.
+  # Names are tokens too: "Customer#000000042" spells the key out, and a token
+  # hides a key only when no visible column encodes it.
   - id: analysts-customers-own-region
     to: { groups: [analysts] }
     product: customer
@@ -503,6 +505,7 @@ grants:
     row_filter: "c_region = ${principal.region}"
     masks:
       c_custkey: { type: token }
+      c_name: { type: token }
   - id: analysts-reference-data
     to: { groups: [analysts] }
     product: nation

@@ -597,40 +597,18 @@ impl Session {
         let statement = state.sql_to_statement(&sql, &dialect)?;
         ensure_read_only(&statement)?;
         crate::limits::check_statement(&statement, &self.engine.config().limits)?;
-        let mut products = Vec::new();
         for reference in state.resolve_table_references(&statement)? {
             let is_table_function = matches!(&reference, TableReference::Bare { table } if state.table_functions().contains_key(table.as_ref()));
             if !is_table_function {
                 self.check_reference(&reference)?;
-                products.push(ProductRef::new(reference.schema().unwrap_or_default(), reference.table()));
             }
         }
-        let plan = match state.statement_to_plan(statement).await {
-            Ok(plan) => plan,
-            Err(e) => return Err(self.explain_hidden_column(e.into(), &products).await),
-        };
+        // A column the principal may not read is simply not in its schema:
+        // naming it gets the same error as naming a column that does not
+        // exist (listing the readable ones), which confirms nothing.
+        let plan = state.statement_to_plan(statement).await?;
         self.check_plan(&plan)?;
         Ok(self.ctx.execute_logical_plan(plan).await?)
-    }
-
-    /// Turns "no field named c" into an access denial when `c` is a column of a
-    /// product the query names that the principal may not read.
-    async fn explain_hidden_column(&self, error: EngineError, products: &[ProductRef]) -> EngineError {
-        let EngineError::Sql(message) = &error else { return error };
-        let Some(rest) = message.split("No field named ").nth(1) else { return error };
-        let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
-        for product in products {
-            let Some(entry) = self.engine.inner.catalog.product(product) else { continue };
-            let Ok(raw) = entry.table().await else { continue };
-            let visible = self.product_schema(product).await.map(|s| s.index_of(&name).is_ok()).unwrap_or(true);
-            if raw.schema().index_of(&name).is_ok() && !visible {
-                return EngineError::Denied(format!(
-                    "access denied: column {name} of {product} is not granted to user '{}'",
-                    self.viewer.principal.user
-                ));
-            }
-        }
-        error
     }
 
     /// Agora serves reads only, and shows a non-admin no plan form that
@@ -758,6 +736,7 @@ impl Session {
                     .domains()
                     .iter()
                     .filter(|d| d.product(table).is_some())
+                    .filter(|d| self.viewer.may_see(&ProductRef::new(&d.name, table.as_ref())))
                     .map(|d| format!("{}.{table}", d.name))
                     .collect();
                 let hint =
@@ -777,13 +756,17 @@ impl Session {
         if RESERVED_SCHEMAS.contains(&schema) {
             return Ok(());
         }
+        let product = ProductRef::new(schema, table);
         let found = self.engine.config().domain(schema).and_then(|d| d.product(table)).is_some();
+        // On a governed mesh a principal learns nothing of products it may
+        // not read: a missing product and an ungranted one get the same
+        // denial, and only admins get the list of what exists.
+        let readable = found && self.viewer.may_see(&product);
+        if !(readable || self.viewer.is_admin()) {
+            return Err(crate::governance::catalog::denied(&self.viewer, &product));
+        }
         if !found {
             return Err(EngineError::NotFound(self.engine.describe_missing(schema, table)));
-        }
-        let product = ProductRef::new(schema, table);
-        if !self.viewer.may_see(&product) {
-            return Err(crate::governance::catalog::denied(&self.viewer, &product));
         }
         Ok(())
     }

@@ -82,7 +82,9 @@ impl SessionCatalog {
     }
 }
 
-/// The denial for a product the principal has no grant on.
+/// The denial for a product the principal has no grant on, and, on a
+/// governed mesh, for a product that does not exist: the two must not be told
+/// apart by a principal that may read neither.
 pub(crate) fn denied(viewer: &Viewer, product: &ProductRef) -> EngineError {
     let p = &viewer.principal;
     let groups = if p.groups.is_empty() { String::new() } else { format!(" (groups: {})", p.groups.join(", ")) };

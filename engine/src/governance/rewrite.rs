@@ -35,8 +35,8 @@ use datafusion::execution::TaskContext;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::utils::{conjunction, split_conjunction};
 use datafusion::logical_expr::{
-    BinaryExpr, Expr, Extension, Filter, LogicalPlan, LogicalPlanBuilder, Operator, TableScan, TableScanBuilder,
-    TableType, UserDefinedLogicalNode, UserDefinedLogicalNodeCore,
+    BinaryExpr, Expr, Extension, Filter, LogicalPlan, LogicalPlanBuilder, Operator, Projection, TableScan,
+    TableScanBuilder, TableType, UserDefinedLogicalNode, UserDefinedLogicalNodeCore,
 };
 use datafusion::optimizer::analyzer::AnalyzerRule;
 use datafusion::optimizer::optimizer::ApplyOrder;
@@ -296,6 +296,9 @@ impl OptimizerRule for BarrierPushdown {
     }
 
     fn rewrite(&self, plan: LogicalPlan, _config: &dyn OptimizerConfig) -> Result<Transformed<LogicalPlan>> {
+        if let Some(lifted) = lift_volatile(&plan)? {
+            return Ok(Transformed::yes(lifted));
+        }
         let LogicalPlan::Filter(filter) = &plan else { return Ok(Transformed::no(plan)) };
         let LogicalPlan::Extension(ext) = filter.input.as_ref() else { return Ok(Transformed::no(plan)) };
         let Some(barrier) = ext.node.as_any().downcast_ref::<PolicyBarrier>() else {
@@ -316,6 +319,40 @@ impl OptimizerRule for BarrierPushdown {
             None => Ok(Transformed::yes(barrier)),
         }
     }
+}
+
+/// DataFusion's filter push-down moves predicates that name no column through
+/// any plan node, the barrier included; a volatile one (`random() < 2`) would
+/// then run on rows the principal may not see, its cost or side effects
+/// growing with their number. Such predicates are lifted back above the
+/// barrier (this rule runs after the push-down in every optimizer pass).
+fn lift_volatile(plan: &LogicalPlan) -> Result<Option<LogicalPlan>> {
+    let LogicalPlan::Extension(ext) = plan else { return Ok(None) };
+    let Some(barrier) = ext.node.as_any().downcast_ref::<PolicyBarrier>() else { return Ok(None) };
+    // Column pruning may leave a projection between the barrier and the filter.
+    let (projection, filter) = match &barrier.input {
+        LogicalPlan::Filter(f) => (None, f),
+        LogicalPlan::Projection(p) => match p.input.as_ref() {
+            LogicalPlan::Filter(f) => (Some(p), f),
+            _ => return Ok(None),
+        },
+        _ => return Ok(None),
+    };
+    let (volatile, kept): (Vec<&Expr>, Vec<&Expr>) =
+        split_conjunction(&filter.predicate).into_iter().partition(|e| e.is_volatile() && e.column_refs().is_empty());
+    let Some(lifted) = conjunction(volatile.into_iter().cloned()) else { return Ok(None) };
+    let unfiltered = match conjunction(kept.into_iter().cloned()) {
+        Some(rest) => LogicalPlan::Filter(Filter::try_new(rest, Arc::clone(&filter.input))?),
+        None => filter.input.as_ref().clone(),
+    };
+    let input = match projection {
+        Some(p) => LogicalPlan::Projection(Projection::try_new(p.expr.clone(), Arc::new(unfiltered))?),
+        None => unfiltered,
+    };
+    let barrier = LogicalPlan::Extension(Extension {
+        node: Arc::new(PolicyBarrier { input, policy: Arc::clone(&barrier.policy) }),
+    });
+    Ok(Some(LogicalPlan::Filter(Filter::try_new(lifted, Arc::new(barrier))?)))
 }
 
 /// Functions that cannot fail on any input and that every source understands.

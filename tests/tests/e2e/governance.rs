@@ -280,6 +280,14 @@ async fn every_query_path_applies_row_filters_and_masks() {
     let costs = run(&g.engine, admin(), "EXPLAIN (COSTS ON) SELECT c_name FROM customers.customer").await;
     assert!(values(&costs, "plan").join("\n").contains("statistics=[Rows="), "{:?}", values(&costs, "plan"));
 
+    // A volatile predicate that names no column stays above the barrier: it
+    // runs on the principal's rows only.
+    let explain = run(&g.engine, ann(), "EXPLAIN SELECT count(*) FROM customers.customer WHERE random() < 2").await;
+    let logical = values(&explain, "plan")[0].clone();
+    let barrier_at = logical.find("PolicyBarrier").unwrap();
+    let random_at = logical.find("random()").expect("the predicate is in the plan");
+    assert!(random_at < barrier_at, "random() was pushed below the policy barrier:\n{logical}");
+
     // EXPLAIN shows where policies apply, and no values.
     let explain = run(&g.engine, ann(), "EXPLAIN SELECT c_name FROM customers.customer").await;
     let text = values(&explain, "plan").join("\n");
@@ -396,11 +404,25 @@ async fn catalogue_shows_only_what_a_principal_may_read() {
     let err = session.query("SELECT * FROM customers.region").await.err().unwrap();
     assert!(matches!(err, EngineError::Denied(_)), "{err}");
     assert!(err.to_string().contains("no grant on customers.region"), "{err}");
-    let err = session.query("SELECT c_acctbal FROM customers.customer").await.err().unwrap();
-    assert!(matches!(err, EngineError::Denied(_)), "{err}");
-    assert!(err.to_string().contains("column c_acctbal of customers.customer is not granted to user 'ann'"), "{err}");
-    let err = session.query("SELECT c_nosuch FROM customers.customer").await.err().unwrap();
-    assert!(matches!(err, EngineError::Sql(_)), "a column that does not exist stays an SQL error: {err}");
+    // No existence oracle: a product that does not exist gets the same denial
+    // as one without a grant, and a hidden column the same error as a column
+    // that does not exist (which lists only the readable columns).
+    let missing = session.query("SELECT * FROM customers.nosuch").await.err().unwrap();
+    assert!(matches!(missing, EngineError::Denied(_)), "{missing}");
+    assert_eq!(missing.to_string(), err.to_string().replace("customers.region", "customers.nosuch"));
+    let missing = session.query("SELECT * FROM marketing.campaigns").await.err().unwrap();
+    assert_eq!(missing.to_string(), err.to_string().replace("customers.region", "marketing.campaigns"));
+    let hidden = session.query("SELECT c_acctbal FROM customers.customer").await.err().unwrap();
+    let nosuch = session.query("SELECT c_nosuch FROM customers.customer").await.err().unwrap();
+    assert!(matches!(hidden, EngineError::Sql(_)) && matches!(nosuch, EngineError::Sql(_)), "{hidden} / {nosuch}");
+    assert_eq!(hidden.to_string().replace("c_acctbal", "X"), nosuch.to_string().replace("c_nosuch", "X"));
+    assert!(!hidden.to_string().replace("No field named c_acctbal", "").contains("c_acctbal"), "{hidden}");
+    // An admin still gets the helpful listing.
+    let listing = g.engine.session_as(admin()).query("SELECT * FROM customers.nosuch").await.err().unwrap();
+    assert!(
+        matches!(listing, EngineError::NotFound(_)) && listing.to_string().contains("its products are"),
+        "{listing}"
+    );
 
     // Deny by default: a principal without grants sees and reads nothing.
     let eve = g.engine.session_as(principal("eve", &["guests"], &[("region", "EUROPE")]));

@@ -300,7 +300,16 @@ impl OptimizerRule for BarrierPushdown {
             return Ok(Transformed::yes(lifted));
         }
         let LogicalPlan::Filter(filter) = &plan else { return Ok(Transformed::no(plan)) };
-        let LogicalPlan::Extension(ext) = filter.input.as_ref() else { return Ok(Transformed::no(plan)) };
+        // Column pruning may put a pass-through projection (plain columns,
+        // same names) between the filter and the barrier; the predicate means
+        // the same on either side of it.
+        let (projection, below_filter) = match filter.input.as_ref() {
+            LogicalPlan::Projection(p) if p.expr.iter().all(|e| matches!(e, Expr::Column(_))) => {
+                (Some(p), p.input.as_ref())
+            }
+            other => (None, other),
+        };
+        let LogicalPlan::Extension(ext) = below_filter else { return Ok(Transformed::no(plan)) };
         let Some(barrier) = ext.node.as_any().downcast_ref::<PolicyBarrier>() else {
             return Ok(Transformed::no(plan));
         };
@@ -314,6 +323,10 @@ impl OptimizerRule for BarrierPushdown {
         let barrier = LogicalPlan::Extension(Extension {
             node: Arc::new(PolicyBarrier { input: below, policy: Arc::clone(&barrier.policy) }),
         });
+        let barrier = match projection {
+            Some(p) => LogicalPlan::Projection(Projection::try_new(p.expr.clone(), Arc::new(barrier))?),
+            None => barrier,
+        };
         match conjunction(held.into_iter().cloned()) {
             Some(rest) => Ok(Transformed::yes(LogicalPlan::Filter(Filter::try_new(rest, Arc::new(barrier))?))),
             None => Ok(Transformed::yes(barrier)),

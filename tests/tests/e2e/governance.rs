@@ -280,6 +280,15 @@ async fn every_query_path_applies_row_filters_and_masks() {
     let costs = run(&g.engine, admin(), "EXPLAIN (COSTS ON) SELECT c_name FROM customers.customer").await;
     assert!(values(&costs, "plan").join("\n").contains("statistics=[Rows="), "{:?}", values(&costs, "plan"));
 
+    // A leak-proof user predicate goes below the barrier (and on to the
+    // scan, for pruning and pushdown), also when column pruning leaves a
+    // projection between the filter and the barrier.
+    let explain = run(&g.engine, ann(), "EXPLAIN SELECT c_phone FROM customers.customer WHERE c_nationkey = 7").await;
+    let logical = values(&explain, "plan")[0].clone();
+    let barrier_at = logical.find("PolicyBarrier").unwrap();
+    let predicate_at = logical.find("c_nationkey = Int64(7)").expect("the predicate is in the plan");
+    assert!(predicate_at > barrier_at, "the leak-proof predicate stayed above the policy barrier:\n{logical}");
+
     // A volatile predicate that names no column stays above the barrier: it
     // runs on the principal's rows only.
     let explain = run(&g.engine, ann(), "EXPLAIN SELECT count(*) FROM customers.customer WHERE random() < 2").await;

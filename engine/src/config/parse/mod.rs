@@ -64,13 +64,6 @@ struct Walker<'a> {
     base: &'a Path,
 }
 
-fn reserved(name: &str) -> String {
-    format!(
-        "'{name}' is reserved for the engine's own principals (local, anonymous, agora-…): policies that name it \
-         must not reach a configured identity; choose another name"
-    )
-}
-
 fn join(path: &str, key: &str) -> String {
     if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
 }
@@ -99,6 +92,24 @@ pub(crate) fn is_sql_identifier(name: &str) -> bool {
 impl Walker<'_> {
     fn problem(&mut self, path: &str, message: impl Into<String>) {
         self.problems.push(ConfigProblem { path: path.to_string(), message: message.into() });
+    }
+
+    /// Checks a user's or service token's name: unique among identities and
+    /// not one of the engine's reserved principals.
+    fn identity_name(&mut self, name: Option<&str>, path: &str, names: &mut HashSet<String>) {
+        let Some(name) = name else { return };
+        if !names.insert(name.to_string()) {
+            self.problem(&join(path, "name"), format!("duplicate user or service name '{name}'"));
+        }
+        if is_reserved_principal(name) {
+            self.problem(
+                &join(path, "name"),
+                format!(
+                    "'{name}' is reserved for the engine's own principals (local, anonymous, agora-…): policies \
+                     that name it must not reach a configured identity; choose another name"
+                ),
+            );
+        }
     }
 
     /// Checks that `value` is a mapping whose keys are all in `allowed`.
@@ -736,14 +747,7 @@ impl Walker<'_> {
             }
             let groups = self.string_list(umap, "groups", &upath);
             let attributes = self.attributes(umap, &upath);
-            if let Some(n) = &name
-                && !names.insert(n.clone())
-            {
-                self.problem(&join(&upath, "name"), format!("duplicate user or service name '{n}'"));
-            }
-            if let Some(n) = name.as_deref().filter(|n| is_reserved_principal(n)) {
-                self.problem(&join(&upath, "name"), reserved(n));
-            }
+            self.identity_name(name.as_deref(), &upath, &mut names);
             if let (Some(name), Some(password_hash)) = (name, hash) {
                 users.push(UserConfig { name, password_hash, groups, attributes });
             }
@@ -760,14 +764,7 @@ impl Walker<'_> {
             let token = self.secret_from_env_or_file(tmap, "token", &tpath, true);
             let groups = self.string_list(tmap, "groups", &tpath);
             let attributes = self.attributes(tmap, &tpath);
-            if let Some(n) = &name
-                && !names.insert(n.clone())
-            {
-                self.problem(&join(&tpath, "name"), format!("duplicate user or service name '{n}'"));
-            }
-            if let Some(n) = name.as_deref().filter(|n| is_reserved_principal(n)) {
-                self.problem(&join(&tpath, "name"), reserved(n));
-            }
+            self.identity_name(name.as_deref(), &tpath, &mut names);
             if let Some(t) = &token
                 && t.len() < 16
             {

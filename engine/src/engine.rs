@@ -223,11 +223,6 @@ impl Engine {
         }
     }
 
-    /// Queries waiting for a slot now (see `limits.max_concurrent_queries`).
-    pub fn queued_queries(&self) -> usize {
-        self.inner.admission.queued()
-    }
-
     /// The configuration the engine was built from.
     pub fn config(&self) -> &MeshConfig {
         self.inner.catalog.config()
@@ -568,26 +563,31 @@ impl Session {
         if let Err(e) = crate::limits::check_text(sql, &self.engine.config().limits) {
             return Err(fail(audit, e));
         }
-        let run = match self.admit().await {
-            Ok(run) => run,
-            Err(e) => return Err(fail(audit, e)),
-        };
         let session = self.clone();
         let text = sql.to_string();
-        let planned = run.within("planning", async move { session.plan_sql(&text).await }).await;
-        match planned {
-            Ok(frame) => Ok(Query { frame, audit, lineage: self.pending_lineage(Some(sql)), run }),
-            Err(e) => Err(fail(audit, e)),
-        }
+        self.admitted(audit, Some(sql), async move { session.plan_sql(&text).await }).await
     }
 
-    /// Takes a query slot for the session's principal and starts its clock.
-    async fn admit(&self) -> Result<Run, EngineError> {
+    /// Takes a query slot for the session's principal, starts its clock and
+    /// plans on the query runtime: the one way every [`Query`] is made.
+    async fn admitted(
+        &self,
+        audit: Option<PendingAudit>,
+        sql: Option<&str>,
+        planning: impl std::future::Future<Output = Result<DataFrame, EngineError>> + Send + 'static,
+    ) -> Result<Query, EngineError> {
         let limits = self.engine.config().limits.for_principal(&self.viewer.principal);
-        let slot =
-            self.engine.inner.admission.admit(&self.viewer.principal.user, limits.max_queries_per_principal).await?;
+        let admission = &self.engine.inner.admission;
+        let slot = match admission.admit(&self.viewer.principal.user, limits.max_queries_per_principal).await {
+            Ok(slot) => slot,
+            Err(e) => return Err(fail(audit, e)),
+        };
         let deadline = Instant::now() + limits.statement_timeout;
-        Ok(Run { engine: self.engine.clone(), slot, deadline, limits })
+        let run = Run { engine: self.engine.clone(), slot, deadline, limits };
+        match run.within("planning", planning).await {
+            Ok(frame) => Ok(Query { frame, audit, lineage: self.pending_lineage(sql), run }),
+            Err(e) => Err(fail(audit, e)),
+        }
     }
 
     async fn plan_sql(&self, sql: &str) -> Result<DataFrame, EngineError> {
@@ -617,7 +617,7 @@ impl Session {
         read_only()
             .verify_plan(plan)
             .map_err(|e| EngineError::ReadOnly(format!("Agora is read-only: {}", e.strip_backtrace())))?;
-        let statistics = self.ctx.state().config().options().explain.show_statistics;
+        let statistics = self.ctx.state_ref().read().config_options().explain.show_statistics;
         crate::governance::plan_view::check_plan_view(&self.viewer, plan, statistics)
     }
 
@@ -634,16 +634,8 @@ impl Session {
         if let Err(e) = crate::governance::plan_view::check_plan_sources(&self.viewer, &self.ctx, &plan).await {
             return Err(fail(audit, e));
         }
-        let run = match self.admit().await {
-            Ok(run) => run,
-            Err(e) => return Err(fail(audit, e)),
-        };
         let ctx = self.ctx.clone();
-        let planned = run.within("planning", async move { Ok(ctx.execute_logical_plan(plan).await?) }).await;
-        match planned {
-            Ok(frame) => Ok(Query { frame, audit, lineage: self.pending_lineage(None), run }),
-            Err(e) => Err(fail(audit, e)),
-        }
+        self.admitted(audit, None, async move { Ok(ctx.execute_logical_plan(plan).await?) }).await
     }
 
     /// A scan of `product` as the principal may read it, to build plans on

@@ -87,8 +87,8 @@ impl QueryRuntime {
 
     /// Drives `stream` on the query runtime and hands its batches over through
     /// a channel. The query stops when the returned stream is dropped, when
-    /// `deadline` passes (the stream then ends with `on_timeout`'s error) or
-    /// when `limit` refuses a batch.
+    /// `deadline` passes (the returned stream then ends with `on_timeout`'s
+    /// error) or when `limit` refuses a batch.
     pub(crate) fn drive(
         &self,
         mut stream: SendableRecordBatchStream,
@@ -98,22 +98,21 @@ impl QueryRuntime {
         mut limit: impl FnMut(&RecordBatch) -> Result<(), DataFusionError> + Send + 'static,
     ) -> Result<SendableRecordBatchStream, EngineError> {
         let schema = stream.schema();
-        let reader_timeout = on_timeout.clone();
         let (sender, receiver) = mpsc::channel(CHANNEL_BATCHES);
+        // The deadline is kept by the reading end (see `Received`), which
+        // aborts this task when it passes.
         let task = self.handle()?.spawn(async move {
-            let deadline = tokio::time::Instant::from_std(deadline);
             loop {
                 let next = tokio::select! {
                     // The reader went away: stop now, dropping the plan.
                     _ = sender.closed() => return,
-                    next = tokio::time::timeout_at(deadline, AssertUnwindSafe(stream.next()).catch_unwind()) => next,
+                    next = AssertUnwindSafe(stream.next()).catch_unwind() => next,
                 };
                 let item = match next {
-                    Err(_) => Some(Err(DataFusionError::External(Box::new(Timeout(on_timeout.clone()))))),
-                    Ok(Err(panic)) => Some(Err(DataFusionError::External(Box::new(Panicked(panic_message(&*panic)))))),
-                    Ok(Ok(None)) => None,
-                    Ok(Ok(Some(Ok(batch)))) => Some(limit(&batch).map(|()| batch)),
-                    Ok(Ok(Some(Err(e)))) => Some(Err(explain_exhausted(e, &exhausted_hint))),
+                    Err(panic) => Some(Err(DataFusionError::External(Box::new(Panicked(panic_message(&*panic)))))),
+                    Ok(None) => None,
+                    Ok(Some(Ok(batch))) => Some(limit(&batch).map(|()| batch)),
+                    Ok(Some(Err(e))) => Some(Err(explain_exhausted(e, &exhausted_hint))),
                 };
                 let Some(item) = item else { return };
                 let last = item.is_err();
@@ -125,7 +124,7 @@ impl QueryRuntime {
         let received = Received {
             receiver,
             deadline: Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(deadline))),
-            on_timeout: Some(reader_timeout),
+            on_timeout: Some(on_timeout),
             _task: AbortOnDrop(task),
         };
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, received)))
@@ -200,14 +199,14 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-/// The reading end of a driven query. It keeps the deadline too, on the
-/// reader's runtime, so the caller learns of a timeout on time even while the
-/// query's thread is busy inside an operator (the query stops at its next
-/// await point, when the task is aborted).
+/// The reading end of a driven query. It keeps the deadline, on the reader's
+/// runtime, so the caller learns of a timeout on time even while the query's
+/// thread is busy inside an operator (the query stops at its next await
+/// point, when the task is aborted).
 struct Received {
     receiver: mpsc::Receiver<Result<RecordBatch, DataFusionError>>,
     deadline: Pin<Box<tokio::time::Sleep>>,
-    /// The timeout's message, until it has been reported.
+    /// The timeout's message; `None` once the stream has ended.
     on_timeout: Option<String>,
     _task: AbortOnDrop<()>,
 }
@@ -216,25 +215,22 @@ impl Stream for Received {
     type Item = Result<RecordBatch, DataFusionError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let Some(message) = self.on_timeout.clone() else { return Poll::Ready(None) };
+        if self.on_timeout.is_none() {
+            return Poll::Ready(None);
+        }
         match self.receiver.poll_recv(cx) {
-            Poll::Ready(Some(Err(e))) => {
-                self.on_timeout = None;
-                Poll::Ready(Some(Err(e)))
-            }
-            Poll::Ready(None) => {
-                self.on_timeout = None;
-                Poll::Ready(None)
-            }
             Poll::Ready(Some(Ok(batch))) => Poll::Ready(Some(Ok(batch))),
-            Poll::Pending => match self.deadline.as_mut().poll(cx) {
-                Poll::Ready(()) => {
-                    self.on_timeout = None;
-                    self._task.0.abort();
-                    Poll::Ready(Some(Err(DataFusionError::External(Box::new(Timeout(message))))))
-                }
-                Poll::Pending => Poll::Pending,
-            },
+            // An error or the end: the stream is over.
+            Poll::Ready(last) => {
+                self.on_timeout = None;
+                Poll::Ready(last)
+            }
+            Poll::Pending => {
+                std::task::ready!(self.deadline.as_mut().poll(cx));
+                self._task.0.abort();
+                let message = self.on_timeout.take().unwrap_or_default();
+                Poll::Ready(Some(Err(DataFusionError::External(Box::new(Timeout(message))))))
+            }
         }
     }
 }

@@ -254,25 +254,15 @@ async fn accept_loop(listener: TcpListener, limits: ConnectionLimits, tx: mpsc::
         let ip = peer.ip().to_canonical();
         let slot = match Slot::acquire(&counts, ip, &limits) {
             Ok(slot) => slot,
-            Err(Refusal::Total) => {
-                if let Some(suppressed) = total_warnings.ready() {
-                    tracing::warn!(
-                        peer = %ip,
-                        limit = limits.max_connections,
-                        suppressed,
-                        "connection refused: the server is at its connection limit (`limits.max_connections`)"
-                    );
-                }
-                continue;
-            }
-            Err(Refusal::PerAddress) => {
-                if let Some(suppressed) = address_warnings.ready() {
-                    tracing::warn!(
-                        peer = %ip,
-                        limit = limits.max_per_address,
-                        suppressed,
-                        "connection refused: the address is at its limit (`limits.max_connections_per_address`)"
-                    );
+            Err(refusal) => {
+                let (warnings, key, limit) = match refusal {
+                    Refusal::Total => (&mut total_warnings, "limits.max_connections", limits.max_connections),
+                    Refusal::PerAddress => {
+                        (&mut address_warnings, "limits.max_connections_per_address", limits.max_per_address)
+                    }
+                };
+                if let Some(suppressed) = warnings.ready() {
+                    tracing::warn!(peer = %ip, key, limit, suppressed, "connection refused: at its limit");
                 }
                 continue;
             }

@@ -186,19 +186,20 @@ impl TicketSigner {
         Ok(TicketSigner { key })
     }
 
-    fn tag(&self, owner: &str, sql: &str) -> Result<[u8; TAG_BYTES], Status> {
+    /// The MAC over (owner, SQL); the owner's length keeps the two apart.
+    fn mac(&self, owner: &str, sql: &str) -> Result<HmacSha256, Status> {
         let mut mac = HmacSha256::new_from_slice(&self.key).map_err(|_| Status::internal("ticket key unusable"))?;
         mac.update(&(owner.len() as u64).to_le_bytes());
         mac.update(owner.as_bytes());
         mac.update(sql.as_bytes());
-        Ok(mac.finalize().into_bytes().into())
+        Ok(mac)
     }
 
     /// A ticket for `owner` to fetch the result of `sql`.
     pub fn ticket(&self, owner: &str, sql: &str) -> Result<Vec<u8>, Status> {
         let mut out = Vec::with_capacity(4 + TAG_BYTES + sql.len());
         out.extend_from_slice(TICKET_PREFIX);
-        out.extend_from_slice(&self.tag(owner, sql)?);
+        out.extend_from_slice(&self.mac(owner, sql)?.finalize().into_bytes());
         out.extend_from_slice(sql.as_bytes());
         Ok(out)
     }
@@ -210,11 +211,7 @@ impl TicketSigner {
         let rest = ticket.strip_prefix(TICKET_PREFIX.as_slice()).ok_or_else(invalid)?;
         let (tag, sql) = rest.split_at_checked(TAG_BYTES).ok_or_else(invalid)?;
         let sql = std::str::from_utf8(sql).map_err(|_| invalid())?;
-        let mut mac = HmacSha256::new_from_slice(&self.key).map_err(|_| Status::internal("ticket key unusable"))?;
-        mac.update(&(owner.len() as u64).to_le_bytes());
-        mac.update(owner.as_bytes());
-        mac.update(sql.as_bytes());
-        mac.verify_slice(tag).map_err(|_| invalid())?;
+        self.mac(owner, sql)?.verify_slice(tag).map_err(|_| invalid())?;
         Ok(sql.to_string())
     }
 }

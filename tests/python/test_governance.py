@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from conftest import ADMIN, ANALYST, connect, start_server, stop_server
+from conftest import ADMIN, ANALYST, connect, grpc_code, start_server, stop_server
 
 GLOBAL = """
 admins: { groups: [admins] }
@@ -162,6 +162,61 @@ def test_denials_are_clear_and_leaky_predicates_do_not_leak(governed):
     # Nation 0 is in Africa: only filtered-out rows would divide by zero.
     result = rows(governed, "SELECT count(*) AS n FROM customers.customer WHERE 1 / (c_nationkey - 0) > -100")
     assert result[0]["n"] > 0
+
+
+def refused(server, sql, user=ANALYST):
+    """Runs `sql`, which must fail; returns the error's gRPC code and message."""
+    import adbc_driver_manager
+
+    with pytest.raises(adbc_driver_manager.Error) as info:
+        rows(server, sql, user)
+    return grpc_code(info.value), str(info.value)
+
+
+def test_plans_names_and_audit_text_tell_an_analyst_nothing(governed, duck):
+    """Through the Flight SQL client: plan forms with statistics are refused,
+    a missing product and a hidden column answer like ungranted ones, a huge
+    statement costs the audit log 4 KiB, and the server keeps answering."""
+    import hashlib
+
+    orders = duck.execute("SELECT count(*) FROM sales.orders").fetchone()[0]
+    for sql in [
+        "EXPLAIN VERBOSE SELECT * FROM sales.orders",
+        "EXPLAIN (COSTS ON) SELECT * FROM sales.orders",
+        "EXPLAIN ANALYZE SELECT * FROM sales.orders",
+    ]:
+        code, message = refused(governed, sql)
+        assert code == "PERMISSION_DENIED", message
+        assert f"({orders})" not in message
+    # The refusal is not moot: the admin's plan carries the raw row count.
+    admin_plan = "\n".join(r["plan"] for r in rows(governed, "EXPLAIN (COSTS ON) SELECT * FROM sales.orders", ADMIN))
+    assert f"Rows=Exact({orders})" in admin_plan
+    plain = "\n".join(r["plan"] for r in rows(governed, "EXPLAIN SELECT * FROM sales.orders"))
+    assert "PolicyBarrier" in plain and "statistics=" not in plain
+
+    code, ungranted = refused(governed, "SELECT * FROM sales.lineitem")
+    assert code == "PERMISSION_DENIED", ungranted
+    code, missing = refused(governed, "SELECT * FROM sales.nosuch")
+    assert code == "PERMISSION_DENIED", missing
+    assert ungranted.replace("sales.lineitem", "X") == missing.replace("sales.nosuch", "X")
+    assert "its products are" not in missing
+    code, hidden = refused(governed, "SELECT c_acctbal FROM customers.customer")
+    code_nosuch, nosuch = refused(governed, "SELECT c_nosuch FROM customers.customer")
+    assert code == code_nosuch == "INVALID_ARGUMENT", (hidden, nosuch)
+    assert hidden.replace("c_acctbal", "X") == nosuch.replace("c_nosuch", "X")
+
+    marker = "huge-" + hashlib.sha256(str(orders).encode()).hexdigest()[:8]
+    huge = f"SELECT * FROM sales.lineitem /* {marker} {'x' * 200_000} */"
+    assert refused(governed, huge)[0] == "PERMISSION_DENIED"
+    records = rows(
+        governed,
+        f"SELECT sql, sql_sha256, status FROM system.audit_log WHERE sql LIKE '%{marker}%'",
+        ADMIN,
+    )
+    assert len(records) == 1, records
+    assert len(records[0]["sql"]) <= 4097 and records[0]["status"] == "denied", records[0]["status"]
+    assert records[0]["sql_sha256"] == hashlib.sha256(huge.encode()).hexdigest()
+    assert rows(governed, "SELECT count(*) AS n FROM sales.orders WHERE o_orderpriority = '1-URGENT'")[0]["n"] > 0
 
 
 def test_postgres_product_is_filtered_in_the_database_and_masked_in_the_engine(agora_bin, pg_mesh_config, tmp_path_factory):

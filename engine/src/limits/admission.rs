@@ -63,7 +63,8 @@ impl Admission {
     }
 
     /// Queries waiting for a slot now.
-    pub(crate) fn queued(&self) -> usize {
+    #[cfg(test)]
+    fn queued(&self) -> usize {
         self.queued.load(Ordering::SeqCst)
     }
 

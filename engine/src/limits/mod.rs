@@ -92,6 +92,9 @@ pub struct EffectiveLimits {
 /// Default statement timeout: five minutes.
 pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// Default number of queries one principal runs at once.
+pub const DEFAULT_QUERIES_PER_PRINCIPAL: usize = 4;
+
 impl Default for LimitsConfig {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
@@ -111,7 +114,7 @@ impl Default for LimitsConfig {
             handshake_timeout: Duration::from_secs(10),
             defaults: PrincipalLimits {
                 statement_timeout: Some(DEFAULT_STATEMENT_TIMEOUT),
-                max_queries_per_principal: Some(4),
+                max_queries_per_principal: Some(DEFAULT_QUERIES_PER_PRINCIPAL),
                 max_result_rows: None,
                 max_result_bytes: None,
             },
@@ -134,7 +137,7 @@ impl LimitsConfig {
             statement_timeout: timeout.or(self.defaults.statement_timeout).unwrap_or(DEFAULT_STATEMENT_TIMEOUT),
             max_queries_per_principal: pick(&|l| l.max_queries_per_principal.map(|n| n as u64))
                 .map(|n| n as usize)
-                .unwrap_or(4)
+                .unwrap_or(DEFAULT_QUERIES_PER_PRINCIPAL)
                 .max(1),
             max_result_rows: pick(&|l| l.max_result_rows),
             max_result_bytes: pick(&|l| l.max_result_bytes),

@@ -28,14 +28,15 @@ use futures::{StreamExt, TryStreamExt};
 
 use agora_connectors::Source;
 
+use crate::audit::stream::{AuditedStream, PendingAudit};
+use crate::audit::{AuditLog, AuditRecord, RequestEvent};
 use crate::catalog::MeshCatalog;
 use crate::config::{ConfigError, ConfigProblem, DomainConfig, MeshConfig, RESERVED_SCHEMAS};
 use crate::contract::quality::{QualityResult, kind_name, measured, newest_time, rule_sql};
 use crate::contract::{QualityRule, RuleKind};
-use crate::governance::audit::{AuditRecord, AuditedStream, PendingAudit};
+use crate::governance::PolicySet;
 use crate::governance::catalog::{SessionCatalog, Viewer};
 use crate::governance::rewrite::{BarrierPlanner, BarrierPushdown, GovernanceRule, applied_policies};
-use crate::governance::{AuditLog, PolicySet};
 use crate::limits::{Admission, EffectiveLimits, LimitsConfig, QuerySlot};
 use crate::lineage::{LineageEmitter, LineageRun, LineageStream};
 use crate::query_runtime::QueryRuntime;
@@ -188,6 +189,17 @@ impl Engine {
     /// The audit log, if the mesh is governed.
     pub fn audit_log(&self) -> Option<&AuditLog> {
         self.inner.audit.as_deref()
+    }
+
+    /// Records a request the engine did not run itself (a login, a request
+    /// the server refused before it reached a session) on a governed mesh.
+    /// An error means the request must be refused: the log cannot be
+    /// written, or the client is over its audit quota.
+    pub async fn record_event(&self, event: RequestEvent) -> Result<(), EngineError> {
+        match &self.inner.audit {
+            Some(log) => crate::audit::event::record_event(log, event).await,
+            None => Ok(()),
+        }
     }
 
     /// Checks every policy against the schema of the products it names (columns
@@ -559,9 +571,9 @@ impl Session {
     /// Parameters may be written `$1`, `$2`… or, as JDBC does, `?` (numbered in
     /// order of appearance); bind them with [`Query::bind`].
     pub async fn query(&self, sql: &str) -> Result<Query, EngineError> {
-        let audit = self.pending_audit(Some(sql));
+        let audit = self.begin_audit(Some(sql))?;
         if let Err(e) = crate::limits::check_text(sql, &self.engine.config().limits) {
-            return Err(fail(audit, e));
+            return Err(fail(audit, e).await);
         }
         let session = self.clone();
         let text = sql.to_string();
@@ -580,13 +592,13 @@ impl Session {
         let admission = &self.engine.inner.admission;
         let slot = match admission.admit(&self.viewer.principal.user, limits.max_queries_per_principal).await {
             Ok(slot) => slot,
-            Err(e) => return Err(fail(audit, e)),
+            Err(e) => return Err(fail(audit, e).await),
         };
         let deadline = Instant::now() + limits.statement_timeout;
         let run = Run { engine: self.engine.clone(), slot, deadline, limits };
         match run.within("planning", planning).await {
             Ok(frame) => Ok(Query { frame, audit, lineage: self.pending_lineage(sql), run }),
-            Err(e) => Err(fail(audit, e)),
+            Err(e) => Err(fail(audit, e).await),
         }
     }
 
@@ -627,12 +639,12 @@ impl Session {
     /// read only the session's own tables (a plan over a provider built by
     /// hand would carry no policies).
     pub async fn plan(&self, plan: LogicalPlan) -> Result<Query, EngineError> {
-        let audit = self.pending_audit(None);
+        let audit = self.begin_audit(None)?;
         if let Err(e) = self.check_plan(&plan) {
-            return Err(fail(audit, e));
+            return Err(fail(audit, e).await);
         }
         if let Err(e) = crate::governance::plan_view::check_plan_sources(&self.viewer, &self.ctx, &plan).await {
-            return Err(fail(audit, e));
+            return Err(fail(audit, e).await);
         }
         let ctx = self.ctx.clone();
         self.admitted(audit, None, async move { Ok(ctx.execute_logical_plan(plan).await?) }).await
@@ -676,11 +688,32 @@ impl Session {
         Some(PendingLineage { emitter: Arc::clone(emitter), sql: sql.map(str::to_string), engine: self.engine.clone() })
     }
 
-    fn pending_audit(&self, sql: Option<&str>) -> Option<PendingAudit> {
-        let log = self.viewer.audit.as_ref()?;
+    /// Writes the start record of a request (on a governed mesh): the
+    /// request is refused when it cannot be recorded or when the principal
+    /// is over its audit quota.
+    fn begin_audit(&self, sql: Option<&str>) -> Result<Option<PendingAudit>, EngineError> {
+        let Some(log) = self.viewer.audit.as_ref() else { return Ok(None) };
         let mut record = AuditRecord::start(&self.viewer.principal, self.client.as_deref(), sql);
         record.policy_version = self.viewer.policies.as_ref().map(|p| p.version().to_string());
-        Some(PendingAudit { log: Arc::clone(log), record, started: std::time::Instant::now() })
+        PendingAudit::begin(log, record).map(Some)
+    }
+
+    /// Records a request that is not a query, served from the session's
+    /// view (a catalogue listing: `action` names it, e.g. `GetTables`), so
+    /// that every request is in the audit log. An error means the request
+    /// must be refused: the log cannot be written, or the principal is over
+    /// its audit quota.
+    pub async fn record_request(&self, action: &str) -> Result<(), EngineError> {
+        let Some(log) = self.viewer.audit.as_ref() else { return Ok(()) };
+        let event = RequestEvent {
+            kind: crate::audit::RequestKind::Metadata,
+            action: action.to_string(),
+            user: self.viewer.principal.user.clone(),
+            groups: self.viewer.principal.groups.clone(),
+            client: self.client.clone(),
+            outcome: crate::audit::Outcome::Ok,
+        };
+        crate::audit::event::record_event(log, event).await
     }
 
     /// Plans and starts a query, returning its stream of record batches.
@@ -792,8 +825,14 @@ impl Query {
     pub fn bind(self, values: Vec<ScalarValue>) -> Result<Query, EngineError> {
         match self.frame.with_param_values(ParamValues::from(values)) {
             Ok(frame) => Ok(Query { frame, audit: self.audit, lineage: self.lineage, run: self.run }),
-            Err(e) => Err(fail(self.audit, e.into())),
+            Err(e) => Err(fail_blocking(self.audit, e.into())),
         }
+    }
+
+    /// Gives the query up before it runs (its parameters could not be
+    /// converted, say), recording `error` as its outcome; returns `error`.
+    pub async fn reject(self, error: EngineError) -> EngineError {
+        fail(self.audit, error).await
     }
 
     /// How long the query waited for a slot (see `limits.max_concurrent_queries`).
@@ -841,10 +880,10 @@ impl Query {
                 }
                 None => stream,
             };
-            if let Some(a) = audit.as_mut() {
-                a.record.products = reads.products;
-                a.record.columns = reads.columns;
-                a.record.policies = reads.policies;
+            if let Some(r) = audit.as_mut().and_then(PendingAudit::record_mut) {
+                r.products = reads.products;
+                r.columns = reads.columns;
+                r.policies = reads.policies;
             }
             stream
         });
@@ -853,7 +892,7 @@ impl Query {
                 Some(a) => Ok(Box::pin(AuditedStream::new(stream, a))),
                 None => Ok(stream),
             },
-            Err(e) => Err(fail(audit, e)),
+            Err(e) => Err(fail(audit, e).await),
         }
     }
 }
@@ -938,16 +977,28 @@ fn name_products_in_errors(stream: SendableRecordBatchStream, products: Vec<Stri
 }
 
 /// Records a failed or denied request and passes its error on.
-fn fail(audit: Option<PendingAudit>, error: EngineError) -> EngineError {
+async fn fail(audit: Option<PendingAudit>, error: EngineError) -> EngineError {
     if let Some(a) = audit {
-        let status = match error {
-            EngineError::Denied(_) => "denied",
-            EngineError::Timeout(_) => "timeout",
-            _ => "failed",
-        };
-        let _ = a.finish(status, Some(error.to_string()));
+        let _ = a.finish_async(status_of(&error), Some(error.to_string())).await;
     }
     error
+}
+
+/// [`fail`], for the few synchronous paths (binding parameters).
+fn fail_blocking(audit: Option<PendingAudit>, error: EngineError) -> EngineError {
+    if let Some(a) = audit {
+        let _ = a.finish(status_of(&error), Some(&error.to_string()));
+    }
+    error
+}
+
+/// The audit status of a request that ended with `error`.
+fn status_of(error: &EngineError) -> &'static str {
+    match error {
+        EngineError::Denied(_) => "denied",
+        EngineError::Timeout(_) => "timeout",
+        _ => "failed",
+    }
 }
 
 /// What a plan reads: products, their columns, and the policies it enforces.

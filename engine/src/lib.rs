@@ -12,6 +12,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod audit;
 mod catalog;
 pub mod config;
 pub mod contract;

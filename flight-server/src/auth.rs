@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use agora_engine::{AuthError, Authenticator, Principal};
+use agora_engine::audit::{Outcome, RequestEvent, RequestKind};
+use agora_engine::{AuthError, Authenticator, Engine, Principal};
 use base64::Engine as _;
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
@@ -84,16 +85,19 @@ fn principal(auth: &Authenticator, headers: &HeaderMap) -> Result<Principal, Sta
     }
 }
 
-/// Adds authentication and a request log line to a gRPC service.
+/// Adds authentication and a request log line to a gRPC service, and records
+/// in the engine's audit log the requests that never reach it (refused as
+/// unauthenticated, or failed with a panic).
 #[derive(Clone)]
 pub struct AuthLayer {
     auth: Arc<Authenticator>,
+    engine: Engine,
 }
 
 impl AuthLayer {
-    /// Authenticates requests with `auth`.
-    pub fn new(auth: Arc<Authenticator>) -> Self {
-        AuthLayer { auth }
+    /// Authenticates requests with `auth`; records refusals in `engine`'s audit log.
+    pub fn new(auth: Arc<Authenticator>, engine: Engine) -> Self {
+        AuthLayer { auth, engine }
     }
 }
 
@@ -101,7 +105,7 @@ impl<S> Layer<S> for AuthLayer {
     type Service = AuthService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        AuthService { inner, auth: Arc::clone(&self.auth) }
+        AuthService { inner, auth: Arc::clone(&self.auth), engine: self.engine.clone() }
     }
 }
 
@@ -110,6 +114,7 @@ impl<S> Layer<S> for AuthLayer {
 pub struct AuthService<S> {
     inner: S,
     auth: Arc<Authenticator>,
+    engine: Engine,
 }
 
 impl<S, B> Service<http::Request<B>> for AuthService<S>
@@ -131,6 +136,11 @@ where
         let started = Instant::now();
         let path = request.uri().path().to_string();
         let method = path.rsplit('/').next().unwrap_or_default().to_string();
+        let client = request
+            .extensions()
+            .get::<tonic::transport::server::TcpConnectInfo>()
+            .and_then(|info| info.remote_addr)
+            .map(|a| a.to_string());
         let user = if path == HANDSHAKE_PATH {
             "-".to_string()
         } else {
@@ -142,10 +152,16 @@ where
                 }
                 Err(status) => {
                     tracing::warn!(rpc = ?method, "request refused: unauthenticated");
-                    return Box::pin(futures::future::ready(Ok(status.into_http())));
+                    let engine = self.engine.clone();
+                    let event = rpc_event(&method, "-", client, Outcome::Denied(status.message().to_string()));
+                    return Box::pin(async move {
+                        let _ = engine.record_event(event).await;
+                        Ok(status.into_http())
+                    });
                 }
             }
         };
+        let engine = self.engine.clone();
         // The clone taken by `poll_ready` must serve this call (tower's contract).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -160,6 +176,13 @@ where
                         .or_else(|| panic.downcast_ref::<String>().cloned())
                         .unwrap_or_else(|| "panic".into());
                     tracing::error!(rpc = ?method, principal = ?user, panic = ?message, "request panicked");
+                    let event = rpc_event(
+                        &method,
+                        &user,
+                        client,
+                        Outcome::Failed(format!("internal error (panic): {message}")),
+                    );
+                    let _ = engine.record_event(event).await;
                     Ok(Status::internal("internal error while serving the request; it was logged").into_http())
                 }
             };
@@ -168,6 +191,18 @@ where
             response
         });
         future
+    }
+}
+
+/// A record of a request the engine never saw.
+fn rpc_event(method: &str, user: &str, client: Option<String>, outcome: Outcome) -> RequestEvent {
+    RequestEvent {
+        kind: RequestKind::Rpc,
+        action: method.to_string(),
+        user: user.to_string(),
+        groups: Vec::new(),
+        client,
+        outcome,
     }
 }
 

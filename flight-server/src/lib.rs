@@ -144,12 +144,17 @@ pub async fn serve_on(
     if let Some(tls) = &options.tls {
         builder = builder.tls_config(tls_config(tls)?)?;
     }
-    let flight = AgoraFlightSqlService::new(engine, Arc::clone(&auth), options.types).map_err(ServeError::Random)?;
+    let flight =
+        AgoraFlightSqlService::new(engine.clone(), Arc::clone(&auth), options.types).map_err(ServeError::Random)?;
     let service = FlightServiceServer::new(flight)
         .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_ENCODING_MESSAGE_SIZE);
     let incoming = listener::accept(listener, connections);
-    builder.layer(AuthLayer::new(auth)).add_service(service).serve_with_incoming_shutdown(incoming, shutdown).await?;
+    builder
+        .layer(AuthLayer::new(auth, engine))
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await?;
     Ok(())
 }
 

@@ -65,6 +65,11 @@ enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Work with the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Hash a password for `auth.users[].password_hash` (reads it from standard input).
     HashPassword,
     /// Generate (once) a demo mesh of TPC-H data in three domains, then serve it.
@@ -87,6 +92,19 @@ enum Command {
         postgres: Option<url::Url>,
         #[command(flatten)]
         server: ServerArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the audit log's hash chain (archive, rotated and current files):
+    /// exits 1 naming each edited, removed or inserted record. Prints the
+    /// head (last seq and hash): keep it elsewhere to detect a later cut at
+    /// the end. Reads only; safe while the server runs.
+    Verify {
+        /// The mesh configuration file.
+        #[arg(long, short, default_value = "mesh.yaml")]
+        config: PathBuf,
     },
 }
 
@@ -219,6 +237,7 @@ async fn run(command: Command) -> Result<ExitCode> {
             serve(engine, bind, server.options(), None).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Audit { command: AuditCommand::Verify { config } } => audit_verify(&config),
         Command::HashPassword => {
             let password = read_password()?;
             println!("{}", agora_engine::identity::hash_password(&password).map_err(anyhow::Error::msg)?);
@@ -252,6 +271,38 @@ async fn run(command: Command) -> Result<ExitCode> {
             serve(engine, bind, server.options(), Some(mesh)).await?;
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// `agora audit verify`: the chain's report, exit 1 when it is broken.
+fn audit_verify(config: &std::path::Path) -> Result<ExitCode> {
+    let mesh = agora_engine::MeshConfig::from_file(config)?;
+    let Some(governance) = &mesh.governance else {
+        anyhow::bail!("{} has no governance section, so there is no audit log to verify", config.display());
+    };
+    let report = agora_engine::audit::verify(&governance.audit)
+        .with_context(|| format!("cannot read the audit log {}", governance.audit.path.display()))?;
+    for problem in &report.problems {
+        println!("BROKEN {problem}");
+    }
+    let range = match (report.first_seq, report.last_seq) {
+        (Some(first), Some(last)) => format!("seq {first}..{last}"),
+        _ => "no chained records".to_string(),
+    };
+    let unchained =
+        if report.unchained > 0 { format!(", {} unchained (older format)", report.unchained) } else { String::new() };
+    println!(
+        "{} records in {} files, {range}{unchained}; head {}",
+        report.records,
+        report.files.len(),
+        report.head.as_deref().unwrap_or("-")
+    );
+    if report.is_intact() {
+        println!("audit chain intact");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("audit chain BROKEN: {} problem(s)", report.problems.len());
+        Ok(ExitCode::from(1))
     }
 }
 

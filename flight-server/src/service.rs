@@ -41,6 +41,7 @@ use crate::prepared::{
     PreparedStore, Statement, StoreLimits, TicketSigner, is_empty_bind, parameter_schema, parameter_values,
 };
 use crate::types::TypePolicy;
+use agora_engine::audit::{Outcome, RequestEvent, RequestKind};
 use agora_engine::{AuthError, Authenticator};
 
 /// Serves an [`Engine`] to Flight SQL clients, each request as its principal.
@@ -75,8 +76,9 @@ impl AgoraFlightSqlService {
         &self,
         user: String,
         password: String,
-        address: Option<std::net::IpAddr>,
+        client: Option<std::net::SocketAddr>,
     ) -> Result<Principal, Status> {
+        let address = client.map(|a| a.ip());
         let _permit =
             tokio::time::timeout(std::time::Duration::from_secs(10), Arc::clone(&self.logins).acquire_owned())
                 .await
@@ -87,17 +89,31 @@ impl AgoraFlightSqlService {
         let outcome = tokio::task::spawn_blocking(move || auth.login(&name, &password, address))
             .await
             .map_err(|_| Status::internal("the login check failed unexpectedly"))?;
+        let login = |user: &str, groups: Vec<String>, outcome: Outcome| RequestEvent {
+            kind: RequestKind::Login,
+            action: "Handshake".into(),
+            user: user.to_string(),
+            groups,
+            client: client.map(|a| a.to_string()),
+            outcome,
+        };
         match outcome {
             Ok(principal) => {
                 tracing::info!(principal = ?principal.user, "login");
+                // A login that cannot be recorded does not succeed.
+                let event = login(&principal.user, principal.groups.clone(), Outcome::Ok);
+                self.engine.record_event(event).await.map_err(status)?;
                 Ok(principal)
             }
             Err(e @ AuthError::LockedOut { .. }) => {
                 tracing::warn!(user = ?user, address = ?address, "login refused: locked out");
+                let _ = self.engine.record_event(login(&user, Vec::new(), Outcome::Denied(e.to_string()))).await;
                 Err(Status::resource_exhausted(e.to_string()))
             }
             Err(_) => {
                 tracing::warn!(user = ?user, address = ?address, "login refused");
+                let reason = Outcome::Denied("wrong user name or password".into());
+                let _ = self.engine.record_event(login(&user, Vec::new(), reason)).await;
                 Err(unauthenticated())
             }
         }
@@ -112,14 +128,44 @@ impl AgoraFlightSqlService {
         }
     }
 
+    /// Records a request that is not a query before serving it; it is
+    /// refused when it cannot be recorded (log unwritable, audit quota).
+    async fn audited<T>(&self, request: &Request<T>, action: &str) -> Result<(), Status> {
+        self.session(request).record_request(action).await.map_err(status)
+    }
+
+    /// Records a request refused before it reached the engine, and returns
+    /// the refusal.
+    async fn refused<T>(&self, request: &Request<T>, action: &str, refusal: Status) -> Status {
+        let session = self.session(request);
+        let event = RequestEvent {
+            kind: RequestKind::Rpc,
+            action: action.to_string(),
+            user: session.principal().user.clone(),
+            groups: session.principal().groups.clone(),
+            client: request.remote_addr().map(|a| a.to_string()),
+            outcome: Outcome::Denied(refusal.message().to_string()),
+        };
+        let _ = self.engine.record_event(event).await;
+        refusal
+    }
+
     /// Plans `handle`'s SQL and binds its parameters, if any.
     async fn plan(&self, session: &Session, handle: &Statement) -> Result<Query, Status> {
         let query = session.query(&handle.sql).await.map_err(status)?;
         match &handle.parameters {
             Some(batch) if !is_empty_bind(batch) => {
-                let expected = query.parameters().map_err(status)?;
-                let values = parameter_values(batch, &expected)?;
-                query.bind(values).map_err(status)
+                let expected = match query.parameters() {
+                    Ok(expected) => expected,
+                    Err(e) => return Err(status(query.reject(e).await)),
+                };
+                match parameter_values(batch, &expected) {
+                    Ok(values) => query.bind(values).map_err(status),
+                    Err(refusal) => {
+                        query.reject(EngineError::Sql(refusal.message().to_string())).await;
+                        Err(refusal)
+                    }
+                }
             }
             _ => Ok(query),
         }
@@ -362,14 +408,32 @@ impl FlightSqlService for AgoraFlightSqlService {
         &self,
         request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<HandshakeStream>, Status> {
-        let address = request.remote_addr().map(|a| a.ip());
+        let client = request.remote_addr();
         let token = match credentials(request.metadata().as_ref())? {
             Some(Credentials::Basic { user, password }) => {
-                let principal = self.login(user, password, address).await?;
+                let principal = self.login(user, password, client).await?;
                 self.auth.issue_token(&principal)
             }
             Some(Credentials::Bearer(token)) => {
-                self.auth.verify_token(&token).map_err(|_| unauthenticated())?;
+                let outcome = match self.auth.verify_token(&token) {
+                    Ok(p) => Ok(p),
+                    Err(_) => Err(Outcome::Denied("invalid or expired bearer token".into())),
+                };
+                let (user, groups) = match &outcome {
+                    Ok(p) => (p.user.clone(), p.groups.clone()),
+                    Err(_) => ("-".to_string(), Vec::new()),
+                };
+                let event = RequestEvent {
+                    kind: RequestKind::Login,
+                    action: "Handshake".into(),
+                    user,
+                    groups,
+                    client: client.map(|a| a.to_string()),
+                    outcome: outcome.clone().err().unwrap_or(Outcome::Ok),
+                };
+                let recorded = self.engine.record_event(event).await;
+                outcome.map_err(|_| unauthenticated())?;
+                recorded.map_err(status)?;
                 token
             }
             None if self.auth.allows_anonymous() => String::new(),
@@ -487,6 +551,7 @@ impl FlightSqlService for AgoraFlightSqlService {
         query: ActionClosePreparedStatementRequest,
         request: Request<Action>,
     ) -> Result<(), Status> {
+        self.audited(&request, "ClosePreparedStatement").await?;
         let session = self.session(&request);
         self.prepared.close(&session.principal().user, &query.prepared_statement_handle);
         Ok(())
@@ -495,48 +560,52 @@ impl FlightSqlService for AgoraFlightSqlService {
     async fn do_put_statement_update(
         &self,
         _ticket: CommandStatementUpdate,
-        _request: Request<PeekableFlightDataStream>,
+        request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        Err(read_only())
+        Err(self.refused(&request, "DoPut CommandStatementUpdate", read_only()).await)
     }
 
     async fn do_put_prepared_statement_update(
         &self,
         _query: CommandPreparedStatementUpdate,
-        _request: Request<PeekableFlightDataStream>,
+        request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        Err(read_only())
+        Err(self.refused(&request, "DoPut CommandPreparedStatementUpdate", read_only()).await)
     }
 
     async fn do_action_fallback(
         &self,
         request: Request<Action>,
     ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
-        Err(Status::unimplemented(format!("action {} is not supported", clipped(&request.get_ref().r#type))))
+        let refusal = Status::unimplemented(format!("action {} is not supported", clipped(&request.get_ref().r#type)));
+        Err(self.refused(&request, "DoAction", refusal).await)
     }
 
     async fn do_get_fallback(
         &self,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
         message: arrow_flight::sql::Any,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        Err(Status::unimplemented(format!("DoGet: unsupported ticket type {}", clipped(&message.type_url))))
+        let refusal = Status::unimplemented(format!("DoGet: unsupported ticket type {}", clipped(&message.type_url)));
+        Err(self.refused(&request, "DoGet", refusal).await)
     }
 
     async fn get_flight_info_fallback(
         &self,
         cmd: arrow_flight::sql::Command,
-        _request: Request<FlightDescriptor>,
+        request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        Err(Status::unimplemented(format!("GetFlightInfo: unsupported command {}", clipped(cmd.type_url()))))
+        let refusal = Status::unimplemented(format!("GetFlightInfo: unsupported command {}", clipped(cmd.type_url())));
+        Err(self.refused(&request, "GetFlightInfo", refusal).await)
     }
 
     async fn do_put_fallback(
         &self,
-        _request: Request<PeekableFlightDataStream>,
+        request: Request<PeekableFlightDataStream>,
         message: arrow_flight::sql::Any,
     ) -> Result<Response<<Self as FlightService>::DoPutStream>, Status> {
-        Err(Status::unimplemented(format!("DoPut: unsupported command {}", clipped(&message.type_url))))
+        let refusal = Status::unimplemented(format!("DoPut: unsupported command {}", clipped(&message.type_url)));
+        Err(self.refused(&request, "DoPut", refusal).await)
     }
 
     async fn get_flight_info_catalogs(
@@ -544,6 +613,7 @@ impl FlightSqlService for AgoraFlightSqlService {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
+        self.audited(&request, "GetFlightInfo GetCatalogs").await?;
         let schema = query.into_builder().schema();
         self.command_info(&schema, &query, request)
     }
@@ -551,8 +621,9 @@ impl FlightSqlService for AgoraFlightSqlService {
     async fn do_get_catalogs(
         &self,
         query: CommandGetCatalogs,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        self.audited(&request, "DoGet GetCatalogs").await?;
         let mut builder = query.into_builder();
         builder.append(CATALOG);
         let schema = builder.schema();
@@ -564,6 +635,7 @@ impl FlightSqlService for AgoraFlightSqlService {
         query: CommandGetDbSchemas,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
+        self.audited(&request, "GetFlightInfo GetDbSchemas").await?;
         let schema = query.clone().into_builder().schema();
         self.command_info(&schema, &query, request)
     }
@@ -573,6 +645,7 @@ impl FlightSqlService for AgoraFlightSqlService {
         query: CommandGetDbSchemas,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        self.audited(&request, "DoGet GetDbSchemas").await?;
         let session = self.session(&request);
         let mut query = query;
         let schema_pattern = pattern(query.db_schema_filter_pattern.take().as_deref(), "db_schema_filter_pattern")?;
@@ -591,6 +664,7 @@ impl FlightSqlService for AgoraFlightSqlService {
         query: CommandGetTables,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
+        self.audited(&request, "GetFlightInfo GetTables").await?;
         let schema = query.clone().into_builder().schema();
         self.command_info(&schema, &query, request)
     }
@@ -600,6 +674,7 @@ impl FlightSqlService for AgoraFlightSqlService {
         query: CommandGetTables,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        self.audited(&request, "DoGet GetTables").await?;
         let session = self.session(&request);
         let schema = query.clone().into_builder().schema();
         let batch = self.tables(&session, query).await?;
@@ -611,6 +686,7 @@ impl FlightSqlService for AgoraFlightSqlService {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
+        self.audited(&request, "GetFlightInfo GetTableTypes").await?;
         let schema = query.into_builder().schema();
         self.command_info(&schema, &query, request)
     }
@@ -618,8 +694,9 @@ impl FlightSqlService for AgoraFlightSqlService {
     async fn do_get_table_types(
         &self,
         query: CommandGetTableTypes,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        self.audited(&request, "DoGet GetTableTypes").await?;
         let mut builder = query.into_builder();
         builder.append(TABLE_TYPE);
         let schema = builder.schema();
@@ -631,6 +708,7 @@ impl FlightSqlService for AgoraFlightSqlService {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
+        self.audited(&request, "GetFlightInfo GetSqlInfo").await?;
         let schema = query.clone().into_builder(&SQL_INFO).schema();
         self.command_info(&schema, &query, request)
     }
@@ -638,8 +716,9 @@ impl FlightSqlService for AgoraFlightSqlService {
     async fn do_get_sql_info(
         &self,
         query: CommandGetSqlInfo,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        self.audited(&request, "DoGet GetSqlInfo").await?;
         let builder = query.into_builder(&SQL_INFO);
         let schema = builder.schema();
         self.built(schema, builder.build())
@@ -650,6 +729,7 @@ impl FlightSqlService for AgoraFlightSqlService {
         query: CommandGetXdbcTypeInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
+        self.audited(&request, "GetFlightInfo GetXdbcTypeInfo").await?;
         let schema = query.into_builder(&XDBC_TYPES).schema();
         self.command_info(&schema, &query, request)
     }
@@ -657,8 +737,9 @@ impl FlightSqlService for AgoraFlightSqlService {
     async fn do_get_xdbc_type_info(
         &self,
         query: CommandGetXdbcTypeInfo,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        self.audited(&request, "DoGet GetXdbcTypeInfo").await?;
         let builder = query.into_builder(&XDBC_TYPES);
         let schema = builder.schema();
         self.built(schema, builder.build())
@@ -669,6 +750,7 @@ impl FlightSqlService for AgoraFlightSqlService {
         query: CommandGetPrimaryKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
+        self.audited(&request, "GetFlightInfo GetPrimaryKeys").await?;
         Ok(Response::new(self.flight_info(
             &primary_keys_schema(),
             query.as_any().encode_to_vec(),
@@ -679,8 +761,9 @@ impl FlightSqlService for AgoraFlightSqlService {
     async fn do_get_primary_keys(
         &self,
         _query: CommandGetPrimaryKeys,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        self.audited(&request, "DoGet GetPrimaryKeys").await?;
         let schema = primary_keys_schema();
         Ok(self.batch_stream(Arc::clone(&schema), RecordBatch::new_empty(schema)))
     }
@@ -690,6 +773,7 @@ impl FlightSqlService for AgoraFlightSqlService {
         query: CommandGetExportedKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
+        self.audited(&request, "GetFlightInfo GetExportedKeys").await?;
         Ok(Response::new(self.flight_info(
             &foreign_keys_schema(),
             query.as_any().encode_to_vec(),
@@ -700,8 +784,9 @@ impl FlightSqlService for AgoraFlightSqlService {
     async fn do_get_exported_keys(
         &self,
         _query: CommandGetExportedKeys,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        self.audited(&request, "DoGet GetExportedKeys").await?;
         let schema = foreign_keys_schema();
         Ok(self.batch_stream(Arc::clone(&schema), RecordBatch::new_empty(schema)))
     }
@@ -711,6 +796,7 @@ impl FlightSqlService for AgoraFlightSqlService {
         query: CommandGetImportedKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
+        self.audited(&request, "GetFlightInfo GetImportedKeys").await?;
         Ok(Response::new(self.flight_info(
             &foreign_keys_schema(),
             query.as_any().encode_to_vec(),
@@ -721,8 +807,9 @@ impl FlightSqlService for AgoraFlightSqlService {
     async fn do_get_imported_keys(
         &self,
         _query: CommandGetImportedKeys,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        self.audited(&request, "DoGet GetImportedKeys").await?;
         let schema = foreign_keys_schema();
         Ok(self.batch_stream(Arc::clone(&schema), RecordBatch::new_empty(schema)))
     }
@@ -732,6 +819,7 @@ impl FlightSqlService for AgoraFlightSqlService {
         query: CommandGetCrossReference,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
+        self.audited(&request, "GetFlightInfo GetCrossReference").await?;
         Ok(Response::new(self.flight_info(
             &foreign_keys_schema(),
             query.as_any().encode_to_vec(),
@@ -742,8 +830,9 @@ impl FlightSqlService for AgoraFlightSqlService {
     async fn do_get_cross_reference(
         &self,
         _query: CommandGetCrossReference,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        self.audited(&request, "DoGet GetCrossReference").await?;
         let schema = foreign_keys_schema();
         Ok(self.batch_stream(Arc::clone(&schema), RecordBatch::new_empty(schema)))
     }

@@ -322,15 +322,17 @@ class FlightSession:
         self.close()
 
 
-def derived_config(mesh_config, name, limits=None, auth=None, domains=""):
-    """The demo mesh with a `limits:` section, extra `auth:` keys and extra
-    domains (YAML list items), written next to the demo mesh so that relative
-    locations still resolve, with audit and lineage files of its own."""
+def derived_config(mesh_config, name, limits=None, auth=None, domains="", audit=None):
+    """The demo mesh with a `limits:` section, extra `auth:` keys, extra
+    domains (YAML list items) and extra `governance.audit` keys, written next
+    to the demo mesh so that relative locations still resolve, with audit and
+    lineage files of its own (the audit file is `<name>-audit/audit.jsonl`)."""
     import json
 
     text = mesh_config.read_text()
+    audit_keys = {"path": f"{name}-audit/audit.jsonl", **(audit or {})}
     replacements = [
-        ("audit: { path: audit/audit.jsonl }", f"audit: {{ path: {name}-audit/audit.jsonl }}"),
+        ("audit: { path: audit/audit.jsonl }", f"audit: {json.dumps(audit_keys)}"),
         ("lineage: { path: lineage/events.jsonl }", f"lineage: {{ path: {name}-lineage/events.jsonl }}"),
     ]
     if auth:

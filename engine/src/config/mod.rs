@@ -73,6 +73,10 @@ pub struct GovernanceConfig {
     pub audit: AuditConfig,
 }
 
+/// The default of `governance.audit.quota_bytes_per_minute`: 16 MiB, some
+/// 10,000 ordinary queries a minute, or 1,000 of the largest statements.
+pub const DEFAULT_AUDIT_QUOTA_BYTES_PER_MINUTE: u64 = 16 * 1024 * 1024;
+
 /// Where and how the audit log is written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditConfig {
@@ -80,13 +84,29 @@ pub struct AuditConfig {
     pub path: PathBuf,
     /// Size at which the file is rotated.
     pub max_bytes: u64,
-    /// How many rotated files are kept.
+    /// How many rotated files are kept beside the current one.
     pub keep: u64,
+    /// Where rotated files go when they leave the log (beyond `keep`, or
+    /// older than `max_age_days`). Without it they are deleted, loudly: an
+    /// error in the log, a `retention` record in the chain.
+    pub archive_dir: Option<PathBuf>,
+    /// Rotated files older than this leave the log at the next rotation.
+    pub max_age_days: Option<u64>,
+    /// Bytes of audit records one principal may cause per minute; over it,
+    /// its requests are refused (`RESOURCE_EXHAUSTED`) until the minute ends.
+    pub quota_bytes_per_minute: u64,
 }
 
 impl Default for AuditConfig {
     fn default() -> Self {
-        AuditConfig { path: PathBuf::from("audit.jsonl"), max_bytes: 64 * 1024 * 1024, keep: 8 }
+        AuditConfig {
+            path: PathBuf::from("audit.jsonl"),
+            max_bytes: 64 * 1024 * 1024,
+            keep: 8,
+            archive_dir: None,
+            max_age_days: None,
+            quota_bytes_per_minute: DEFAULT_AUDIT_QUOTA_BYTES_PER_MINUTE,
+        }
     }
 }
 

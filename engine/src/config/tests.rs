@@ -284,3 +284,24 @@ fn the_limits_section_sets_limits_and_group_overrides() {
     assert!(err.contains("limits.memory") && err.contains("unknown key"), "{err}");
     assert!(err.contains("limits.groups.etl.max_in_list"), "{err}");
 }
+
+#[test]
+fn audit_retention_and_quota_keys_are_read_and_checked() {
+    let governed = |audit: &str| format!("{VALID}governance:\n  policies: policies.yaml\n  audit: {audit}\n");
+    let config = parse(&governed(
+        "{ path: log/a.jsonl, archive_dir: log/archive, max_age_days: 30, quota_bytes_per_minute: 1000 }",
+    ))
+    .unwrap();
+    let audit = config.governance.unwrap().audit;
+    assert_eq!(audit.archive_dir, Some(Path::new(FILE).parent().unwrap().join("log/archive")));
+    assert_eq!((audit.max_age_days, audit.quota_bytes_per_minute), (Some(30), 1000));
+    let defaults = parse(&governed("{ path: log/a.jsonl }")).unwrap().governance.unwrap().audit;
+    assert_eq!((defaults.archive_dir, defaults.max_age_days), (None, None));
+    assert_eq!(defaults.quota_bytes_per_minute, crate::config::DEFAULT_AUDIT_QUOTA_BYTES_PER_MINUTE);
+
+    let p = one_problem(&governed("{ path: log/a.jsonl, archive_dir: log }"));
+    assert_eq!(p.path, "governance.audit.archive_dir");
+    let p = one_problem(&governed("{ quota_bytes_per_minute: -5 }"));
+    assert_eq!(p.path, "governance.audit.quota_bytes_per_minute");
+    assert!(p.message.contains("positive integer"), "{}", p.message);
+}

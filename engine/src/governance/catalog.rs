@@ -15,9 +15,9 @@ use crate::{EngineError, Principal, ProductRef};
 
 use crate::system::{SystemContext, SystemSchema};
 
-use super::audit::AuditLog;
 use super::compile::govern;
 use super::policy::{Access, PolicySet};
+use crate::audit::AuditLog;
 
 /// What a session needs to decide: the principal and the policies in force
 /// (none for an open mesh).
@@ -35,6 +35,16 @@ impl Viewer {
 
     pub(crate) fn is_admin(&self) -> bool {
         self.policies.as_ref().is_none_or(|p| p.is_admin(&self.principal))
+    }
+
+    /// May the viewer read `column` of `product` (masked or not)?
+    pub(crate) fn may_read_column(&self, product: &ProductRef, column: &str) -> bool {
+        let Some(policies) = &self.policies else { return true };
+        match policies.access(&self.principal, product, &[column.to_string()]) {
+            Ok(super::Access::Full) => true,
+            Ok(super::Access::Limited(policy)) => policy.columns.iter().any(|c| c == column),
+            Err(_) => false,
+        }
     }
 
     /// May the viewer read audit records about `domain`? Admins may read all,

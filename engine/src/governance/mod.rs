@@ -6,11 +6,9 @@
 //! - [`masks`]: the mask catalogue, one canonical implementation each.
 //! - `rewrite`: the single enforcement point, an analyzer rule that turns every
 //!   scan of a governed product into filter-then-mask before optimisation.
-//! - [`audit`]: the durable per-request audit log and `system.audit_log`.
 //! - `plan_view`: what a viewer may see of a plan (which EXPLAIN forms), and
 //!   which hand-built plans an embedder may run.
 
-pub mod audit;
 pub(crate) mod catalog;
 pub(crate) mod compile;
 pub mod masks;
@@ -18,7 +16,6 @@ pub(crate) mod plan_view;
 pub mod policy;
 pub(crate) mod rewrite;
 
-pub use self::audit::{AuditLog, AuditRecord};
 pub use self::masks::Mask;
 pub use self::policy::{Access, Denial, Grant, PolicySet, Restriction, Subjects, TablePolicy, TagRule};
 pub use self::rewrite::AppliedPolicy;

@@ -539,7 +539,9 @@ impl ExecutionPlan for PolicyBarrierExec {
     }
 
     // The input's statistics (estimates below a row filter) guide join
-    // planning; they are never shown to users.
+    // planning; they are never shown to users (see `plan_view`). Masked
+    // columns' statistics are the raw values' and are reported as unknown, so
+    // that no plan above the barrier carries them.
     fn child_stats_requests(&self, partition: Option<usize>) -> Vec<ChildStats> {
         vec![ChildStats::At(partition)]
     }
@@ -549,10 +551,20 @@ impl ExecutionPlan for PolicyBarrierExec {
         input_stats: &[Arc<Statistics>],
         _args: &StatisticsArgs,
     ) -> Result<Arc<Statistics>> {
-        match input_stats.first() {
-            Some(stats) => Ok(Arc::clone(stats)),
-            None => plan_err!("PolicyBarrierExec takes one input"),
+        let Some(stats) = input_stats.first() else { return plan_err!("PolicyBarrierExec takes one input") };
+        if self.policy.masks.is_empty() {
+            return Ok(Arc::clone(stats));
         }
+        let mut stats = (**stats).clone();
+        let schema = self.input.schema();
+        for (column, _, _) in &self.policy.masks {
+            if let Ok(i) = schema.index_of(column)
+                && let Some(c) = stats.column_statistics.get_mut(i)
+            {
+                *c = datafusion::common::ColumnStatistics::new_unknown();
+            }
+        }
+        Ok(Arc::new(stats))
     }
 
     /// Before optimisation-time filters (a query's own predicates) nothing
@@ -614,5 +626,41 @@ mod tests {
         assert!(!is_leakproof(&(col("a") + lit(1)).gt(lit(1))));
         assert!(!is_leakproof(&datafusion::logical_expr::cast(col("s"), DataType::Int64).eq(lit(1))));
         assert!(is_leakproof(&datafusion::logical_expr::cast(col("a"), DataType::Utf8).eq(lit("1"))));
+    }
+
+    #[test]
+    fn the_barrier_reports_masked_columns_statistics_as_unknown() {
+        use arrow::datatypes::{Field, Schema};
+        use datafusion::common::stats::Precision;
+        use datafusion::common::{ColumnStatistics, ScalarValue, Statistics};
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("phone", DataType::Utf8, false),
+        ]));
+        let policy = AppliedPolicy {
+            product: "crm.customer".into(),
+            row_filter: None,
+            filter_policies: vec![],
+            masks: vec![("phone".into(), "last_n(4)".into(), "contact-last-4".into())],
+        };
+        let input = Arc::new(datafusion::physical_plan::empty::EmptyExec::new(Arc::clone(&schema)));
+        let barrier = PolicyBarrierExec::new(input, Arc::new(policy));
+        let known = |min: ScalarValue, max: ScalarValue| ColumnStatistics {
+            min_value: Precision::Exact(min),
+            max_value: Precision::Exact(max),
+            ..ColumnStatistics::new_unknown()
+        };
+        let raw = Statistics {
+            num_rows: Precision::Exact(100),
+            total_byte_size: Precision::Absent,
+            column_statistics: vec![
+                known(ScalarValue::Int64(Some(1)), ScalarValue::Int64(Some(100))),
+                known(ScalarValue::from("+1 555 0100"), ScalarValue::from("+1 555 0199")),
+            ],
+        };
+        let seen = barrier.statistics_from_inputs(&[Arc::new(raw.clone())], &StatisticsArgs::new()).unwrap();
+        assert_eq!(seen.num_rows, Precision::Exact(100), "row estimates still guide the optimiser");
+        assert_eq!(seen.column_statistics[0], raw.column_statistics[0]);
+        assert_eq!(seen.column_statistics[1], ColumnStatistics::new_unknown(), "the raw phone numbers stay below");
     }
 }

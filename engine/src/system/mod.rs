@@ -28,8 +28,8 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 
+use crate::audit::table::{audit_batch, audit_schema, merge_requests, owner_view};
 use crate::catalog::MeshCatalog;
-use crate::governance::audit::{audit_batch, audit_schema};
 use crate::governance::catalog::Viewer;
 
 pub(crate) use self::search::SearchFunction;
@@ -101,7 +101,13 @@ impl SystemTable {
                     .await
                     .map_err(|e| external(Box::new(e)))?
                     .map_err(|e| external(format!("cannot read the audit log {path}: {e}").into()))?;
-                let visible: Vec<_> = records.into_iter().filter(|r| c.viewer.may_audit(&r.products)).collect();
+                let admin = c.viewer.is_admin();
+                let owns = |domain: &str| c.viewer.may_audit_domain(domain);
+                let visible: Vec<_> = merge_requests(records)
+                    .into_iter()
+                    .filter(|r| c.viewer.may_audit(&r.products))
+                    .map(|r| if admin { r } else { owner_view(r, &owns) })
+                    .collect();
                 audit_batch(&visible)
             }
             "quality_results" => {
@@ -115,7 +121,16 @@ impl SystemTable {
                     .into_iter()
                     .filter_map(|mut r| {
                         let (d, p) = r.product.split_once('.').unwrap_or(("", ""));
-                        if !c.viewer.may_see(&crate::ProductRef::new(d, p)) {
+                        let product = crate::ProductRef::new(d, p);
+                        if !c.viewer.may_see(&product) {
+                            return None;
+                        }
+                        // A rule about a column the viewer may not read is not
+                        // shown to them at all: its name and outcome describe
+                        // the hidden column.
+                        if let Some(column) = &r.column
+                            && !c.viewer.may_read_column(&product, column)
+                        {
                             return None;
                         }
                         // Rules ran with unrestricted reads: what they measured

@@ -362,6 +362,18 @@ async fn jwt_bearer_tokens_from_an_identity_provider_are_verified_and_governed()
         ("other key, same kid", other.token("k1", claims("https://idp.example.com", "agora", now + 600))),
         ("unknown kid", idp.token("k9", claims("https://idp.example.com", "agora", now + 600))),
     ];
+    // A subject that names a configured user (the demo's admin) or a
+    // reserved principal would inherit its grants: refused.
+    let subject = |sub: &str| {
+        let mut c = claims("https://idp.example.com", "agora", now + 600);
+        c["sub"] = serde_json::json!(sub);
+        idp.token("k1", c)
+    };
+    let refused = refused.into_iter().chain([
+        ("a configured user's name", subject("admin")),
+        ("the local operator's name", subject("local")),
+        ("an engine-internal name", subject("agora-quality")),
+    ]);
     for (case, token) in refused {
         let mut client = connect(addr).await;
         client.set_token(token);

@@ -512,7 +512,14 @@ async fn every_request_is_audited_exactly_once() {
         assert_eq!(result.is_ok(), *ok, "{sql}: {result:?}");
     }
     let log = g.engine.audit_log().unwrap();
-    let records = log.read_all().unwrap();
+    // Two records per request: the start record, then the finish record.
+    let raw = log.read_all().unwrap();
+    assert_eq!(raw.len(), 2 * requests.len(), "{raw:#?}");
+    for pair in raw.chunks(2) {
+        assert_eq!((pair[0].status.as_str(), pair[0].query_id.as_str()), ("started", pair[1].query_id.as_str()));
+        assert_eq!((pair[0].seq + 1, pair[1].prev.is_some()), (pair[1].seq, true));
+    }
+    let records = log.requests().unwrap();
     assert_eq!(records.len(), requests.len(), "{records:#?}");
     for ((sql, who, ok), r) in requests.iter().zip(&records) {
         assert_eq!(r.sql.as_deref(), Some(*sql));
@@ -544,7 +551,9 @@ async fn every_request_is_audited_exactly_once() {
 
     // system.audit_log: admins see all, the domain's owner what touches it, others nothing.
     let all = run(&g.engine, admin(), "SELECT user, status FROM system.audit_log").await;
-    assert_eq!(values(&all, "user").len(), requests.len());
+    let statuses = values(&all, "status");
+    assert_eq!(statuses.len(), requests.len() + 1, "and the admin's own query, running: {statuses:?}");
+    assert_eq!(statuses.last().map(String::as_str), Some("started"));
     let owner = run(&g.engine, principal("olga", &[], &[]), "SELECT products FROM system.audit_log").await;
     let owner_rows = owner.iter().map(|b| b.num_rows()).sum::<usize>();
     assert_eq!(owner_rows, 2, "olga owns customers: the two customer reads that reached a product");

@@ -387,6 +387,17 @@ grants:
     assert!(seen.iter().all(|(_, r)| *r <= 100), "more rows than permitted left PostgreSQL: {seen:?}");
     assert!(seen.iter().any(|(q, _)| q.contains("region")), "row filter not pushed: {seen:?}");
     assert!(seen.iter().all(|(q, _)| !q.contains("mask")), "a mask reached PostgreSQL: {seen:?}");
+    // A leak-proof user predicate crosses the barrier and goes to PostgreSQL
+    // with the row filter: only the 9 matching rows (ids 8, 12 … 40) leave it.
+    psql(
+        &db,
+        "SELECT pg_stat_statements_reset(0, (SELECT oid FROM pg_database WHERE datname = current_database()), 0)",
+    );
+    let batches = session.collect("SELECT id, phone FROM ops.accounts WHERE id BETWEEN 8 AND 40").await.unwrap();
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 9);
+    let seen = statements(&db, "accounts");
+    assert!(seen.iter().all(|(_, r)| *r <= 9), "the user's predicate was not pushed to PostgreSQL: {seen:?}");
+    assert!(seen.iter().any(|(q, _)| q.contains("region") && q.contains("id")), "{seen:?}");
     // A user predicate that can fail only sees permitted rows (id 1 is in ASIA).
     let n = session.collect("SELECT count(*) FROM ops.accounts WHERE 10 / (id - 1) > -100").await.unwrap();
     assert_eq!(crate::support::pretty(&n).matches("100").count(), 1, "{}", crate::support::pretty(&n));

@@ -405,4 +405,8 @@ async fn a_sql_rule_may_read_only_its_own_domain_and_measures_are_for_owners() {
     let analyst_view = query_as(&demo, analyst(), sql).await;
     assert_ne!(analyst_view[0]["n"], "0");
     assert_eq!((analyst_view[0]["measured"].as_str(), analyst_view[0]["messages"].as_str()), ("0", "0"));
+    // Rules about a column the analyst may not read are not shown at all.
+    let hidden = "SELECT count(*) AS n FROM system.quality_results WHERE column_name = 'c_acctbal'";
+    assert_ne!(query_as(&demo, admin(), hidden).await[0]["n"], "0", "the contract has rules on c_acctbal");
+    assert_eq!(query_as(&demo, analyst(), hidden).await[0]["n"], "0");
 }

@@ -313,11 +313,21 @@ impl Walker<'_> {
         let mut audit = AuditConfig { path: self.base.join("audit/audit.jsonl"), ..AuditConfig::default() };
         if let Some(value) = map.get("audit") {
             let apath = join(path, "audit");
-            if let Some(amap) = self.mapping(value, &apath, &["path", "max_bytes", "keep"]) {
+            let keys = ["path", "max_bytes", "keep", "archive_dir", "max_age_days", "quota_bytes_per_minute"];
+            if let Some(amap) = self.mapping(value, &apath, &keys) {
                 if let Some(p) = self.file_path(amap, "path", &apath) {
                     audit.path = p;
                 }
-                for (key, slot) in [("max_bytes", &mut audit.max_bytes), ("keep", &mut audit.keep)] {
+                if amap.get("archive_dir").is_some() {
+                    audit.archive_dir = self.file_path(amap, "archive_dir", &apath);
+                }
+                let mut max_age = 0;
+                for (key, slot) in [
+                    ("max_bytes", &mut audit.max_bytes),
+                    ("keep", &mut audit.keep),
+                    ("quota_bytes_per_minute", &mut audit.quota_bytes_per_minute),
+                    ("max_age_days", &mut max_age),
+                ] {
                     match amap.get(key) {
                         None => {}
                         Some(v) => match v.as_u64() {
@@ -328,6 +338,15 @@ impl Walker<'_> {
                             ),
                         },
                     }
+                }
+                if max_age > 0 {
+                    audit.max_age_days = Some(max_age);
+                }
+                if audit.archive_dir.as_ref().is_some_and(|d| Some(d.as_path()) == audit.path.parent()) {
+                    self.problem(
+                        &join(&apath, "archive_dir"),
+                        "must not be the directory of the audit file (the archive would mix with the live log)",
+                    );
                 }
             }
         }

@@ -1,0 +1,110 @@
+//! Requests that are not queries: logins, catalogue listings, and requests
+//! refused or failed in the server before they reached the engine. One
+//! durable record each, so that every request a principal makes is audited.
+
+use std::sync::Arc;
+
+use crate::EngineError;
+
+use super::log::AuditLog;
+use super::record::AuditRecord;
+
+/// What kind of request an [`RequestEvent`] records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    /// A login attempt (password or token), successful or not.
+    Login,
+    /// A catalogue listing (tables, schemas, SQL info…).
+    Metadata,
+    /// A request refused or failed before it reached the engine
+    /// (unauthenticated, malformed, an internal error).
+    Rpc,
+}
+
+impl RequestKind {
+    fn name(self) -> &'static str {
+        match self {
+            RequestKind::Login => "login",
+            RequestKind::Metadata => "metadata",
+            RequestKind::Rpc => "rpc",
+        }
+    }
+}
+
+/// How a recorded request ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Served.
+    Ok,
+    /// Refused: wrong credentials, locked out, not permitted. The reason is
+    /// recorded (never the password).
+    Denied(String),
+    /// Failed while being served.
+    Failed(String),
+}
+
+/// One request that is not a query, as the server that served it saw it.
+#[derive(Debug, Clone)]
+pub struct RequestEvent {
+    /// What kind of request.
+    pub kind: RequestKind,
+    /// The protocol's name for it, e.g. `Handshake`, `GetTables`.
+    pub action: String,
+    /// Who sent it: the principal, or the user name a login claimed
+    /// (`-` when unknown).
+    pub user: String,
+    /// The principal's groups, when authenticated.
+    pub groups: Vec<String>,
+    /// The client's address.
+    pub client: Option<String>,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+/// Writes `event`'s record durably, off the async threads. The audit quota
+/// is charged to the client address when there is one (logins are made
+/// before anyone is authenticated), else to the user.
+pub(crate) async fn record_event(log: &Arc<AuditLog>, event: RequestEvent) -> Result<(), EngineError> {
+    let who = match &event.client {
+        Some(address) => format!("client {}", address.rsplit_once(':').map(|(ip, _)| ip).unwrap_or(address)),
+        None => event.user.clone(),
+    };
+    let mut record = AuditRecord::note(event.kind.name(), String::new());
+    record.reason = None;
+    record.action = Some(super::record::capped(&event.action));
+    record.user = super::record::capped(&event.user);
+    record.groups = event.groups;
+    record.client = event.client;
+    match event.outcome {
+        Outcome::Ok => {}
+        Outcome::Denied(reason) => {
+            record.decision = "deny".into();
+            record.status = "denied".into();
+            record.reason = Some(super::record::capped(&reason));
+        }
+        Outcome::Failed(error) => {
+            record.status = "failed".into();
+            record.error = Some(super::record::capped(&error));
+        }
+    }
+    if let Err(refusal) = log.quota.check(&who) {
+        if refusal.record {
+            record.status = "over_quota".into();
+            record.reason =
+                Some(format!("{who} is over the audit quota; {} requests refused so far this minute", refusal.refused));
+            let log = Arc::clone(log);
+            let _ = tokio::task::spawn_blocking(move || log.append(&mut record, true)).await;
+        }
+        return Err(EngineError::ResourcesExhausted(format!(
+            "too many requests from {who} (governance.audit.quota_bytes_per_minute); retry in {} s",
+            refusal.retry_after.as_secs().max(1)
+        )));
+    }
+    let writer = Arc::clone(log);
+    let written = tokio::task::spawn_blocking(move || writer.append(&mut record, true))
+        .await
+        .map_err(|e| EngineError::Internal(format!("the audit write stopped: {e}")))?
+        .map_err(|e| EngineError::Internal(format!("the audit log cannot be written: {e}")))?;
+    log.quota.charge(&who, written);
+    Ok(())
+}

@@ -32,11 +32,25 @@ pub fn is_reserved_principal(name: &str) -> bool {
     matches!(name, "local" | "anonymous") || name.starts_with("agora-")
 }
 
+/// What kind of identity a principal is, which decides which policy subjects
+/// can name it (`users` or `services`, see [`crate::governance::Subjects`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum PrincipalKind {
+    /// A person: a password user, an identity-provider subject, or the
+    /// embedding application (`local`).
+    #[default]
+    User,
+    /// A machine client authenticated by a service token.
+    Service,
+}
+
 /// An authenticated identity: the subject of every access decision.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Principal {
     /// The user or service name.
     pub user: String,
+    /// A person or a service.
+    pub kind: PrincipalKind,
     /// Groups the principal belongs to.
     pub groups: Vec<String>,
     /// Attributes policies may refer to (for example `region`).
@@ -46,7 +60,7 @@ pub struct Principal {
 impl Principal {
     /// The principal of unauthenticated access, when a mesh allows it.
     pub fn anonymous() -> Self {
-        Principal { user: "anonymous".to_string(), groups: Vec::new(), attributes: BTreeMap::new() }
+        Principal::user("anonymous")
     }
 
     /// A named principal without groups or attributes.
@@ -105,7 +119,7 @@ pub struct UserConfig {
 impl UserConfig {
     /// The principal this user's sessions run as.
     pub fn principal(&self) -> Principal {
-        Principal { user: self.name.clone(), groups: self.groups.clone(), attributes: self.attributes.clone() }
+        Principal { groups: self.groups.clone(), attributes: self.attributes.clone(), ..Principal::user(&self.name) }
     }
 }
 
@@ -126,7 +140,12 @@ pub struct ServiceTokenConfig {
 impl ServiceTokenConfig {
     /// The principal the token's requests run as.
     pub fn principal(&self) -> Principal {
-        Principal { user: self.name.clone(), groups: self.groups.clone(), attributes: self.attributes.clone() }
+        Principal {
+            user: self.name.clone(),
+            kind: PrincipalKind::Service,
+            groups: self.groups.clone(),
+            attributes: self.attributes.clone(),
+        }
     }
 }
 

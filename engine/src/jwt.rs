@@ -154,7 +154,7 @@ impl JwtVerifier {
                 _ => {}
             }
         }
-        Ok(Principal { user, groups, attributes })
+        Ok(Principal { user, kind: crate::identity::PrincipalKind::User, groups, attributes })
     }
 }
 

@@ -3,6 +3,7 @@
 //!
 //! - [`policy`]: the policy files and the decision for one principal and one
 //!   product ([`PolicySet::access`]), reduced to a neutral [`TablePolicy`].
+//! - [`subjects`]: who a policy names (users, services, groups), typed.
 //! - [`masks`]: the mask catalogue, one canonical implementation each.
 //! - `rewrite`: the single enforcement point, an analyzer rule that turns every
 //!   scan of a governed product into filter-then-mask before optimisation.
@@ -15,7 +16,9 @@ pub mod masks;
 pub(crate) mod plan_view;
 pub mod policy;
 pub(crate) mod rewrite;
+pub mod subjects;
 
 pub use self::masks::Mask;
-pub use self::policy::{Access, Denial, Grant, PolicySet, Restriction, Subjects, TablePolicy, TagRule};
+pub use self::policy::{Access, Denial, Grant, PolicySet, Restriction, TablePolicy, TagRule};
+pub use self::subjects::Subjects;
 pub use self::rewrite::AppliedPolicy;

@@ -21,25 +21,7 @@ use crate::config::{ConfigError, ConfigProblem, MeshConfig};
 use crate::{Principal, ProductRef};
 
 use super::masks::Mask;
-
-/// A set of users and groups a policy applies to.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct Subjects {
-    /// User names.
-    #[serde(default)]
-    pub users: Vec<String>,
-    /// Group names; a principal in any of them matches.
-    #[serde(default)]
-    pub groups: Vec<String>,
-}
-
-impl Subjects {
-    /// Whether `principal` is one of the users or in one of the groups.
-    pub fn matches(&self, principal: &Principal) -> bool {
-        self.users.contains(&principal.user) || self.groups.iter().any(|g| principal.groups.contains(g))
-    }
-}
+use super::subjects::Subjects;
 
 /// The mesh-wide policy file.
 #[derive(Debug, Deserialize)]
@@ -275,6 +257,11 @@ impl PolicySet {
                 (None, true) => {}
             }
         }
+        check_subjects(mesh, &set.admins, "admins", &mut problems);
+        for rule in &set.tag_rules {
+            check_subjects(mesh, &rule.except, &format!("tag_rules[{}].except", rule.id), &mut problems);
+        }
+        check_grant_subjects(mesh, &global_file.grants, &global_file.restrictions, &mut problems);
         set.grants.extend(global_file.grants);
         set.restrictions.extend(global_file.restrictions);
         if !problems.is_empty() {
@@ -293,6 +280,8 @@ impl PolicySet {
                 r.domain = domain.name.clone();
             }
             check_policies(mesh, &parsed.grants, &parsed.restrictions, Some(&domain.name), &mut ids, &mut problems);
+            check_subjects(mesh, &parsed.owners, "owners", &mut problems);
+            check_grant_subjects(mesh, &parsed.grants, &parsed.restrictions, &mut problems);
             for (product, columns) in &parsed.tags {
                 if domain.product(product).is_none() {
                     let names: Vec<&str> = domain.products.iter().map(|p| p.name.as_str()).collect();
@@ -687,6 +676,27 @@ fn read_yaml<T: for<'de> Deserialize<'de>>(file: &Path) -> Result<(T, String), C
     Ok((parsed, text))
 }
 
+fn check_subjects(mesh: &MeshConfig, subjects: &Subjects, path: &str, problems: &mut Vec<ConfigProblem>) {
+    subjects.check(&mesh.auth, path, problems);
+}
+
+fn check_grant_subjects(
+    mesh: &MeshConfig,
+    grants: &[Grant],
+    restrictions: &[Restriction],
+    problems: &mut Vec<ConfigProblem>,
+) {
+    for g in grants {
+        check_subjects(mesh, &g.to, &format!("grants[{}].to", g.id), problems);
+    }
+    for r in restrictions {
+        if let Some(to) = &r.to {
+            check_subjects(mesh, to, &format!("restrictions[{}].to", r.id), problems);
+        }
+        check_subjects(mesh, &r.except, &format!("restrictions[{}].except", r.id), problems);
+    }
+}
+
 fn problem(path: &str, message: impl Into<String>) -> ConfigProblem {
     ConfigProblem { path: path.to_string(), message: message.into() }
 }
@@ -701,16 +711,16 @@ mod tests {
 
     fn principal(user: &str, groups: &[&str], attrs: &[(&str, &str)]) -> Principal {
         Principal {
-            user: user.into(),
             groups: groups.iter().map(|g| g.to_string()).collect(),
             attributes: attrs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..Principal::user(user)
         }
     }
 
     fn grant(id: &str, group: &str, product: Option<&str>) -> Grant {
         Grant {
             id: id.into(),
-            to: Subjects { users: vec![], groups: vec![group.into()] },
+            to: Subjects { groups: vec![group.into()], ..Subjects::default() },
             domain: "crm".into(),
             product: product.map(Into::into),
             columns: None,
@@ -727,8 +737,8 @@ mod tests {
             BTreeMap::from([("phone".to_string(), vec!["pii".to_string()])]),
         );
         PolicySet {
-            admins: Subjects { users: vec![], groups: vec!["admins".into()] },
-            owners: BTreeMap::from([("crm".to_string(), Subjects { users: vec!["olga".into()], groups: vec![] })]),
+            admins: Subjects { groups: vec!["admins".into()], ..Subjects::default() },
+            owners: BTreeMap::from([("crm".to_string(), Subjects { users: vec!["olga".into()], ..Subjects::default() })]),
             tags,
             policy_tagged: BTreeMap::new(),
             grants,
@@ -810,7 +820,7 @@ mod tests {
             tag: "pii".into(),
             mask: None,
             deny: true,
-            except: Subjects { users: vec![], groups: vec!["support".into()] },
+            except: Subjects { groups: vec!["support".into()], ..Subjects::default() },
         };
         let s = set(vec![a, b], vec![], vec![deny]);
         let t = limited(s.access(&principal("x", &["analysts"], &[]), &product(), &cols()).unwrap());

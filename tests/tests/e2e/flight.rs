@@ -348,6 +348,7 @@ async fn jwt_bearer_tokens_from_an_identity_provider_are_verified_and_governed()
         user: "jane".into(),
         groups: vec!["analysts".into()],
         attributes: [("region".to_string(), "EUROPE".to_string())].into(),
+        ..Default::default()
     };
     let local = engine.session_as(principal).collect(count).await.unwrap();
     assert_eq!(over_flight, local[0].column(0).as_primitive::<arrow::datatypes::Int64Type>().value(0));

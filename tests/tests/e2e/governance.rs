@@ -97,6 +97,7 @@ pub fn principal(user: &str, groups: &[&str], attrs: &[(&str, &str)]) -> Princip
         user: user.into(),
         groups: groups.iter().map(|g| g.to_string()).collect(),
         attributes: attrs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        ..Default::default()
     }
 }
 
@@ -476,6 +477,12 @@ async fn broken_policies_stop_start_up_with_their_location() {
             GLOBAL.replace("token_key_file: token.key", ""),
             CUSTOMERS.to_string(),
             "token mask, which needs a secret key",
+        ),
+        // Subjects are typed: `services` must name a configured service token.
+        (
+            GLOBAL.replace("admins: { groups: [admins] }", "admins: { groups: [admins], services: [root] }"),
+            CUSTOMERS.to_string(),
+            "admins.services: no service token 'root'",
         ),
     ];
     for (global, customers, expected) in cases {

@@ -369,6 +369,7 @@ grants:
         user: "ann".into(),
         groups: vec!["analysts".into()],
         attributes: [("region".to_string(), "EUROPE".to_string())].into(),
+        ..Default::default()
     };
     let session = engine.session_as(analyst.clone());
     psql(

@@ -623,3 +623,33 @@ async fn a_large_table_is_read_in_block_ranges_under_one_snapshot() {
     }
     assert_eq!(scalar_i64(&engine, "SELECT count(*) FROM ops.events WHERE id <= 10").await, 10);
 }
+
+#[tokio::test]
+async fn an_abandoned_query_is_cancelled_in_postgres() {
+    let db = database("cancel");
+    psql(&db, "CREATE TABLE big (x int); INSERT INTO big SELECT g FROM generate_series(1, 40000) g;");
+    let engine = mesh(&db, &[("big", "public.big")], None);
+    // A non-equi self-join, sent whole to PostgreSQL: 800 million comparisons,
+    // far longer than this test waits.
+    let sql = "SELECT count(*) FROM ops.big a JOIN ops.big b ON a.x < b.x";
+    let running = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}' AND state = 'active' \
+         AND query LIKE '%agora:%' AND query ILIKE '%big%' AND pid <> pg_backend_pid()"
+    );
+    let mut stream = engine.session().sql(sql).await.unwrap();
+    let first = tokio::time::timeout(std::time::Duration::from_secs(2), futures::StreamExt::next(&mut stream)).await;
+    assert!(first.is_err(), "the join answered within 2 s: the test cannot show cancellation");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while psql(&db, &running).trim() != "1" {
+        assert!(std::time::Instant::now() < deadline, "the statement never showed up in pg_stat_activity");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // The client goes away: the statement stops in PostgreSQL, well before
+    // it would have ended or hit statement_timeout.
+    drop(stream);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while psql(&db, &running).trim() != "0" {
+        assert!(std::time::Instant::now() < deadline, "the abandoned statement still runs in PostgreSQL");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -571,7 +571,7 @@ impl Session {
     /// Parameters may be written `$1`, `$2`… or, as JDBC does, `?` (numbered in
     /// order of appearance); bind them with [`Query::bind`].
     pub async fn query(&self, sql: &str) -> Result<Query, EngineError> {
-        let audit = self.begin_audit(Some(sql))?;
+        let audit = self.begin_audit(Some(sql)).await?;
         if let Err(e) = crate::limits::check_text(sql, &self.engine.config().limits) {
             return Err(fail(audit, e).await);
         }
@@ -639,7 +639,7 @@ impl Session {
     /// read only the session's own tables (a plan over a provider built by
     /// hand would carry no policies).
     pub async fn plan(&self, plan: LogicalPlan) -> Result<Query, EngineError> {
-        let audit = self.begin_audit(None)?;
+        let audit = self.begin_audit(None).await?;
         if let Err(e) = self.check_plan(&plan) {
             return Err(fail(audit, e).await);
         }
@@ -691,11 +691,20 @@ impl Session {
     /// Writes the start record of a request (on a governed mesh): the
     /// request is refused when it cannot be recorded or when the principal
     /// is over its audit quota.
-    fn begin_audit(&self, sql: Option<&str>) -> Result<Option<PendingAudit>, EngineError> {
+    /// The write happens off the async threads: it may have to rotate the log.
+    async fn begin_audit(&self, sql: Option<&str>) -> Result<Option<PendingAudit>, EngineError> {
         let Some(log) = self.viewer.audit.as_ref() else { return Ok(None) };
         let mut record = AuditRecord::start(&self.viewer.principal, self.client.as_deref(), sql);
         record.policy_version = self.viewer.policies.as_ref().map(|p| p.version().to_string());
-        PendingAudit::begin(log, record).map(Some)
+        let log = Arc::clone(log);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => runtime
+                .spawn_blocking(move || PendingAudit::begin(&log, record))
+                .await
+                .map_err(|e| EngineError::Internal(format!("the audit write stopped: {e}")))?
+                .map(Some),
+            Err(_) => PendingAudit::begin(&log, record).map(Some),
+        }
     }
 
     /// Records a request that is not a query, served from the session's

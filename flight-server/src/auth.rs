@@ -65,6 +65,47 @@ pub fn unauthenticated() -> Status {
     Status::unauthenticated("invalid or missing credentials")
 }
 
+/// Marks a refusal whose request the service has recorded already; the
+/// authentication layer records every other refused or failed request.
+const RECORDED: &str = "x-agora-recorded";
+
+/// `status`, marked as recorded in the audit log (see [`AuthLayer`]).
+pub(crate) fn recorded(mut status: Status) -> Status {
+    status.metadata_mut().insert(RECORDED, tonic::metadata::MetadataValue::from_static("1"));
+    status
+}
+
+/// Records a refused or failed request that nothing recorded on its way
+/// (a default method, a command that does not decode, a forged ticket or
+/// handle, an unknown path), and takes the marker off recorded ones.
+async fn record_unrecorded(
+    mut response: http::Response<tonic::body::Body>,
+    engine: &Engine,
+    method: &str,
+    user: &str,
+    client: Option<String>,
+) -> http::Response<tonic::body::Body> {
+    if response.headers_mut().remove(RECORDED).is_some() {
+        return response;
+    }
+    let Some(status) = Status::from_header_map(response.headers()) else { return response };
+    let message = status.message().to_string();
+    let outcome = match status.code() {
+        tonic::Code::Ok => return response,
+        tonic::Code::Unauthenticated
+        | tonic::Code::PermissionDenied
+        | tonic::Code::InvalidArgument
+        | tonic::Code::NotFound
+        | tonic::Code::Unimplemented
+        | tonic::Code::ResourceExhausted
+        | tonic::Code::FailedPrecondition
+        | tonic::Code::OutOfRange => Outcome::Denied(message),
+        _ => Outcome::Failed(message),
+    };
+    let _ = engine.record_event(rpc_event(method, user, client, outcome)).await;
+    response
+}
+
 /// Resolves the principal of a non-handshake request.
 fn principal(auth: &Authenticator, headers: &HeaderMap) -> Result<Principal, Status> {
     match credentials(headers)? {
@@ -168,7 +209,11 @@ where
         let future: BoxFuture<'static, _> = Box::pin(async move {
             // A panic while serving one request fails that request alone.
             let response = match AssertUnwindSafe(inner.call(request)).catch_unwind().await {
-                Ok(response) => response,
+                Ok(Ok(response)) => {
+                    let response = client_decode_errors(response);
+                    Ok(record_unrecorded(response, &engine, &method, &user, client).await)
+                }
+                Ok(Err(e)) => Err(e),
                 Err(panic) => {
                     let message = panic
                         .downcast_ref::<&str>()
@@ -186,7 +231,6 @@ where
                     Ok(Status::internal("internal error while serving the request; it was logged").into_http())
                 }
             };
-            let response = response.map(client_decode_errors);
             tracing::info!(rpc = ?method, principal = ?user, elapsed_ms = started.elapsed().as_millis() as u64, "request");
             response
         });

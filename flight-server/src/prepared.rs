@@ -139,13 +139,16 @@ impl PreparedStore {
 
     /// Forgets the statement behind `handle`; closing an unknown handle is not
     /// an error (it may have expired).
-    pub fn close(&self, owner: &str, handle: &[u8]) {
-        if let Ok(id) = parse_handle(handle) {
-            let mut entries = self.lock();
-            if entries.get(&id).is_some_and(|e| e.owner == owner) {
-                entries.remove(&id);
-            }
+    /// Closes `owner`'s statement `handle`; false when there is no such
+    /// statement of theirs (another principal's handle closes nothing).
+    pub fn close(&self, owner: &str, handle: &[u8]) -> bool {
+        let Ok(id) = parse_handle(handle) else { return false };
+        let mut entries = self.lock();
+        if entries.get(&id).is_some_and(|e| e.owner == owner) {
+            entries.remove(&id);
+            return true;
         }
+        false
     }
 
     /// Statements kept now.

@@ -34,7 +34,7 @@ use prost::Message;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::auth::{Credentials, credentials, unauthenticated};
+use crate::auth::{Credentials, credentials, recorded, unauthenticated};
 use crate::metadata::{SQL_INFO, XDBC_TYPES, foreign_keys_schema, primary_keys_schema, table_schema_with_metadata};
 use crate::pattern::NamePattern;
 use crate::prepared::{
@@ -108,13 +108,13 @@ impl AgoraFlightSqlService {
             Err(e @ AuthError::LockedOut { .. }) => {
                 tracing::warn!(user = ?user, address = ?address, "login refused: locked out");
                 let _ = self.engine.record_event(login(&user, Vec::new(), Outcome::Denied(e.to_string()))).await;
-                Err(Status::resource_exhausted(e.to_string()))
+                Err(recorded(Status::resource_exhausted(e.to_string())))
             }
             Err(_) => {
                 tracing::warn!(user = ?user, address = ?address, "login refused");
                 let reason = Outcome::Denied("wrong user name or password".into());
                 let _ = self.engine.record_event(login(&user, Vec::new(), reason)).await;
-                Err(unauthenticated())
+                Err(recorded(unauthenticated()))
             }
         }
     }
@@ -147,7 +147,7 @@ impl AgoraFlightSqlService {
             outcome: Outcome::Denied(refusal.message().to_string()),
         };
         let _ = self.engine.record_event(event).await;
-        refusal
+        recorded(refusal)
     }
 
     /// Plans `handle`'s SQL and binds its parameters, if any.
@@ -339,6 +339,11 @@ fn ipc_schema(schema: &Schema) -> Result<bytes::Bytes, Status> {
 
 /// Maps engine errors onto gRPC codes: a user's mistake is never `Internal`.
 pub(crate) fn status(err: EngineError) -> Status {
+    // Engine errors come from requests the engine has recorded.
+    recorded(engine_status(err))
+}
+
+fn engine_status(err: EngineError) -> Status {
     let message = err.to_string();
     match err {
         EngineError::Sql(_) | EngineError::Config(_) => Status::invalid_argument(message),
@@ -432,7 +437,7 @@ impl FlightSqlService for AgoraFlightSqlService {
                     outcome: outcome.clone().err().unwrap_or(Outcome::Ok),
                 };
                 let recorded = self.engine.record_event(event).await;
-                outcome.map_err(|_| unauthenticated())?;
+                outcome.map_err(|_| recorded(unauthenticated()))?;
                 recorded.map_err(status)?;
                 token
             }
@@ -551,10 +556,15 @@ impl FlightSqlService for AgoraFlightSqlService {
         query: ActionClosePreparedStatementRequest,
         request: Request<Action>,
     ) -> Result<(), Status> {
-        self.audited(&request, "ClosePreparedStatement").await?;
         let session = self.session(&request);
-        self.prepared.close(&session.principal().user, &query.prepared_statement_handle);
-        Ok(())
+        if self.prepared.close(&session.principal().user, &query.prepared_statement_handle) {
+            self.audited(&request, "ClosePreparedStatement").await
+        } else {
+            // Nothing of the caller's was closed: answered as success (clients
+            // close handles twice), recorded as refused.
+            let _ = self.refused(&request, "ClosePreparedStatement", Status::not_found("no such prepared statement")).await;
+            Ok(())
+        }
     }
 
     async fn do_put_statement_update(

@@ -10,7 +10,8 @@ import uuid
 
 import pytest
 
-from conftest import ADMIN, ANALYST, FlightSession, connect, derived_config, grpc_code, serving, statement_command
+from conftest import (ADMIN, ANALYST, FlightSession, connect, derived_config, grpc_code, pb_any, pb_bytes,
+                      serving, statement_command)
 from test_limits import EXPENSIVE, ExpensiveClient, refusal
 
 
@@ -222,8 +223,21 @@ def test_a_flood_of_huge_denied_queries_keeps_other_users_records(agora_bin, mes
             first_refused = codes.index("RESOURCE_EXHAUSTED")
             assert 10 <= first_refused <= 100, f"the quota struck after {first_refused} requests"
             assert set(codes[first_refused:]) == {"RESOURCE_EXHAUSTED"}
-            # Another user is not affected, and the admin's record is still there.
+            # Listings count against the same user, not against the address
+            # that other users log in from.
+            for _ in range(600):
+                try:
+                    mallory.command(pb_any("CommandGetSqlInfo", b""))
+                except Exception as error:  # noqa: BLE001 - classified below
+                    assert grpc_code(error) == "RESOURCE_EXHAUSTED", error
+                    break
+            else:
+                pytest.fail("600 listings over the quota were all served")
+            # Another user is not affected (not even a new login from the same
+            # address), and the admin's record is still there.
             assert admin.query("SELECT 2 AS two").to_pylist() == [{"two": 2}]
+            with FlightSession(server, ADMIN) as again:
+                assert again.query("SELECT 3 AS three").to_pylist() == [{"three": 3}]
             kept = admin.query(
                 f"SELECT status FROM system.audit_log WHERE sql LIKE '%admin-{tag}%' AND sql NOT LIKE '%audit_log%'"
             ).to_pylist()
@@ -264,6 +278,32 @@ def test_owners_see_only_their_domains_part(agora_bin, mesh_config, tmp_path):
     assert f"foreign-{tag}" not in text, "a request that read only other domains is not shown"
     cross = [r for r in seen if r["products"] == ["customers.customer"]]
     assert len(cross) == 1, seen
-    assert cross[0]["sql"] is None and cross[0]["sql_sha256"], "the statement also names another domain's data"
+    assert cross[0]["sql"] is None and cross[0]["sql_sha256"] is None, "the statement names another domain's data"
     assert all(c.startswith("customers.") for c in cross[0]["columns"]), cross
     assert "sales." not in text and "12345.5" not in text, text
+
+
+def test_refused_and_undecodable_requests_are_recorded_too(agora_bin, mesh_config, tmp_path):
+    import pyarrow.flight as flight
+
+    config = derived_config(mesh_config, "audit-refused")
+    with serving(agora_bin, config, tmp_path / "refused.log") as server:
+        with FlightSession(server, ANALYST) as analyst:
+            attempts = {
+                "a forged ticket": lambda: analyst.fetch(pb_any("TicketStatementQuery", pb_bytes(1, b"forged"))),
+                "an unknown prepared statement": lambda: analyst.info(
+                    pb_any("CommandPreparedStatementQuery", pb_bytes(1, bytes(16)))
+                ),
+                "a command that does not decode": lambda: analyst.info(pb_any("CommandStatementQuery", b"\xff\xff")),
+                # Not implemented by Agora (arrow-flight's default answer).
+                "ListFlights": lambda: list(analyst.client.list_flights(options=analyst.options())),
+            }
+            for what, call in attempts.items():
+                before = len(records(config))
+                with pytest.raises(flight.FlightError):
+                    call()
+                new = wait_for(lambda: records(config)[before:], what=f"a record of {what}")
+                assert new[-1]["kind"] == "rpc" and new[-1]["user"] == "analyst", (what, new)
+                assert new[-1]["status"] in ("denied", "failed") and (new[-1]["reason"] or new[-1]["error"]), new
+    code, out = verify(agora_bin, config)
+    assert code == 0, out

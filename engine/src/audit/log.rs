@@ -16,7 +16,9 @@ use std::time::{Duration, SystemTime};
 use crate::config::AuditConfig;
 
 use super::quota::AuditQuota;
-use super::record::{AuditRecord, Dropped, GENESIS, line_hash};
+use crate::config::ChainKey;
+
+use super::record::{AuditRecord, Dropped, GENESIS, KEYED, chain_hash};
 
 /// The append-only audit file of a governed mesh.
 #[derive(Debug)]
@@ -41,6 +43,8 @@ struct Writer {
     seq: u64,
     /// Hash of the last record's line.
     head: String,
+    /// The chain key, if the log is keyed.
+    key: Option<ChainKey>,
 }
 
 #[derive(Debug, Default)]
@@ -75,7 +79,14 @@ impl AuditLog {
         let sync_handle = Arc::new(file.try_clone()?);
         let log = AuditLog {
             config: config.clone(),
-            writer: Mutex::new(Writer { file, sync_handle, size, seq: head.seq, head: head.hash }),
+            writer: Mutex::new(Writer {
+                file,
+                sync_handle,
+                size,
+                seq: head.seq,
+                head: head.hash,
+                key: config.chain_key.clone(),
+            }),
             synced: Mutex::new(SyncState { synced: head.seq, syncing: false }),
             synced_changed: Condvar::new(),
             retention_drops: AtomicU64::new(0),
@@ -215,7 +226,8 @@ impl AuditLog {
             let seq = serde_json::from_slice::<AuditRecord>(&last).map(|r| r.seq).unwrap_or(0);
             match &self.config.archive_dir {
                 Some(dir) => {
-                    let target = dir.join(archive_name(&self.config.path, seq));
+                    let first = first_seq(&path)?;
+                    let target = archive_target(dir, &self.config.path, first, seq);
                     move_file(&path, &target)?;
                     tracing::info!(from = %path.display(), to = %target.display(), "audit file archived");
                 }
@@ -228,7 +240,7 @@ impl AuditLog {
                     );
                     let d = dropped.get_or_insert(Dropped { through_seq: 0, last_hash: String::new(), files: vec![] });
                     d.through_seq = seq;
-                    d.last_hash = line_hash(&last);
+                    d.last_hash = chain_hash(self.config.chain_key.as_ref(), &last);
                     d.files.push(path.display().to_string());
                 }
             }
@@ -271,8 +283,9 @@ impl Writer {
     fn write(&mut self, record: &mut AuditRecord) -> std::io::Result<u64> {
         record.seq = self.seq + 1;
         record.prev = Some(self.head.clone());
+        record.chain = self.key.as_ref().map(|_| KEYED.to_string());
         let mut line = serde_json::to_vec(record).map_err(std::io::Error::other)?;
-        let hash = line_hash(&line);
+        let hash = chain_hash(self.key.as_ref(), &line);
         line.push(b'\n');
         if let Err(e) = self.file.write_all(&line) {
             // A partial line may be in the file: end it, so the next record
@@ -301,10 +314,26 @@ fn torn_path(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// The archive name of a file whose last record is `seq`: ordered by name.
-fn archive_name(path: &Path, seq: u64) -> String {
+/// Where a file holding records `first..=last` is archived: named so that
+/// names sort in log order, and never the name of a file already there
+/// (files of records written before chaining all have seq 0).
+fn archive_target(dir: &Path, path: &Path, first: u64, last: u64) -> PathBuf {
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("audit");
-    format!("{stem}-{seq:020}.jsonl")
+    let base = format!("{stem}-{first:020}-{last:020}");
+    let mut target = dir.join(format!("{base}.jsonl"));
+    let mut n = 1;
+    while target.exists() {
+        target = dir.join(format!("{base}-{n:04}.jsonl"));
+        n += 1;
+    }
+    target
+}
+
+/// `seq` of the first record of a file (0 when it has none, or none chained).
+fn first_seq(path: &Path) -> std::io::Result<u64> {
+    let mut first = String::new();
+    BufReader::new(File::open(path)?).read_line(&mut first)?;
+    Ok(serde_json::from_str::<AuditRecord>(&first).map(|r| r.seq).unwrap_or(0))
 }
 
 /// The files of the log, oldest first: archive, rotated, current.
@@ -401,7 +430,7 @@ fn find_head(config: &AuditConfig) -> std::io::Result<Head> {
                 Ok(r) => r.seq,
                 Err(_) => newest_seq(path)?,
             };
-            return Ok(Head { seq, hash: line_hash(&line) });
+            return Ok(Head { seq, hash: chain_hash(config.chain_key.as_ref(), &line) });
         }
     }
     Ok(Head { seq: 0, hash: GENESIS.to_string() })
@@ -417,16 +446,19 @@ fn newest_seq(path: &Path) -> std::io::Result<u64> {
     Ok(seq)
 }
 
-/// Renames `from` to `to`, copying when they are on different file systems.
+/// Moves `from` to `to` without ever replacing a file at `to`: a hard link
+/// then an unlink, or a copy into a new file when they are on different file
+/// systems.
 fn move_file(from: &Path, to: &Path) -> std::io::Result<()> {
-    if std::fs::rename(from, to).is_ok() {
-        sync_dir(to);
-        return Ok(());
+    if std::fs::hard_link(from, to).is_err() {
+        let mut target = OpenOptions::new().write(true).create_new(true).open(to)?;
+        std::io::copy(&mut File::open(from)?, &mut target)?;
+        target.sync_all()?;
     }
-    std::fs::copy(from, to)?;
-    File::open(to)?.sync_all()?;
     sync_dir(to);
-    std::fs::remove_file(from)
+    std::fs::remove_file(from)?;
+    sync_dir(from);
+    Ok(())
 }
 
 /// Makes a rename in `path`'s directory durable (best effort: not every

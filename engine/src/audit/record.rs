@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::Principal;
+use crate::config::ChainKey;
 use crate::governance::AppliedPolicy;
 
 /// One line of the audit log.
@@ -23,6 +24,10 @@ pub struct AuditRecord {
     /// or inserted line breaks the chain (see `agora audit verify`).
     #[serde(default)]
     pub prev: Option<String>,
+    /// `hmac-sha256` when `prev` is keyed by `governance.audit.chain_key`
+    /// (absent: plain SHA-256).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<String>,
     /// What was recorded: `query`, `metadata` (a catalogue listing), `login`,
     /// `rpc` (a request refused or failed before it reached the engine),
     /// or the log's own notes: `retention`, `repair`, `quota`.
@@ -166,6 +171,22 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 /// SHA-256 (hex) of one line of the log, without its newline.
 pub(crate) fn line_hash(line: &[u8]) -> String {
     hex(&Sha256::digest(line))
+}
+
+/// The `chain` of records whose `prev` is keyed.
+pub const KEYED: &str = "hmac-sha256";
+
+/// What the next record names as `prev`: HMAC-SHA-256 of the line under the
+/// chain key, or its SHA-256 without one.
+pub(crate) fn chain_hash(key: Option<&ChainKey>, line: &[u8]) -> String {
+    use hmac::{KeyInit, Mac};
+    match key.and_then(|k| hmac::Hmac::<Sha256>::new_from_slice(&k.0).ok()) {
+        Some(mut mac) => {
+            mac.update(line);
+            hex(&mac.finalize().into_bytes())
+        }
+        None => line_hash(line),
+    }
 }
 
 /// The `prev` of the first record of a log.

@@ -36,8 +36,9 @@ pub(crate) fn merge_requests(records: Vec<AuditRecord>) -> Vec<AuditRecord> {
 
 /// A record as a domain owner who is not an admin may see it: only the
 /// products, columns and policies of the domains they own; a request that
-/// also read other domains keeps its digest but not its statement or
-/// errors, which could quote those domains' names and values.
+/// also read other domains keeps neither its statement, nor its digest, nor
+/// its errors, which could quote (or confirm guesses of) those domains' names
+/// and values.
 pub(crate) fn owner_view(mut record: AuditRecord, owns: &dyn Fn(&str) -> bool) -> AuditRecord {
     let in_owned = |name: &String| name.split('.').next().is_some_and(owns);
     let foreign = record.products.iter().any(|p| !in_owned(p));
@@ -45,7 +46,9 @@ pub(crate) fn owner_view(mut record: AuditRecord, owns: &dyn Fn(&str) -> bool) -
     record.columns.retain(in_owned);
     record.policies.retain(|p| in_owned(&p.product));
     if foreign {
+        // The digest too: it would confirm a guessed statement.
         record.sql = None;
+        record.sql_sha256 = None;
         record.error = None;
         record.reason = None;
     }
@@ -159,7 +162,7 @@ mod tests {
         r.columns = vec!["sales.o.id".into(), "hr.pay.salary".into()];
         let seen = owner_view(r.clone(), &|d| d == "sales");
         assert_eq!((seen.products, seen.columns), (vec!["sales.o".to_string()], vec!["sales.o.id".to_string()]));
-        assert_eq!((seen.sql, seen.sql_sha256.is_some()), (None, true));
+        assert_eq!((seen.sql, seen.sql_sha256), (None, None));
         r.products.truncate(1);
         r.columns.truncate(1);
         assert_eq!(owner_view(r, &|d| d == "sales").sql.as_deref(), Some("SELECT * FROM sales.o JOIN hr.pay"));

@@ -8,6 +8,12 @@
 //! begin after them. What the chain cannot show by itself is a cut at the
 //! very end (the newest records removed, nothing after them): compare the head
 //! reported here with one recorded elsewhere earlier.
+//!
+//! Without a chain key, whoever can write the files can also write lines
+//! whose hashes fit (a forged retention record, say); with
+//! `governance.audit.chain_key_*` the hashes are HMACs only the key's holder
+//! can compute, and a keyed log stays keyed: an unkeyed record after keyed
+//! ones is reported.
 
 use std::fmt;
 use std::fs::File;
@@ -17,7 +23,7 @@ use std::path::PathBuf;
 use crate::config::AuditConfig;
 
 use super::log::log_files;
-use super::record::{AuditRecord, GENESIS, line_hash};
+use super::record::{AuditRecord, GENESIS, KEYED, chain_hash, line_hash};
 
 /// What `agora audit verify` found.
 #[derive(Debug, Default)]
@@ -67,7 +73,10 @@ impl ChainReport {
 struct Line {
     file: usize,
     number: u64,
+    /// SHA-256 of the line.
     hash: String,
+    /// HMAC of the line under the chain key, when one is configured.
+    keyed: Option<String>,
     record: Option<AuditRecord>,
 }
 
@@ -83,6 +92,7 @@ pub fn verify(config: &AuditConfig) -> std::io::Result<ChainReport> {
                 file: i,
                 number: n as u64 + 1,
                 hash: line_hash(&line),
+                keyed: config.chain_key.as_ref().map(|k| chain_hash(Some(k), &line)),
                 record: serde_json::from_slice::<AuditRecord>(&line).ok(),
             });
         }
@@ -94,28 +104,42 @@ pub fn verify(config: &AuditConfig) -> std::io::Result<ChainReport> {
         .filter_map(|l| l.record.as_ref()?.dropped.as_ref())
         .map(|d| (d.through_seq, d.last_hash.clone()))
         .collect();
-    let mut previous: Option<(u64, String)> = None;
+    // (seq, SHA-256, keyed hash) of the line before.
+    let mut previous: Option<(u64, String, Option<String>)> = None;
+    let mut keyed_seen = false;
     for line in &lines {
         let problem = |what: String| ChainProblem { file: report.files[line.file].clone(), line: line.number, what };
         report.records += 1;
         let Some(record) = &line.record else {
             report.problems.push(problem("not an audit record (edited, or damaged)".into()));
-            previous = Some((previous.map(|p| p.0 + 1).unwrap_or(0), line.hash.clone()));
+            let seq = previous.as_ref().map(|p| p.0.saturating_add(1)).unwrap_or(0);
+            previous = Some((seq, line.hash.clone(), line.keyed.clone()));
             continue;
         };
         let Some(prev) = &record.prev else {
             report.unchained += 1;
-            if previous.as_ref().is_some_and(|(seq, _)| *seq > 0) {
+            if previous.as_ref().is_some_and(|(seq, _, _)| *seq > 0) {
                 report.problems.push(problem("an unchained record after chained ones (inserted)".into()));
             }
-            previous = Some((0, line.hash.clone()));
+            previous = Some((0, line.hash.clone(), line.keyed.clone()));
             continue;
         };
+        let keyed = record.chain.as_deref() == Some(KEYED);
+        if keyed && config.chain_key.is_none() {
+            report.problems.push(problem(
+                "a keyed record: give governance.audit.chain_key_env or chain_key_file to verify it".into(),
+            ));
+        }
+        if !keyed && keyed_seen {
+            report.problems.push(problem("an unkeyed record after keyed ones (forged or inserted)".into()));
+        }
+        keyed_seen |= keyed;
         report.first_seq.get_or_insert(record.seq);
         match &previous {
             None => {
                 let from_genesis = record.seq == 1 && prev == GENESIS;
-                let after_retention = announced.iter().any(|(seq, hash)| seq + 1 == record.seq && hash == prev);
+                let after_retention =
+                    announced.iter().any(|(seq, hash)| seq.checked_add(1) == Some(record.seq) && hash == prev);
                 if !(from_genesis || after_retention) {
                     report.problems.push(problem(format!(
                         "the log begins at seq {} without a retention record announcing records 1..{}: \
@@ -125,10 +149,12 @@ pub fn verify(config: &AuditConfig) -> std::io::Result<ChainReport> {
                     )));
                 }
             }
-            Some((seq, hash)) => {
-                if record.seq != seq + 1 && *seq > 0 {
-                    let what = if record.seq > seq + 1 {
-                        format!("records {}..{} are missing", seq + 1, record.seq - 1)
+            Some((seq, plain, keyed_hash)) => {
+                let hash = if keyed { keyed_hash.as_ref().unwrap_or(plain) } else { plain };
+                let next = seq.saturating_add(1);
+                if record.seq != next && *seq > 0 {
+                    let what = if record.seq > next {
+                        format!("records {next}..{} are missing", record.seq - 1)
                     } else {
                         format!("seq {} follows seq {seq}: out of order or inserted", record.seq)
                     };
@@ -141,10 +167,10 @@ pub fn verify(config: &AuditConfig) -> std::io::Result<ChainReport> {
                 }
             }
         }
-        previous = Some((record.seq, line.hash.clone()));
+        previous = Some((record.seq, line.hash.clone(), line.keyed.clone()));
     }
     report.last_seq = lines.iter().rev().find_map(|l| l.record.as_ref().map(|r| r.seq));
-    report.head = lines.last().map(|l| l.hash.clone());
+    report.head = lines.last().map(|l| l.keyed.clone().unwrap_or_else(|| l.hash.clone()));
     Ok(report)
 }
 
@@ -217,6 +243,64 @@ mod tests {
         garbage.insert(1, "{\"not\": \"a record\"}".into());
         std::fs::write(&c.path, garbage.join("\n") + "\n").unwrap();
         assert!(!verify(&c).unwrap().is_intact());
+    }
+
+    #[test]
+    fn a_forged_retention_note_fools_a_plain_chain_but_not_a_keyed_one() {
+        for keyed in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut c = config(dir.path(), u64::MAX, 3, false);
+            if keyed {
+                c.chain_key = Some(crate::config::ChainKey(b"0123456789abcdef-key".as_slice().into()));
+            }
+            write(&AuditLog::open(&c).unwrap(), 10);
+            // Someone who can write the file removes the first five records
+            // and appends a note announcing their removal.
+            let lines = lines_of(&c.path);
+            let mut forged = AuditRecord::note("retention", "forged".into());
+            forged.seq = 11;
+            forged.prev = Some(line_hash(lines[9].as_bytes()));
+            forged.dropped = Some(crate::audit::Dropped {
+                through_seq: 5,
+                last_hash: line_hash(lines[4].as_bytes()),
+                files: vec![],
+            });
+            let text = lines[5..].join("\n") + "\n" + &serde_json::to_string(&forged).unwrap() + "\n";
+            std::fs::write(&c.path, text).unwrap();
+            let report = verify(&c).unwrap();
+            assert_eq!(report.is_intact(), !keyed, "keyed {keyed}: {:?}", report.problems);
+        }
+    }
+
+    #[test]
+    fn a_keyed_log_verifies_only_with_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config(dir.path(), 1000, 3, true);
+        c.chain_key = Some(crate::config::ChainKey(b"0123456789abcdef-key".as_slice().into()));
+        write(&AuditLog::open(&c).unwrap(), 30);
+        assert!(verify(&c).unwrap().is_intact());
+        let wrong = AuditConfig { chain_key: Some(crate::config::ChainKey(b"another-key-0123456".as_slice().into())), ..c.clone() };
+        assert!(!verify(&wrong).unwrap().is_intact());
+        let none = AuditConfig { chain_key: None, ..c };
+        assert!(verify(&none).unwrap().problems[0].what.contains("chain_key"));
+    }
+
+    #[test]
+    fn archived_files_never_replace_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = config(dir.path(), 300, 1, true);
+        // Two files of unchained records (an older Agora): their names would collide.
+        std::fs::create_dir_all(c.path.parent().unwrap()).unwrap();
+        let old = r#"{"event_time":"2026-01-01T00:00:00.000Z","query_id":"a","user":"u","groups":[],"client":null,"sql":"OLDEST","products":[],"columns":[],"policies":[],"decision":"allow","reason":null,"status":"ok","error":null,"rows":1,"bytes":8,"duration_ms":1,"policy_version":null}"#;
+        std::fs::write(crate::audit::log::rotated(&c.path, 1), format!("{old}\n")).unwrap();
+        std::fs::write(&c.path, format!("{}\n", old.replace("OLDEST", "OLDER"))).unwrap();
+        write(&AuditLog::open(&c).unwrap(), 20);
+        let archived: Vec<String> = std::fs::read_dir(dir.path().join("archive"))
+            .unwrap()
+            .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+            .collect();
+        let all = archived.join("");
+        assert!(all.contains("OLDEST") && all.contains("OLDER"), "{archived:#?}");
     }
 
     #[test]

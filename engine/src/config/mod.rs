@@ -95,6 +95,20 @@ pub struct AuditConfig {
     /// Bytes of audit records one principal may cause per minute; over it,
     /// its requests are refused (`RESOURCE_EXHAUSTED`) until the minute ends.
     pub quota_bytes_per_minute: u64,
+    /// A secret that keys the hash chain (HMAC-SHA-256 instead of SHA-256):
+    /// without it, whoever can write the log can also recompute a consistent
+    /// chain after an edit.
+    pub chain_key: Option<ChainKey>,
+}
+
+/// The audit chain's key (`chain_key_env` / `chain_key_file`), never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ChainKey(pub std::sync::Arc<[u8]>);
+
+impl std::fmt::Debug for ChainKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChainKey(<set>)")
+    }
 }
 
 impl Default for AuditConfig {
@@ -106,6 +120,7 @@ impl Default for AuditConfig {
             archive_dir: None,
             max_age_days: None,
             quota_bytes_per_minute: DEFAULT_AUDIT_QUOTA_BYTES_PER_MINUTE,
+            chain_key: None,
         }
     }
 }

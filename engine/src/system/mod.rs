@@ -96,6 +96,12 @@ impl SystemTable {
         match self.name.as_str() {
             "audit_log" => {
                 let Some(log) = c.viewer.audit.clone() else { return audit_batch(&[]) };
+                // Only admins and domain owners see any of it: for anyone
+                // else the log is not even read.
+                let owner = c.mesh.config().domains.iter().any(|d| c.viewer.may_audit_domain(&d.name));
+                if !owner {
+                    return audit_batch(&[]);
+                }
                 let path = log.path().display().to_string();
                 let records = tokio::task::spawn_blocking(move || log.read_all())
                     .await

@@ -21,7 +21,7 @@ use crate::identity::{
 use crate::jwt::{JwksSource, JwtConfig};
 
 use super::{
-    AuditConfig, ConfigError, ConfigProblem, DomainConfig, GovernanceConfig, LineageConfig, LineageSink, MeshConfig,
+    AuditConfig, ChainKey, ConfigError, ConfigProblem, DomainConfig, GovernanceConfig, LineageConfig, LineageSink, MeshConfig,
     Owner, ProductConfig, RESERVED_SCHEMAS, SchemaAttachment, location,
 };
 use crate::contract::Contract;
@@ -313,13 +313,29 @@ impl Walker<'_> {
         let mut audit = AuditConfig { path: self.base.join("audit/audit.jsonl"), ..AuditConfig::default() };
         if let Some(value) = map.get("audit") {
             let apath = join(path, "audit");
-            let keys = ["path", "max_bytes", "keep", "archive_dir", "max_age_days", "quota_bytes_per_minute"];
+            let keys = [
+                "path",
+                "max_bytes",
+                "keep",
+                "archive_dir",
+                "max_age_days",
+                "quota_bytes_per_minute",
+                "chain_key_env",
+                "chain_key_file",
+            ];
             if let Some(amap) = self.mapping(value, &apath, &keys) {
                 if let Some(p) = self.file_path(amap, "path", &apath) {
                     audit.path = p;
                 }
                 if amap.get("archive_dir").is_some() {
                     audit.archive_dir = self.file_path(amap, "archive_dir", &apath);
+                }
+                if let Some(key) = self.secret_from_env_or_file(amap, "chain_key", &apath, false) {
+                    if key.trim().len() < 16 {
+                        self.problem(&join(&apath, "chain_key"), "the chain key must hold at least 16 bytes");
+                    } else {
+                        audit.chain_key = Some(ChainKey(key.trim().as_bytes().into()));
+                    }
                 }
                 let mut max_age = 0;
                 for (key, slot) in [

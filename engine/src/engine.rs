@@ -590,7 +590,14 @@ impl Session {
     ) -> Result<Query, EngineError> {
         let limits = self.engine.config().limits.for_principal(&self.viewer.principal);
         let admission = &self.engine.inner.admission;
-        let slot = match admission.admit(&self.viewer.principal.user, limits.max_queries_per_principal).await {
+        let admit = async {
+            if sql.is_some_and(crate::limits::reads_nothing) {
+                admission.admit_constant().await
+            } else {
+                admission.admit(&self.viewer.principal.user, limits.max_queries_per_principal).await
+            }
+        };
+        let slot = match admit.await {
             Ok(slot) => slot,
             Err(e) => return Err(fail(audit, e).await),
         };

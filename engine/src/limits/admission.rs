@@ -19,10 +19,17 @@ use crate::EngineError;
 /// Entries of idle principals are dropped once the map holds this many.
 const PRUNE_AT: usize = 1024;
 
+/// Statements that read nothing running at once, beside the regular slots.
+const CONSTANT_LANE: usize = 4;
+
 /// The slots of one engine.
 #[derive(Debug)]
 pub(crate) struct Admission {
     running: Arc<Semaphore>,
+    /// A lane of its own for statements that read nothing (`SELECT 1`, the
+    /// probe of health checks and BI keep-alives), so that they never queue
+    /// behind heavy queries.
+    constant: Arc<Semaphore>,
     max_running: usize,
     queued: Arc<AtomicUsize>,
     max_queued: usize,
@@ -33,8 +40,7 @@ pub(crate) struct Admission {
 /// A query's right to run; dropping it frees the slot.
 #[derive(Debug)]
 pub(crate) struct QuerySlot {
-    _own: OwnedSemaphorePermit,
-    _running: OwnedSemaphorePermit,
+    _permits: Vec<OwnedSemaphorePermit>,
     /// How long the query waited for its slot.
     pub(crate) queued: Duration,
 }
@@ -54,6 +60,7 @@ impl Admission {
     pub(crate) fn new(max_running: usize, max_queued: usize, queue_timeout: Duration) -> Self {
         Admission {
             running: Arc::new(Semaphore::new(max_running.max(1))),
+            constant: Arc::new(Semaphore::new(CONSTANT_LANE)),
             max_running: max_running.max(1),
             queued: Arc::new(AtomicUsize::new(0)),
             max_queued,
@@ -75,7 +82,7 @@ impl Admission {
         // The fast path: both slots free, no queueing.
         if let Ok(own_permit) = Arc::clone(&own).try_acquire_owned() {
             if let Ok(running) = Arc::clone(&self.running).try_acquire_owned() {
-                return Ok(QuerySlot { _own: own_permit, _running: running, queued: Duration::ZERO });
+                return Ok(QuerySlot { _permits: vec![own_permit, running], queued: Duration::ZERO });
             }
             drop(own_permit);
         }
@@ -96,13 +103,26 @@ impl Admission {
         let outcome = tokio::time::timeout(self.queue_timeout, wait).await;
         drop(waiting);
         match outcome {
-            Ok((Ok(own), Ok(running))) => Ok(QuerySlot { _own: own, _running: running, queued: started.elapsed() }),
+            Ok((Ok(own), Ok(running))) => Ok(QuerySlot { _permits: vec![own, running], queued: started.elapsed() }),
             Ok(_) => Err(EngineError::Execution("the engine is shutting down".into())),
             Err(_) => Err(EngineError::ResourcesExhausted(format!(
                 "no query slot became free within {} s (limits.queue_timeout_seconds): user '{user}' may run {per_principal} \
                  queries at once (limits.max_queries_per_principal) and the server {} (limits.max_concurrent_queries)",
                 self.queue_timeout.as_secs_f64(),
                 self.max_running
+            ))),
+        }
+    }
+
+    /// Takes a slot in the lane of statements that read nothing.
+    pub(crate) async fn admit_constant(&self) -> Result<QuerySlot, EngineError> {
+        let started = Instant::now();
+        match tokio::time::timeout(self.queue_timeout, Arc::clone(&self.constant).acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(QuerySlot { _permits: vec![permit], queued: started.elapsed() }),
+            Ok(Err(_)) => Err(EngineError::Execution("the engine is shutting down".into())),
+            Err(_) => Err(EngineError::ResourcesExhausted(format!(
+                "no slot for a constant statement became free within {} s (limits.queue_timeout_seconds)",
+                self.queue_timeout.as_secs_f64()
             ))),
         }
     }

@@ -81,6 +81,40 @@ impl Visitor for Shape<'_> {
     }
 }
 
+/// Whether `sql` is a single `SELECT` of expressions that reads nothing (no
+/// `FROM`, sub-query, set operation, CTE or `VALUES`): such statements
+/// (`SELECT 1`, `SELECT version()`) run in a lane of their own rather than
+/// queue behind heavy queries. Decided on tokens, without parsing, and
+/// conservatively: anything else is not.
+pub(crate) fn reads_nothing(sql: &str) -> bool {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::keywords::Keyword;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    if sql.len() > 4096 {
+        return false;
+    }
+    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize() else { return false };
+    let mut words = tokens.iter().filter(|t| !matches!(t, Token::Whitespace(_)));
+    if !matches!(words.next(), Some(Token::Word(w)) if w.keyword == Keyword::SELECT && w.quote_style.is_none()) {
+        return false;
+    }
+    words.all(|t| match t {
+        Token::Word(w) if w.quote_style.is_none() => !matches!(
+            w.keyword,
+            Keyword::SELECT
+                | Keyword::FROM
+                | Keyword::WITH
+                | Keyword::VALUES
+                | Keyword::UNION
+                | Keyword::EXCEPT
+                | Keyword::INTERSECT
+                | Keyword::TABLE
+                | Keyword::UNNEST
+        ),
+        _ => true,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use datafusion::sql::parser::DFParser;
@@ -120,5 +154,26 @@ mod tests {
         let limits = LimitsConfig { max_sql_bytes: 64, ..LimitsConfig::default() };
         let err = check_text(&format!("SELECT 1 -- {}", "x".repeat(100)), &limits).unwrap_err();
         assert!(err.to_string().contains("limits.max_sql_bytes"), "{err}");
+    }
+
+    #[test]
+    fn only_statements_that_read_nothing_take_the_constant_lane() {
+        for sql in ["SELECT 1", "select 1 AS one", "SELECT version(), now()", "SELECT $1 + 1", " SELECT 'from'"] {
+            assert!(reads_nothing(sql), "{sql}");
+        }
+        for sql in [
+            "SELECT * FROM sales.orders",
+            "SELECT (SELECT count(*) FROM sales.orders)",
+            "WITH t AS (SELECT 1) SELECT * FROM t",
+            "SELECT 1 UNION ALL SELECT 2",
+            "VALUES (1)",
+            "EXPLAIN SELECT 1",
+            "SELECT extract(year FROM now())",
+            "SELECT unnest([1, 2])",
+            "SHOW TABLES",
+            "SELEC 1",
+        ] {
+            assert!(!reads_nothing(sql), "{sql}");
+        }
     }
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 use crate::Principal;
 
 pub(crate) use self::admission::{Admission, QuerySlot};
-pub(crate) use self::complexity::{check_statement, check_text};
+pub(crate) use self::complexity::{check_statement, check_text, reads_nothing};
 
 /// The `limits` section of a mesh file.
 #[derive(Debug, Clone, PartialEq)]

@@ -845,6 +845,15 @@ impl Query {
         }
     }
 
+    /// Ends a query that was planned but is not run here (a Flight SQL
+    /// `GetFlightInfo`, whose client runs it with a `DoGet` of its own):
+    /// recorded as `planned`.
+    pub async fn close(self) {
+        if let Some(a) = self.audit {
+            let _ = a.finish_async("planned", None).await;
+        }
+    }
+
     /// Gives the query up before it runs (its parameters could not be
     /// converted, say), recording `error` as its outcome; returns `error`.
     pub async fn reject(self, error: EngineError) -> EngineError {

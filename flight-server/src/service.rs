@@ -171,10 +171,17 @@ impl AgoraFlightSqlService {
         }
     }
 
-    /// The schema clients will receive for a planned query.
-    async fn result_schema(&self, query: &Query) -> Result<SchemaRef, Status> {
-        let schema = query.output_schema().await.map_err(status)?;
-        Ok(self.types.schema(&schema))
+    /// The schema clients will receive for a query planned only to tell it,
+    /// and that query's end (recorded as `planned`, or as failed when even
+    /// that fails).
+    async fn planned_schema(&self, query: Query) -> Result<SchemaRef, Status> {
+        match query.output_schema().await {
+            Ok(schema) => {
+                query.close().await;
+                Ok(self.types.schema(&schema))
+            }
+            Err(e) => Err(status(query.reject(e).await)),
+        }
     }
 
     /// Plans and streams `handle` as Flight data, logging rows and duration when
@@ -436,9 +443,9 @@ impl FlightSqlService for AgoraFlightSqlService {
                     client: client.map(|a| a.to_string()),
                     outcome: outcome.clone().err().unwrap_or(Outcome::Ok),
                 };
-                let recorded = self.engine.record_event(event).await;
+                let written = self.engine.record_event(event).await;
                 outcome.map_err(|_| recorded(unauthenticated()))?;
-                recorded.map_err(status)?;
+                written.map_err(status)?;
                 token
             }
             None if self.auth.allows_anonymous() => String::new(),
@@ -463,8 +470,7 @@ impl FlightSqlService for AgoraFlightSqlService {
         let session = self.session(&request);
         let handle = Statement { sql: query.query, parameters: None };
         let planned = self.plan(&session, &handle).await?;
-        let schema = self.result_schema(&planned).await?;
-        drop(planned);
+        let schema = self.planned_schema(planned).await?;
         let statement_handle = self.tickets.ticket(&session.principal().user, &handle.sql)?;
         let ticket = TicketStatementQuery { statement_handle: statement_handle.into() };
         // The ticket carries the SQL already: the descriptor does not repeat it
@@ -492,8 +498,7 @@ impl FlightSqlService for AgoraFlightSqlService {
         let session = self.session(&request);
         let handle = self.prepared.get(&session.principal().user, &query.prepared_statement_handle)?;
         let planned = self.plan(&session, &handle).await?;
-        let schema = self.result_schema(&planned).await?;
-        drop(planned);
+        let schema = self.planned_schema(planned).await?;
         let info = self.flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())?;
         Ok(Response::new(info))
     }
@@ -516,14 +521,17 @@ impl FlightSqlService for AgoraFlightSqlService {
         let session = self.session(&request);
         let handle = Statement { sql: query.query, parameters: None };
         let planned = self.plan(&session, &handle).await?;
-        let parameters = planned.parameters().map_err(status)?;
+        let parameters = match planned.parameters() {
+            Ok(parameters) => parameters,
+            Err(e) => return Err(status(planned.reject(e).await)),
+        };
         // With unbound parameters the physical plan cannot be built yet; the
         // logical schema is the best answer until values are bound.
         let dataset = match planned.output_schema().await {
             Ok(s) => self.types.schema(&s),
             Err(_) => self.types.schema(&planned.schema()),
         };
-        drop(planned);
+        planned.close().await;
         let prepared_statement_handle = self.prepared.create(&session.principal().user, handle.sql)?;
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: prepared_statement_handle.into(),
@@ -545,7 +553,7 @@ impl FlightSqlService for AgoraFlightSqlService {
         let handle = Statement { sql: prepared.sql.clone(), parameters };
         // Check the values against the statement now, so a mistake is reported
         // at bind time rather than at execution.
-        drop(self.plan(&session, &handle).await?);
+        self.plan(&session, &handle).await?.close().await;
         self.prepared.bind(&owner, &query.prepared_statement_handle, handle.parameters)?;
         // The handle stays the same: clients that keep the first one still work.
         Ok(DoPutPreparedStatementResult { prepared_statement_handle: Some(query.prepared_statement_handle) })
@@ -562,7 +570,8 @@ impl FlightSqlService for AgoraFlightSqlService {
         } else {
             // Nothing of the caller's was closed: answered as success (clients
             // close handles twice), recorded as refused.
-            let _ = self.refused(&request, "ClosePreparedStatement", Status::not_found("no such prepared statement")).await;
+            let _ =
+                self.refused(&request, "ClosePreparedStatement", Status::not_found("no such prepared statement")).await;
             Ok(())
         }
     }

@@ -19,8 +19,8 @@ use super::log::AuditLog;
 use super::record::AuditRecord;
 
 /// A request whose start record is written and whose finish record is due.
-/// Dropped unfinished (a query planned for a client that never ran it), it
-/// is finished as `planned`.
+/// Dropped unfinished (the client went away while it was planned), it is
+/// finished as `cancelled`.
 pub(crate) struct PendingAudit {
     log: Arc<AuditLog>,
     record: Option<AuditRecord>,
@@ -92,7 +92,7 @@ impl Drop for PendingAudit {
         let log = Arc::clone(&self.log);
         let started = self.started;
         let write = move || {
-            let _ = write_finish(&log, &start, "planned", None, started);
+            let _ = write_finish(&log, &start, "cancelled", None, started);
         };
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => drop(handle.spawn_blocking(write)),

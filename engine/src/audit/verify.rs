@@ -279,7 +279,10 @@ mod tests {
         c.chain_key = Some(crate::config::ChainKey(b"0123456789abcdef-key".as_slice().into()));
         write(&AuditLog::open(&c).unwrap(), 30);
         assert!(verify(&c).unwrap().is_intact());
-        let wrong = AuditConfig { chain_key: Some(crate::config::ChainKey(b"another-key-0123456".as_slice().into())), ..c.clone() };
+        let wrong = AuditConfig {
+            chain_key: Some(crate::config::ChainKey(b"another-key-0123456".as_slice().into())),
+            ..c.clone()
+        };
         assert!(!verify(&wrong).unwrap().is_intact());
         let none = AuditConfig { chain_key: None, ..c };
         assert!(verify(&none).unwrap().problems[0].what.contains("chain_key"));

@@ -20,5 +20,5 @@ pub mod subjects;
 
 pub use self::masks::Mask;
 pub use self::policy::{Access, Denial, Grant, PolicySet, Restriction, TablePolicy, TagRule};
-pub use self::subjects::Subjects;
 pub use self::rewrite::AppliedPolicy;
+pub use self::subjects::Subjects;

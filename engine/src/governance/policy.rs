@@ -738,7 +738,10 @@ mod tests {
         );
         PolicySet {
             admins: Subjects { groups: vec!["admins".into()], ..Subjects::default() },
-            owners: BTreeMap::from([("crm".to_string(), Subjects { users: vec!["olga".into()], ..Subjects::default() })]),
+            owners: BTreeMap::from([(
+                "crm".to_string(),
+                Subjects { users: vec!["olga".into()], ..Subjects::default() },
+            )]),
             tags,
             policy_tagged: BTreeMap::new(),
             grants,

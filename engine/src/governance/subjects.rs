@@ -10,9 +10,9 @@
 
 use serde::Deserialize;
 
+use crate::Principal;
 use crate::config::ConfigProblem;
 use crate::identity::{AuthConfig, PrincipalKind, is_reserved_principal};
-use crate::Principal;
 
 /// A set of users, services and groups a policy applies to.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]

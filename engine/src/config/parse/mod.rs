@@ -21,8 +21,8 @@ use crate::identity::{
 use crate::jwt::{JwksSource, JwtConfig};
 
 use super::{
-    AuditConfig, ChainKey, ConfigError, ConfigProblem, DomainConfig, GovernanceConfig, LineageConfig, LineageSink, MeshConfig,
-    Owner, ProductConfig, RESERVED_SCHEMAS, SchemaAttachment, location,
+    AuditConfig, ChainKey, ConfigError, ConfigProblem, DomainConfig, GovernanceConfig, LineageConfig, LineageSink,
+    MeshConfig, Owner, ProductConfig, RESERVED_SCHEMAS, SchemaAttachment, location,
 };
 use crate::contract::Contract;
 

@@ -102,23 +102,17 @@ impl SQLExecutor for RangeReadExecutor {
         schema: SchemaRef,
         filters: &[Arc<dyn PhysicalExpr>],
     ) -> Result<SendableRecordBatchStream> {
-        // Every statement carries a marker, so that a query abandoned before
-        // its end (client gone, timeout) can be cancelled in PostgreSQL too.
-        let marker = crate::postgres_cancel::StatementMarker::new();
-        let stream = if let Some(rounded) = crate::postgres_sql::round_decimals(query, &schema) {
-            self.inner.execute(&marker.mark(&rounded), Arc::clone(&schema), filters)?
-        } else if let Some(scan) = (self.partitions > 1).then(|| PlainScan::parse(query)).flatten() {
-            let pool = Arc::clone(&self.pool);
-            let (partitions, name, output) = (self.partitions, self.name.clone(), Arc::clone(&schema));
-            let mark = marker.clone();
-            let stream =
-                futures::stream::once(async move { read_ranges(pool, scan, partitions, output, name, mark).await })
-                    .try_flatten();
-            Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&schema), stream))
-        } else {
-            self.inner.execute(&marker.mark(query), Arc::clone(&schema), filters)?
+        if let Some(rounded) = crate::postgres_sql::round_decimals(query, &schema) {
+            return self.inner.execute(&rounded, schema, filters);
+        }
+        let Some(scan) = (self.partitions > 1).then(|| PlainScan::parse(query)).flatten() else {
+            return self.inner.execute(query, schema, filters);
         };
-        Ok(crate::postgres_cancel::cancel_on_drop(stream, marker, Arc::clone(&self.pool), self.name.clone()))
+        let pool = Arc::clone(&self.pool);
+        let (partitions, name, output) = (self.partitions, self.name.clone(), Arc::clone(&schema));
+        let stream =
+            futures::stream::once(async move { read_ranges(pool, scan, partitions, output, name).await }).try_flatten();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
     }
 
     async fn statistics(&self, plan: &LogicalPlan) -> Result<Statistics> {
@@ -247,7 +241,6 @@ async fn read_ranges(
     partitions: usize,
     schema: SchemaRef,
     name: String,
-    marker: crate::postgres_cancel::StatementMarker,
 ) -> Result<SendableRecordBatchStream> {
     let first = pool.connect_direct().await.map_err(|e| pg_error(&name, e))?;
     let sizing = "SELECT c.relkind::text, pg_relation_size(c.oid) / current_setting('block_size')::bigint, \
@@ -259,8 +252,7 @@ async fn read_ranges(
     };
     if blocks < MIN_BLOCKS {
         // Small or not a table: the statement as it was planned.
-        let sql = marker.mark(&scan.sql);
-        return first.query_arrow(&sql, NO_PARAMS, Some(schema)).await.map_err(|e| pg_error(&name, e));
+        return first.query_arrow(&scan.sql, NO_PARAMS, Some(schema)).await.map_err(|e| pg_error(&name, e));
     }
 
     // One snapshot for every range: exported by the first connection, imported
@@ -292,7 +284,7 @@ async fn read_ranges(
     for (i, transaction) in connections.into_iter().enumerate() {
         let i = i as i64;
         // The last range is open-ended: the table may have grown since it was sized.
-        let sql = marker.mark(&scan.range(i * step, (i + 1 < n).then_some((i + 1) * step))?);
+        let sql = scan.range(i * step, (i + 1 < n).then_some((i + 1) * step))?;
         let (tx, schema, name) = (builder.tx(), Arc::clone(&schema), name.clone());
         builder.spawn(async move {
             let mut stream = transaction

@@ -82,7 +82,7 @@ async fn record_unrecorded(
     mut response: http::Response<tonic::body::Body>,
     engine: &Engine,
     method: &str,
-    user: &str,
+    principal: (&str, &[String]),
     client: Option<String>,
 ) -> http::Response<tonic::body::Body> {
     if response.headers_mut().remove(RECORDED).is_some() {
@@ -102,7 +102,7 @@ async fn record_unrecorded(
         | tonic::Code::OutOfRange => Outcome::Denied(message),
         _ => Outcome::Failed(message),
     };
-    let _ = engine.record_event(rpc_event(method, user, client, outcome)).await;
+    let _ = engine.record_event(rpc_event(method, principal, client, outcome)).await;
     response
 }
 
@@ -182,19 +182,19 @@ where
             .get::<tonic::transport::server::TcpConnectInfo>()
             .and_then(|info| info.remote_addr)
             .map(|a| a.to_string());
-        let user = if path == HANDSHAKE_PATH {
-            "-".to_string()
+        let (user, groups) = if path == HANDSHAKE_PATH {
+            ("-".to_string(), Vec::new())
         } else {
             match principal(&self.auth, request.headers()) {
                 Ok(p) => {
-                    let user = p.user.clone();
+                    let who = (p.user.clone(), p.groups.clone());
                     request.extensions_mut().insert(p);
-                    user
+                    who
                 }
                 Err(status) => {
                     tracing::warn!(rpc = ?method, "request refused: unauthenticated");
                     let engine = self.engine.clone();
-                    let event = rpc_event(&method, "-", client, Outcome::Denied(status.message().to_string()));
+                    let event = rpc_event(&method, ("-", &[]), client, Outcome::Denied(status.message().to_string()));
                     return Box::pin(async move {
                         let _ = engine.record_event(event).await;
                         Ok(status.into_http())
@@ -211,7 +211,7 @@ where
             let response = match AssertUnwindSafe(inner.call(request)).catch_unwind().await {
                 Ok(Ok(response)) => {
                     let response = client_decode_errors(response);
-                    Ok(record_unrecorded(response, &engine, &method, &user, client).await)
+                    Ok(record_unrecorded(response, &engine, &method, (&user, &groups), client).await)
                 }
                 Ok(Err(e)) => Err(e),
                 Err(panic) => {
@@ -223,7 +223,7 @@ where
                     tracing::error!(rpc = ?method, principal = ?user, panic = ?message, "request panicked");
                     let event = rpc_event(
                         &method,
-                        &user,
+                        (&user, &groups),
                         client,
                         Outcome::Failed(format!("internal error (panic): {message}")),
                     );
@@ -238,13 +238,18 @@ where
     }
 }
 
-/// A record of a request the engine never saw.
-fn rpc_event(method: &str, user: &str, client: Option<String>, outcome: Outcome) -> RequestEvent {
+/// A record of a request the engine never saw, from `principal` (user, groups).
+pub(crate) fn rpc_event(
+    method: &str,
+    principal: (&str, &[String]),
+    client: Option<String>,
+    outcome: Outcome,
+) -> RequestEvent {
     RequestEvent {
         kind: RequestKind::Rpc,
         action: method.to_string(),
-        user: user.to_string(),
-        groups: Vec::new(),
+        user: principal.0.to_string(),
+        groups: principal.1.to_vec(),
         client,
         outcome,
     }

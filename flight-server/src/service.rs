@@ -34,7 +34,7 @@ use prost::Message;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::auth::{Credentials, credentials, recorded, unauthenticated};
+use crate::auth::{Credentials, credentials, recorded, rpc_event, unauthenticated};
 use crate::metadata::{SQL_INFO, XDBC_TYPES, foreign_keys_schema, primary_keys_schema, table_schema_with_metadata};
 use crate::pattern::NamePattern;
 use crate::prepared::{
@@ -132,22 +132,6 @@ impl AgoraFlightSqlService {
     /// refused when it cannot be recorded (log unwritable, audit quota).
     async fn audited<T>(&self, request: &Request<T>, action: &str) -> Result<(), Status> {
         self.session(request).record_request(action).await.map_err(status)
-    }
-
-    /// Records a request refused before it reached the engine, and returns
-    /// the refusal.
-    async fn refused<T>(&self, request: &Request<T>, action: &str, refusal: Status) -> Status {
-        let session = self.session(request);
-        let event = RequestEvent {
-            kind: RequestKind::Rpc,
-            action: action.to_string(),
-            user: session.principal().user.clone(),
-            groups: session.principal().groups.clone(),
-            client: request.remote_addr().map(|a| a.to_string()),
-            outcome: Outcome::Denied(refusal.message().to_string()),
-        };
-        let _ = self.engine.record_event(event).await;
-        recorded(refusal)
     }
 
     /// Plans `handle`'s SQL and binds its parameters, if any.
@@ -569,9 +553,13 @@ impl FlightSqlService for AgoraFlightSqlService {
             self.audited(&request, "ClosePreparedStatement").await
         } else {
             // Nothing of the caller's was closed: answered as success (clients
-            // close handles twice), recorded as refused.
-            let _ =
-                self.refused(&request, "ClosePreparedStatement", Status::not_found("no such prepared statement")).await;
+            // close handles twice), recorded as refused. (Refusals that reach
+            // the client are recorded by the auth layer.)
+            let principal = session.principal();
+            let outcome = Outcome::Denied("no such prepared statement".into());
+            let client = request.remote_addr().map(|a| a.to_string());
+            let event = rpc_event("ClosePreparedStatement", (&principal.user, &principal.groups), client, outcome);
+            let _ = self.engine.record_event(event).await;
             Ok(())
         }
     }
@@ -579,52 +567,48 @@ impl FlightSqlService for AgoraFlightSqlService {
     async fn do_put_statement_update(
         &self,
         _ticket: CommandStatementUpdate,
-        request: Request<PeekableFlightDataStream>,
+        _request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        Err(self.refused(&request, "DoPut CommandStatementUpdate", read_only()).await)
+        Err(read_only())
     }
 
     async fn do_put_prepared_statement_update(
         &self,
         _query: CommandPreparedStatementUpdate,
-        request: Request<PeekableFlightDataStream>,
+        _request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        Err(self.refused(&request, "DoPut CommandPreparedStatementUpdate", read_only()).await)
+        Err(read_only())
     }
 
     async fn do_action_fallback(
         &self,
         request: Request<Action>,
     ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
-        let refusal = Status::unimplemented(format!("action {} is not supported", clipped(&request.get_ref().r#type)));
-        Err(self.refused(&request, "DoAction", refusal).await)
+        Err(Status::unimplemented(format!("action {} is not supported", clipped(&request.get_ref().r#type))))
     }
 
     async fn do_get_fallback(
         &self,
-        request: Request<Ticket>,
+        _request: Request<Ticket>,
         message: arrow_flight::sql::Any,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let refusal = Status::unimplemented(format!("DoGet: unsupported ticket type {}", clipped(&message.type_url)));
-        Err(self.refused(&request, "DoGet", refusal).await)
+        Err(Status::unimplemented(format!("DoGet: unsupported ticket type {}", clipped(&message.type_url))))
     }
 
     async fn get_flight_info_fallback(
         &self,
         cmd: arrow_flight::sql::Command,
-        request: Request<FlightDescriptor>,
+        _request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let refusal = Status::unimplemented(format!("GetFlightInfo: unsupported command {}", clipped(cmd.type_url())));
-        Err(self.refused(&request, "GetFlightInfo", refusal).await)
+        Err(Status::unimplemented(format!("GetFlightInfo: unsupported command {}", clipped(cmd.type_url()))))
     }
 
     async fn do_put_fallback(
         &self,
-        request: Request<PeekableFlightDataStream>,
+        _request: Request<PeekableFlightDataStream>,
         message: arrow_flight::sql::Any,
     ) -> Result<Response<<Self as FlightService>::DoPutStream>, Status> {
-        let refusal = Status::unimplemented(format!("DoPut: unsupported command {}", clipped(&message.type_url)));
-        Err(self.refused(&request, "DoPut", refusal).await)
+        Err(Status::unimplemented(format!("DoPut: unsupported command {}", clipped(&message.type_url))))
     }
 
     async fn get_flight_info_catalogs(

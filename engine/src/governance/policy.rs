@@ -257,9 +257,9 @@ impl PolicySet {
                 (None, true) => {}
             }
         }
-        check_subjects(mesh, &set.admins, "admins", &mut problems);
+        set.admins.check(&mesh.auth, "admins", &mut problems);
         for rule in &set.tag_rules {
-            check_subjects(mesh, &rule.except, &format!("tag_rules[{}].except", rule.id), &mut problems);
+            rule.except.check(&mesh.auth, &format!("tag_rules[{}].except", rule.id), &mut problems);
         }
         check_grant_subjects(mesh, &global_file.grants, &global_file.restrictions, &mut problems);
         set.grants.extend(global_file.grants);
@@ -280,7 +280,7 @@ impl PolicySet {
                 r.domain = domain.name.clone();
             }
             check_policies(mesh, &parsed.grants, &parsed.restrictions, Some(&domain.name), &mut ids, &mut problems);
-            check_subjects(mesh, &parsed.owners, "owners", &mut problems);
+            parsed.owners.check(&mesh.auth, "owners", &mut problems);
             check_grant_subjects(mesh, &parsed.grants, &parsed.restrictions, &mut problems);
             for (product, columns) in &parsed.tags {
                 if domain.product(product).is_none() {
@@ -676,10 +676,6 @@ fn read_yaml<T: for<'de> Deserialize<'de>>(file: &Path) -> Result<(T, String), C
     Ok((parsed, text))
 }
 
-fn check_subjects(mesh: &MeshConfig, subjects: &Subjects, path: &str, problems: &mut Vec<ConfigProblem>) {
-    subjects.check(&mesh.auth, path, problems);
-}
-
 fn check_grant_subjects(
     mesh: &MeshConfig,
     grants: &[Grant],
@@ -687,13 +683,13 @@ fn check_grant_subjects(
     problems: &mut Vec<ConfigProblem>,
 ) {
     for g in grants {
-        check_subjects(mesh, &g.to, &format!("grants[{}].to", g.id), problems);
+        g.to.check(&mesh.auth, &format!("grants[{}].to", g.id), problems);
     }
     for r in restrictions {
         if let Some(to) = &r.to {
-            check_subjects(mesh, to, &format!("restrictions[{}].to", r.id), problems);
+            to.check(&mesh.auth, &format!("restrictions[{}].to", r.id), problems);
         }
-        check_subjects(mesh, &r.except, &format!("restrictions[{}].except", r.id), problems);
+        r.except.check(&mesh.auth, &format!("restrictions[{}].except", r.id), problems);
     }
 }
 

@@ -61,9 +61,11 @@ impl Subjects {
                 ));
             }
         }
-        for name in self.users.iter().chain(&self.services) {
-            if is_reserved_principal(name) && !matches!(name.as_str(), "local" | "anonymous") {
-                problems.push(problem("users", format!("'{name}' is reserved for the engine's own checks")));
+        for (key, names) in [("users", &self.users), ("services", &self.services)] {
+            for name in
+                names.iter().filter(|n| is_reserved_principal(n) && !matches!(n.as_str(), "local" | "anonymous"))
+            {
+                problems.push(problem(key, format!("'{name}' is reserved for the engine's own checks")));
             }
         }
     }

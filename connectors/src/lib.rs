@@ -14,6 +14,7 @@ mod delta;
 mod error;
 mod parquet;
 mod postgres;
+mod postgres_cancel;
 mod postgres_ranges;
 mod postgres_sql;
 mod pushable;

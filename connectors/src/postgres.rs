@@ -29,6 +29,7 @@ use tokio::sync::OnceCell;
 use url::Url;
 
 use crate::ConnectorError;
+use crate::postgres_cancel::{CancelTls, CancellingPool};
 use crate::postgres_ranges::RangeReadExecutor;
 use crate::postgres_sql::TableNames;
 
@@ -66,7 +67,7 @@ pub struct PostgresConnection {
     pub read_partitions: u32,
     /// `postgres://user@host:port/database`, for messages (never a password).
     url: Url,
-    pool: OnceCell<Arc<PostgresConnectionPool>>,
+    pool: OnceCell<Arc<CancellingPool>>,
     /// The products opened on this connection, by name, for the SQL sent.
     names: Arc<TableNames>,
 }
@@ -123,8 +124,14 @@ impl PostgresConnection {
         &self.url
     }
 
-    async fn pool(&self) -> Result<Arc<PostgresConnectionPool>, ConnectorError> {
-        self.pool.get_or_try_init(|| self.new_pool()).await.cloned()
+    async fn pool(&self) -> Result<Arc<CancellingPool>, ConnectorError> {
+        self.pool
+            .get_or_try_init(|| async {
+                let tls = CancelTls::for_sslmode(&self.sslmode).map_err(|e| self.unavailable(e))?;
+                Ok(Arc::new(CancellingPool::new(self.new_pool().await?, tls, &self.name)))
+            })
+            .await
+            .cloned()
     }
 
     /// The tables and views of `schema` the user may read, with their comments,
@@ -264,7 +271,7 @@ impl PostgresSource {
     /// an executor that splits large scans into parallel block ranges.
     async fn federated_table(
         &self,
-        pool: Arc<PostgresConnectionPool>,
+        pool: Arc<CancellingPool>,
         reference: TableReference,
     ) -> Result<Arc<dyn TableProvider>, Box<dyn std::error::Error + Send + Sync>> {
         let dyn_pool: Arc<DynPostgresConnectionPool> = Arc::clone(&pool) as _;

@@ -31,9 +31,9 @@ use datafusion::sql::unparser::dialect::Dialect;
 use datafusion_federation::sql::{AstAnalyzer, LogicalOptimizer, SQLExecutor};
 use datafusion_table_providers::sql::db_connection_pool::dbconnection::AsyncDbConnection;
 use datafusion_table_providers::sql::db_connection_pool::dbconnection::postgresconn::PostgresConnection as PgConnection;
-use datafusion_table_providers::sql::db_connection_pool::postgrespool::PostgresConnectionPool;
 use futures::{StreamExt, TryStreamExt};
 
+use crate::postgres_cancel::{Canceller, CancellingPool};
 use crate::postgres_sql::TableNames;
 use tokio_postgres::types::ToSql;
 
@@ -45,7 +45,7 @@ const MIN_BLOCKS: i64 = 8192;
 /// block ranges and hands everything else to `inner`.
 pub(crate) struct RangeReadExecutor {
     inner: Arc<dyn SQLExecutor>,
-    pool: Arc<PostgresConnectionPool>,
+    pool: Arc<CancellingPool>,
     /// How many ranges (and connections) a large scan uses; 1 disables.
     partitions: usize,
     /// The connection's name for error messages.
@@ -57,7 +57,7 @@ pub(crate) struct RangeReadExecutor {
 impl RangeReadExecutor {
     pub(crate) fn new(
         inner: Arc<dyn SQLExecutor>,
-        pool: Arc<PostgresConnectionPool>,
+        pool: Arc<CancellingPool>,
         partitions: usize,
         name: String,
         names: Arc<TableNames>,
@@ -236,7 +236,7 @@ fn pg_error(name: &str, e: impl std::fmt::Display) -> DataFusionError {
 /// statement when the table is small, not a plain table, or the server older
 /// than PostgreSQL 14.
 async fn read_ranges(
-    pool: Arc<PostgresConnectionPool>,
+    pool: Arc<CancellingPool>,
     scan: PlainScan,
     partitions: usize,
     schema: SchemaRef,
@@ -252,13 +252,14 @@ async fn read_ranges(
     };
     if blocks < MIN_BLOCKS {
         // Small or not a table: the statement as it was planned.
-        return first.query_arrow(&scan.sql, NO_PARAMS, Some(schema)).await.map_err(|e| pg_error(&name, e));
+        return pool.query(first, &scan.sql, Some(schema)).await.map_err(|e| pg_error(&name, e));
     }
 
     // One snapshot for every range: exported by the first connection, imported
     // by the others before any of them reads.
     let begin = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
-    let mut connections = vec![Transaction::begin(first, begin).await.map_err(|e| pg_error(&name, e))?];
+    let canceller = pool.canceller(&first);
+    let mut connections = vec![Transaction::begin(first, canceller, begin).await.map_err(|e| pg_error(&name, e))?];
     let snapshot: String = connections[0]
         .connection()
         .conn
@@ -272,7 +273,8 @@ async fn read_ranges(
             break;
         };
         let import = format!("{begin}; SET TRANSACTION SNAPSHOT '{}'", snapshot.replace('\'', "''"));
-        match Transaction::begin(next, &import).await {
+        let canceller = pool.canceller(&next);
+        match Transaction::begin(next, canceller, &import).await {
             Ok(t) => connections.push(t),
             Err(_) => break,
         }
@@ -287,6 +289,8 @@ async fn read_ranges(
         let sql = scan.range(i * step, (i + 1 < n).then_some((i + 1) * step))?;
         let (tx, schema, name) = (builder.tx(), Arc::clone(&schema), name.clone());
         builder.spawn(async move {
+            let mut transaction = transaction;
+            transaction.running = true;
             let mut stream = transaction
                 .connection()
                 .query_arrow(&sql, NO_PARAMS, Some(schema))
@@ -294,10 +298,12 @@ async fn read_ranges(
                 .map_err(|e| pg_error(&name, e))?;
             while let Some(batch) = stream.next().await {
                 if tx.send(batch).await.is_err() {
-                    return Ok(()); // the reader went away; the guard rolls back
+                    // The reader went away; the guard cancels and rolls back.
+                    return Ok(());
                 }
             }
             drop(stream);
+            transaction.running = false;
             transaction.commit().await.map_err(|e| pg_error(&name, e))
         });
     }
@@ -306,23 +312,33 @@ async fn read_ranges(
 
 /// A pooled connection inside a read-only transaction. It must not go back to
 /// the pool with the transaction open, so dropping it early (a cancelled
-/// query) rolls back first.
-struct Transaction(Option<PgConnection>);
+/// query) cancels the range's statement if it is still running, then rolls
+/// back.
+struct Transaction {
+    connection: Option<PgConnection>,
+    canceller: Option<Canceller>,
+    /// Its range's statement has been sent and not read to the end.
+    running: bool,
+}
 
 impl Transaction {
-    async fn begin(connection: PgConnection, begin: &str) -> std::result::Result<Self, tokio_postgres::Error> {
-        let transaction = Transaction(Some(connection));
+    async fn begin(
+        connection: PgConnection,
+        canceller: Canceller,
+        begin: &str,
+    ) -> std::result::Result<Self, tokio_postgres::Error> {
+        let transaction = Transaction { connection: Some(connection), canceller: Some(canceller), running: false };
         transaction.connection().conn.batch_execute(begin).await?;
         Ok(transaction)
     }
 
     fn connection(&self) -> &PgConnection {
         // Only `commit` and `drop` take the connection out, and both consume the guard.
-        self.0.as_ref().unwrap_or_else(|| unreachable!("transaction used after commit"))
+        self.connection.as_ref().unwrap_or_else(|| unreachable!("transaction used after commit"))
     }
 
     async fn commit(mut self) -> std::result::Result<(), tokio_postgres::Error> {
-        if let Some(connection) = self.0.take() {
+        if let Some(connection) = self.connection.take() {
             connection.conn.batch_execute("COMMIT").await?;
         }
         Ok(())
@@ -331,12 +347,23 @@ impl Transaction {
 
 impl Drop for Transaction {
     fn drop(&mut self) {
-        let Some(connection) = self.0.take() else { return };
+        let Some(connection) = self.connection.take() else { return };
+        let canceller = self.canceller.take().filter(|_| self.running);
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 runtime.spawn(async move {
-                    // A failed rollback means a broken connection, which the pool discards.
-                    let _ = connection.conn.batch_execute("ROLLBACK").await;
+                    if let Some(canceller) = canceller {
+                        canceller.cancel().await;
+                    }
+                    // Queued behind the cancelled statement on the same
+                    // connection; tried twice, as a cancel that arrives late
+                    // may hit the first. A failed rollback otherwise means a
+                    // broken connection, which the pool discards.
+                    for _ in 0..2 {
+                        if connection.conn.batch_execute("ROLLBACK").await.is_ok() {
+                            break;
+                        }
+                    }
                 });
             }
             // Without a runtime the rollback cannot be sent: keep the

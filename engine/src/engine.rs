@@ -78,8 +78,12 @@ struct Inner {
     lineage: Option<Arc<LineageEmitter>>,
     /// Domains whose attached PostgreSQL schema could not be listed, and why.
     attach_failures: Vec<(String, String)>,
-    /// Where queries are planned and run, apart from the caller's runtime.
+    /// Where queries are planned and run, apart from the caller's runtime,
+    /// at a lower priority than the network threads.
     queries: QueryRuntime,
+    /// Where statements that read nothing (`SELECT 1`) are planned and run:
+    /// never behind heavy queries, for the CPU or for a thread.
+    constants: QueryRuntime,
     /// Slots for running and queued queries.
     admission: Admission,
 }
@@ -114,7 +118,12 @@ impl Engine {
             }
         }
         let runtime = runtime_env(&config.limits)?;
-        let queries = QueryRuntime::new(config.limits.query_threads)?;
+        let queries = QueryRuntime::new(
+            config.limits.query_threads,
+            "agora-query",
+            crate::query_runtime::QUERY_NICENESS,
+        )?;
+        let constants = QueryRuntime::new(1, "agora-constant", 0)?;
         let admission = Admission::new(
             config.limits.max_concurrent_queries,
             config.limits.max_queued_queries,
@@ -165,6 +174,7 @@ impl Engine {
                 lineage,
                 attach_failures,
                 queries,
+                constants,
                 admission,
             }),
         })
@@ -930,10 +940,15 @@ impl Run {
         work: impl std::future::Future<Output = Result<T, EngineError>> + Send + 'static,
     ) -> Result<T, EngineError> {
         let deadline = tokio::time::Instant::from_std(self.deadline);
-        match tokio::time::timeout_at(deadline, self.engine.inner.queries.run(what, work)).await {
+        match tokio::time::timeout_at(deadline, self.runtime().run(what, work)).await {
             Ok(result) => result,
             Err(_) => Err(EngineError::Timeout(self.timeout_message())),
         }
+    }
+
+    /// The runtime of the query's lane.
+    fn runtime(&self) -> &QueryRuntime {
+        if self.slot.constant { &self.engine.inner.constants } else { &self.engine.inner.queries }
     }
 
     fn timeout_message(&self) -> String {
@@ -954,6 +969,8 @@ impl Run {
         );
         let (max_rows, max_bytes) = (self.limits.max_result_rows, self.limits.max_result_bytes);
         let (mut rows, mut bytes) = (0u64, 0u64);
+        let engine = self.engine.clone();
+        let runtime = if self.slot.constant { &engine.inner.constants } else { &engine.inner.queries };
         let slot = self.slot;
         let check = move |batch: &RecordBatch| {
             let _held = &slot;
@@ -971,7 +988,7 @@ impl Run {
             }
             Ok(())
         };
-        self.engine.inner.queries.drive(stream, self.deadline, message, hint, check)
+        runtime.drive(stream, self.deadline, message, hint, check)
     }
 }
 

@@ -9,6 +9,13 @@
 //! stream (a client went away, a timeout fired) stops the query's task at its
 //! next await point, and a panic inside a query becomes that query's error
 //! instead of taking anything else down.
+//!
+//! Separate threads are not enough when the cores are saturated: the kernel
+//! would share them evenly between a login and sixteen heavy queries. Query
+//! threads therefore run at a lower scheduling priority ([`QUERY_NICENESS`]),
+//! so the network threads, and the small runtime of statements that read
+//! nothing, get a core as soon as they have work; heavy queries still use
+//! every idle cycle.
 
 use std::any::Any;
 use std::future::Future;
@@ -38,6 +45,11 @@ const STACK_BYTES: usize = 64 * 1024 * 1024;
 /// producing and sending, small enough that an unread result holds no memory.
 const CHANNEL_BATCHES: usize = 2;
 
+/// How many steps below the server's own priority query threads run (Linux
+/// nice values; 19 is the lowest priority). Ten steps lower, a thread gets
+/// about a tenth of the CPU share of a thread it competes with for a core.
+pub(crate) const QUERY_NICENESS: i32 = 10;
+
 /// A multi-threaded tokio runtime for queries, shut down without waiting when
 /// the engine is dropped (also from inside another runtime).
 pub(crate) struct QueryRuntime {
@@ -51,12 +63,15 @@ impl std::fmt::Debug for QueryRuntime {
 }
 
 impl QueryRuntime {
-    /// Starts `threads` worker threads named `agora-query-N`.
-    pub(crate) fn new(threads: usize) -> Result<Self, EngineError> {
+    /// Starts `threads` worker threads named `name`, running `niceness` steps
+    /// below the priority of the thread that starts them (see
+    /// [`QUERY_NICENESS`]; 0 keeps it).
+    pub(crate) fn new(threads: usize, name: &'static str, niceness: i32) -> Result<Self, EngineError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads.max(1))
-            .thread_name("agora-query")
+            .thread_name(name)
             .thread_stack_size(STACK_BYTES)
+            .on_thread_start(move || lower_priority(niceness))
             .enable_all()
             .build()
             .map_err(|e| EngineError::Execution(format!("cannot start the query runtime: {e}")))?;
@@ -135,6 +150,34 @@ impl Drop for QueryRuntime {
     fn drop(&mut self) {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
+        }
+    }
+}
+
+/// Lowers the calling thread's scheduling priority by `niceness` steps
+/// (relative, so a server started under `nice` keeps its query threads below
+/// its own network threads). On Linux the nice value belongs to the thread,
+/// not the process. A refusal (a sandbox without the call) leaves the priority
+/// as it was: queries are then merely less isolated, logged at debug level.
+///
+/// A direct call rather than the `thread-priority` crate: one system call
+/// does not warrant a dependency.
+fn lower_priority(niceness: i32) {
+    if niceness == 0 {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: `__errno_location` returns the calling thread's errno slot,
+        // which is cleared because -1 is also a valid result of `nice`; `nice`
+        // only reads its integer argument and changes the calling thread's
+        // nice value.
+        let result = unsafe {
+            *libc::__errno_location() = 0;
+            libc::nice(niceness)
+        };
+        if result == -1 && std::io::Error::last_os_error().raw_os_error().is_some_and(|e| e != 0) {
+            tracing::debug!(error = %std::io::Error::last_os_error(), "cannot lower a query thread's priority");
         }
     }
 }
@@ -264,16 +307,36 @@ mod tests {
 
     #[tokio::test]
     async fn a_panic_is_an_error_and_the_runtime_goes_on() {
-        let runtime = QueryRuntime::new(1).unwrap();
+        let runtime = QueryRuntime::new(1, "test-query", 0).unwrap();
         let err = runtime.run("planning", async { panic!("boom") as Result<(), EngineError> }).await.unwrap_err();
         assert!(matches!(err, EngineError::Internal(_)), "{err}");
         assert!(err.to_string().contains("boom"), "{err}");
         assert_eq!(runtime.run("planning", async { Ok(7) }).await.unwrap(), 7);
     }
 
+    /// The niceness of the calling thread, from `/proc` (field 19 of its stat line).
+    #[cfg(target_os = "linux")]
+    fn own_niceness() -> i32 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        after_name.split_whitespace().nth(16).unwrap().parse().unwrap()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn query_threads_run_at_a_lower_priority_than_their_caller() {
+        let caller = own_niceness();
+        let runtime = QueryRuntime::new(1, "test-query", QUERY_NICENESS).unwrap();
+        let inside = runtime.run("probe", async { Ok(own_niceness()) }).await.unwrap();
+        assert_eq!(inside, (caller + QUERY_NICENESS).min(19), "the caller runs at {caller}");
+        assert_eq!(own_niceness(), caller, "only the query threads were lowered");
+        let constant = QueryRuntime::new(1, "test-constant", 0).unwrap();
+        assert_eq!(constant.run("probe", async { Ok(own_niceness()) }).await.unwrap(), caller);
+    }
+
     #[tokio::test]
     async fn the_deadline_ends_the_stream_with_its_error() {
-        let runtime = QueryRuntime::new(1).unwrap();
+        let runtime = QueryRuntime::new(1, "test-query", 0).unwrap();
         let deadline = Instant::now() + Duration::from_millis(100);
         let mut stream = runtime.drive(endless(), deadline, "too slow".into(), String::new(), |_| Ok(())).unwrap();
         let mut rows = 0;
@@ -290,7 +353,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_batch_ends_the_stream() {
-        let runtime = QueryRuntime::new(1).unwrap();
+        let runtime = QueryRuntime::new(1, "test-query", 0).unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut seen = 0;
         let limit = move |b: &RecordBatch| {
@@ -307,7 +370,7 @@ mod tests {
     fn dropping_the_engine_inside_a_runtime_does_not_panic() {
         let outer = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         outer.block_on(async {
-            let runtime = QueryRuntime::new(1).unwrap();
+            let runtime = QueryRuntime::new(1, "test-query", 0).unwrap();
             drop(runtime);
         });
     }

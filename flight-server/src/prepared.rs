@@ -36,6 +36,18 @@ pub struct Statement {
     pub sql: String,
     /// The bound parameter row, if any.
     pub parameters: Option<RecordBatch>,
+    /// The result schema planned when the statement was prepared, for a
+    /// statement without parameters: `GetFlightInfo` answers with it rather
+    /// than plan the statement a second time (DoGet plans it afresh, under the
+    /// policies of that moment).
+    pub result_schema: Option<SchemaRef>,
+}
+
+impl Statement {
+    /// A statement run once, as sent.
+    pub fn adhoc(sql: String, parameters: Option<RecordBatch>) -> Self {
+        Statement { sql, parameters, result_schema: None }
+    }
 }
 
 /// Bounds of the prepared-statement store.
@@ -85,8 +97,9 @@ impl PreparedStore {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Keeps `sql` for `owner` and returns its handle.
-    pub fn create(&self, owner: &str, sql: String) -> Result<Vec<u8>, Status> {
+    /// Keeps `sql` for `owner` and returns its handle. `result_schema` is what
+    /// it was planned to return, when it has no parameters.
+    pub fn create(&self, owner: &str, sql: String, result_schema: Option<SchemaRef>) -> Result<Vec<u8>, Status> {
         let mut id = [0u8; 16];
         getrandom::fill(&mut id).map_err(|_| Status::unavailable("no random source for a statement handle"))?;
         let now = Instant::now();
@@ -99,7 +112,7 @@ impl PreparedStore {
         if entries.len() >= self.limits.total {
             evict_oldest(&mut entries, None);
         }
-        let statement = Arc::new(Statement { sql, parameters: None });
+        let statement = Arc::new(Statement { sql, parameters: None, result_schema });
         entries.insert(id, Entry { owner: owner.to_string(), statement, last_used: now });
         let mut handle = HANDLE_PREFIX.to_vec();
         handle.extend_from_slice(&id);
@@ -132,13 +145,12 @@ impl PreparedStore {
         let id = parse_handle(handle)?;
         let mut entries = self.lock();
         let entry = entries.get_mut(&id).filter(|e| e.owner == owner).ok_or_else(unknown_handle)?;
-        entry.statement = Arc::new(Statement { sql: entry.statement.sql.clone(), parameters });
+        // Bound values can change the result's types: planned again from now on.
+        entry.statement = Arc::new(Statement::adhoc(entry.statement.sql.clone(), parameters));
         entry.last_used = Instant::now();
         Ok(())
     }
 
-    /// Forgets the statement behind `handle`; closing an unknown handle is not
-    /// an error (it may have expired).
     /// Closes `owner`'s statement `handle`; false when there is no such
     /// statement of theirs (another principal's handle closes nothing).
     pub fn close(&self, owner: &str, handle: &[u8]) -> bool {
@@ -297,9 +309,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn binding_parameters_forgets_the_prepared_result_schema() {
+        let store = PreparedStore::new(StoreLimits::default());
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let handle = store.create("ann", "SELECT count(*) AS n FROM t".into(), Some(Arc::clone(&schema))).unwrap();
+        assert_eq!(store.get("ann", &handle).unwrap().result_schema, Some(schema));
+        let row = RecordBatch::try_from_iter([("p", Arc::new(arrow::array::Int64Array::from(vec![1])) as ArrayRef)])
+            .unwrap();
+        store.bind("ann", &handle, Some(row)).unwrap();
+        assert_eq!(store.get("ann", &handle).unwrap().result_schema, None, "bound values may change the types");
+    }
+
+    #[test]
     fn statements_belong_to_their_creator_and_binding_updates_them() {
         let store = PreparedStore::new(StoreLimits::default());
-        let handle = store.create("ann", "SELECT $1".into()).unwrap();
+        let handle = store.create("ann", "SELECT $1".into(), None).unwrap();
         assert_eq!(store.get("ann", &handle).unwrap().sql, "SELECT $1");
         assert_eq!(store.get("bob", &handle).unwrap_err().code(), tonic::Code::InvalidArgument);
         let schema = Arc::new(Schema::new(vec![Field::new("0", DataType::Int64, true)]));
@@ -321,15 +345,15 @@ mod tests {
     #[test]
     fn the_store_is_bounded_per_principal_and_in_time() {
         let store = PreparedStore::new(StoreLimits { per_principal: 2, total: 3, idle: Duration::from_millis(50) });
-        let a = store.create("ann", "SELECT 1".into()).unwrap();
-        let _b = store.create("ann", "SELECT 2".into()).unwrap();
-        let _c = store.create("ann", "SELECT 3".into()).unwrap();
+        let a = store.create("ann", "SELECT 1".into(), None).unwrap();
+        let _b = store.create("ann", "SELECT 2".into(), None).unwrap();
+        let _c = store.create("ann", "SELECT 3".into(), None).unwrap();
         assert!(store.get("ann", &a).is_err(), "the least recently used is forgotten");
-        let _d = store.create("bob", "SELECT 4".into()).unwrap();
-        let _e = store.create("cid", "SELECT 5".into()).unwrap();
+        let _d = store.create("bob", "SELECT 4".into(), None).unwrap();
+        let _e = store.create("cid", "SELECT 5".into(), None).unwrap();
         assert_eq!(store.len(), 3);
         std::thread::sleep(Duration::from_millis(60));
-        let _f = store.create("cid", "SELECT 6".into()).unwrap();
+        let _f = store.create("cid", "SELECT 6".into(), None).unwrap();
         assert_eq!(store.len(), 1, "idle statements expire");
     }
 

@@ -452,7 +452,7 @@ impl FlightSqlService for AgoraFlightSqlService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let session = self.session(&request);
-        let handle = Statement { sql: query.query, parameters: None };
+        let handle = Statement::adhoc(query.query, None);
         let planned = self.plan(&session, &handle).await?;
         let schema = self.planned_schema(planned).await?;
         let statement_handle = self.tickets.ticket(&session.principal().user, &handle.sql)?;
@@ -471,7 +471,7 @@ impl FlightSqlService for AgoraFlightSqlService {
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let session = self.session(&request);
         let sql = self.tickets.open(&session.principal().user, &ticket.statement_handle)?;
-        self.stream(session, &Statement { sql, parameters: None }).await
+        self.stream(session, &Statement::adhoc(sql, None)).await
     }
 
     async fn get_flight_info_prepared_statement(
@@ -481,8 +481,17 @@ impl FlightSqlService for AgoraFlightSqlService {
     ) -> Result<Response<FlightInfo>, Status> {
         let session = self.session(&request);
         let handle = self.prepared.get(&session.principal().user, &query.prepared_statement_handle)?;
-        let planned = self.plan(&session, &handle).await?;
-        let schema = self.planned_schema(planned).await?;
+        let schema = match &handle.result_schema {
+            // Planned when it was prepared, moments ago for most clients.
+            Some(schema) if handle.parameters.is_none() => {
+                self.audited(&request, "GetFlightInfo PreparedStatementQuery").await?;
+                Arc::clone(schema)
+            }
+            _ => {
+                let planned = self.plan(&session, &handle).await?;
+                self.planned_schema(planned).await?
+            }
+        };
         let info = self.flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())?;
         Ok(Response::new(info))
     }
@@ -503,7 +512,7 @@ impl FlightSqlService for AgoraFlightSqlService {
         request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let session = self.session(&request);
-        let handle = Statement { sql: query.query, parameters: None };
+        let handle = Statement::adhoc(query.query, None);
         let planned = self.plan(&session, &handle).await?;
         let parameters = match planned.parameters() {
             Ok(parameters) => parameters,
@@ -511,12 +520,15 @@ impl FlightSqlService for AgoraFlightSqlService {
         };
         // With unbound parameters the physical plan cannot be built yet; the
         // logical schema is the best answer until values are bound.
-        let dataset = match planned.output_schema().await {
-            Ok(s) => self.types.schema(&s),
-            Err(_) => self.types.schema(&planned.schema()),
+        let (dataset, result_schema) = match planned.output_schema().await {
+            Ok(s) => {
+                let schema = self.types.schema(&s);
+                (Arc::clone(&schema), parameters.is_empty().then_some(schema))
+            }
+            Err(_) => (self.types.schema(&planned.schema()), None),
         };
         planned.close().await;
-        let prepared_statement_handle = self.prepared.create(&session.principal().user, handle.sql)?;
+        let prepared_statement_handle = self.prepared.create(&session.principal().user, handle.sql, result_schema)?;
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: prepared_statement_handle.into(),
             dataset_schema: ipc_schema(&dataset)?,
@@ -534,7 +546,7 @@ impl FlightSqlService for AgoraFlightSqlService {
         let prepared = self.prepared.get(&owner, &query.prepared_statement_handle)?;
         let data = request.into_inner().map_err(|s| FlightError::Tonic(Box::new(s)));
         let parameters = read_parameters(data).await?;
-        let handle = Statement { sql: prepared.sql.clone(), parameters };
+        let handle = Statement::adhoc(prepared.sql.clone(), parameters);
         // Check the values against the statement now, so a mistake is reported
         // at bind time rather than at execution.
         self.plan(&session, &handle).await?.close().await;

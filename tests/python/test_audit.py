@@ -87,7 +87,12 @@ def test_every_request_on_every_path_has_a_record_and_the_chain_verifies(agora_b
             )
             analyst.fetch(tables.endpoints[0].ticket)
         # A bind failure: the parameter cannot be the type the statement needs.
+        # Before it, a prepared statement without parameters (ADBC's path):
+        # planned once when prepared, run once by DoGet; the GetFlightInfo in
+        # between answers from the prepared schema and is recorded as such.
         with connect(server, ANALYST) as conn, conn.cursor() as cur:
+            cur.execute(f"SELECT count(*) AS n FROM sales.orders /* adbc-{tag} */")
+            assert cur.fetchall()[0][0] > 0
             with pytest.raises(Exception):
                 cur.execute(f"SELECT o_orderkey FROM sales.orders WHERE o_orderkey = ? /* bind-{tag} */", ("x" * 3,))
                 cur.fetchall()
@@ -113,6 +118,8 @@ def test_every_request_on_every_path_has_a_record_and_the_chain_verifies(agora_b
     assert [f["status"] for f in finishes(f"planned-{tag}", rows, planned=True)] == ["planned"]
     assert [f["status"] for f in finishes(f"ok-{tag}", rows, planned=True)] == ["planned", "ok"]
     assert [f["status"] for f in finishes(f"cancel-{tag}", rows)] == ["cancelled"]
+    assert [f["status"] for f in finishes(f"adbc-{tag}", rows, planned=True)] == ["planned", "ok"]
+    assert any(r["kind"] == "metadata" and r["action"] == "GetFlightInfo PreparedStatementQuery" for r in rows)
     bind = [f["status"] for f in finishes(f"bind-{tag}", rows)]
     assert "failed" in bind and "ok" not in bind, bind
     # Each finish record follows a start record of the same request, which

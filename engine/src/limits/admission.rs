@@ -43,6 +43,9 @@ pub(crate) struct QuerySlot {
     _permits: Vec<OwnedSemaphorePermit>,
     /// How long the query waited for its slot.
     pub(crate) queued: Duration,
+    /// The slot is in the lane of statements that read nothing, which run on
+    /// threads of their own.
+    pub(crate) constant: bool,
 }
 
 /// A place in the queue, given back when the wait ends either way.
@@ -82,7 +85,7 @@ impl Admission {
         // The fast path: both slots free, no queueing.
         if let Ok(own_permit) = Arc::clone(&own).try_acquire_owned() {
             if let Ok(running) = Arc::clone(&self.running).try_acquire_owned() {
-                return Ok(QuerySlot { _permits: vec![own_permit, running], queued: Duration::ZERO });
+                return Ok(QuerySlot { _permits: vec![own_permit, running], queued: Duration::ZERO, constant: false });
             }
             drop(own_permit);
         }
@@ -103,7 +106,9 @@ impl Admission {
         let outcome = tokio::time::timeout(self.queue_timeout, wait).await;
         drop(waiting);
         match outcome {
-            Ok((Ok(own), Ok(running))) => Ok(QuerySlot { _permits: vec![own, running], queued: started.elapsed() }),
+            Ok((Ok(own), Ok(running))) => {
+                Ok(QuerySlot { _permits: vec![own, running], queued: started.elapsed(), constant: false })
+            }
             Ok(_) => Err(EngineError::Execution("the engine is shutting down".into())),
             Err(_) => Err(EngineError::ResourcesExhausted(format!(
                 "no query slot became free within {} s (limits.queue_timeout_seconds): user '{user}' may run {per_principal} \
@@ -118,7 +123,7 @@ impl Admission {
     pub(crate) async fn admit_constant(&self) -> Result<QuerySlot, EngineError> {
         let started = Instant::now();
         match tokio::time::timeout(self.queue_timeout, Arc::clone(&self.constant).acquire_owned()).await {
-            Ok(Ok(permit)) => Ok(QuerySlot { _permits: vec![permit], queued: started.elapsed() }),
+            Ok(Ok(permit)) => Ok(QuerySlot { _permits: vec![permit], queued: started.elapsed(), constant: true }),
             Ok(Err(_)) => Err(EngineError::Execution("the engine is shutting down".into())),
             Err(_) => Err(EngineError::ResourcesExhausted(format!(
                 "no slot for a constant statement became free within {} s (limits.queue_timeout_seconds)",

@@ -184,7 +184,8 @@ class AgoraServer:
         self.port = free_port()
         self.log = open(log, "wb")
         self.proc = subprocess.Popen([str(agora), "serve", "--config", str(config), "--bind",
-                                      f"127.0.0.1:{self.port}"], stdout=self.log, stderr=subprocess.STDOUT)
+                                      f"127.0.0.1:{self.port}", "--metrics-bind", "127.0.0.1:0"],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
         wait_for_port(self.port, self.proc, f"agora serve ({log})")
         self.uri = f"grpc://127.0.0.1:{self.port}"
 

@@ -88,6 +88,26 @@ struct Inner {
     admission: Admission,
 }
 
+/// A snapshot of the resources queries hold, against their limits (see
+/// `docs/operations.md`): what an operator watches to size a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResourceUsage {
+    /// Queries holding a regular slot (planning, running or streaming).
+    pub running_queries: usize,
+    /// Queries waiting for a slot.
+    pub queued_queries: usize,
+    /// `limits.max_concurrent_queries`.
+    pub max_running_queries: usize,
+    /// Bytes reserved in the memory pool by running operators.
+    pub memory_reserved_bytes: usize,
+    /// `limits.memory_limit_bytes`.
+    pub memory_limit_bytes: usize,
+    /// Bytes of spill files on disk now.
+    pub spill_bytes: u64,
+    /// `limits.max_spill_bytes`.
+    pub spill_limit_bytes: u64,
+}
+
 /// The outcome of opening one product, as reported by [`Engine::check`].
 #[derive(Debug)]
 pub struct ProductCheck {
@@ -194,6 +214,36 @@ impl Engine {
     /// The lineage emitter, if lineage is configured: counts delivered and failed events.
     pub fn lineage(&self) -> Option<&LineageEmitter> {
         self.inner.lineage.as_deref()
+    }
+
+    /// What running queries hold now, for monitoring.
+    pub fn usage(&self) -> ResourceUsage {
+        let limits = &self.config().limits;
+        ResourceUsage {
+            running_queries: self.inner.admission.running(),
+            queued_queries: self.inner.admission.queued(),
+            max_running_queries: limits.max_concurrent_queries,
+            memory_reserved_bytes: self.inner.runtime.memory_pool.reserved(),
+            memory_limit_bytes: limits.memory_limit_bytes,
+            spill_bytes: self.inner.runtime.disk_manager.used_disk_space(),
+            spill_limit_bytes: limits.max_spill_bytes,
+        }
+    }
+
+    /// Whether each domain's database accepts connections now, within its
+    /// connect timeout: `(domain, result)` for every domain that reads from
+    /// PostgreSQL. Object stores are not probed (a request per check would
+    /// cost money on a cloud store); their failures surface in queries.
+    pub async fn probe_sources(&self) -> Vec<(String, Result<(), agora_connectors::ConnectorError>)> {
+        let probes = self.domains().iter().filter_map(|domain| {
+            let connection = domain.products.iter().find_map(|p| match &p.source {
+                Source::Postgres(source) => Some(Arc::clone(&source.connection)),
+                _ => None,
+            })?;
+            let name = domain.name.clone();
+            Some(async move { (name, connection.probe().await) })
+        });
+        futures::future::join_all(probes).await
     }
 
     /// The audit log, if the mesh is governed.

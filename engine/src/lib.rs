@@ -30,7 +30,7 @@ mod query_runtime;
 mod system;
 
 pub use crate::config::{ConfigError, ConfigProblem, MeshConfig};
-pub use crate::engine::{CATALOG, Engine, ProductCheck, Query, Session};
+pub use crate::engine::{CATALOG, Engine, ProductCheck, Query, ResourceUsage, Session};
 pub use crate::error::EngineError;
 pub use crate::identity::{AuthError, Authenticator, Principal};
 pub use crate::product::ProductRef;

@@ -1,8 +1,9 @@
 //! Authentication of Flight requests.
 //!
-//! Every RPC except `Handshake` must carry `authorization: Bearer <token>`; a
-//! tower layer checks it before the request reaches the service and attaches the
-//! resulting [`Principal`] to the request. `Handshake` exchanges HTTP Basic
+//! Every RPC except `Handshake` (and the standard gRPC health service) must
+//! carry `authorization: Bearer <token>`; a tower layer checks it before the
+//! request reaches the service and attaches the resulting [`Principal`] to
+//! the request. `Handshake` exchanges HTTP Basic
 //! credentials (padded or unpadded base64, as Go clients send) for a session
 //! token returned in the `authorization` response header. Basic credentials are
 //! accepted by `Handshake` only: a password check costs tens of milliseconds of
@@ -33,6 +34,11 @@ const BASE64_ANY_PADDING: GeneralPurpose = GeneralPurpose::new(
 );
 
 const HANDSHAKE_PATH: &str = "/arrow.flight.protocol.FlightService/Handshake";
+
+/// The standard gRPC health service: answered without credentials (load
+/// balancers and orchestrators have none), not audited (it carries no data
+/// and no principal), counted in the metrics.
+const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
 
 /// Credentials found in an `authorization` header.
 pub enum Credentials {
@@ -176,6 +182,18 @@ where
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let started = Instant::now();
         let path = request.uri().path().to_string();
+        let rpc = crate::ops::metrics::rpc_label(&path);
+        if path.starts_with(HEALTH_PREFIX) {
+            let clone = self.inner.clone();
+            let mut inner = std::mem::replace(&mut self.inner, clone);
+            return Box::pin(async move {
+                let response = inner.call(request).await;
+                if let Ok(r) = &response {
+                    crate::ops::metrics::record_rpc(rpc, grpc_code(r), started.elapsed());
+                }
+                response
+            });
+        }
         let method = path.rsplit('/').next().unwrap_or_default().to_string();
         let client = request
             .extensions()
@@ -193,6 +211,7 @@ where
                 }
                 Err(status) => {
                     tracing::warn!(rpc = ?method, "request refused: unauthenticated");
+                    crate::ops::metrics::record_rpc(rpc, status.code(), started.elapsed());
                     let engine = self.engine.clone();
                     let event = rpc_event(&method, ("-", &[]), client, Outcome::Denied(status.message().to_string()));
                     return Box::pin(async move {
@@ -232,9 +251,21 @@ where
                 }
             };
             tracing::info!(rpc = ?method, principal = ?user, elapsed_ms = started.elapsed().as_millis() as u64, "request");
+            if let Ok(r) = &response {
+                crate::ops::metrics::record_rpc(rpc, grpc_code(r), started.elapsed());
+            }
             response
         });
         future
+    }
+}
+
+/// The gRPC status of a response as far as its headers tell: a stream that
+/// started is `OK` here (its end, in the trailers, is counted per query).
+fn grpc_code(response: &http::Response<tonic::body::Body>) -> tonic::Code {
+    match response.headers().get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<i32>().ok()) {
+        Some(code) => tonic::Code::from_i32(code),
+        None => tonic::Code::Ok,
     }
 }
 

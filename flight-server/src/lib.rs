@@ -5,8 +5,10 @@ mod auth;
 pub mod demo;
 mod listener;
 mod metadata;
+pub mod ops;
 mod pattern;
 mod prepared;
+mod result_log;
 mod service;
 mod types;
 
@@ -96,8 +98,9 @@ pub async fn serve(
     options: ServeOptions,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    let server = FlightServer::prepare(engine, options).await?;
     let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
-    serve_on(engine, listener, options, shutdown).await
+    server.serve_on(listener, shutdown).await
 }
 
 /// Like [`serve`], on an already bound listener (tests bind port 0 and read the
@@ -108,54 +111,94 @@ pub async fn serve_on(
     options: ServeOptions,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    let mut authenticator = Authenticator::new(engine.config().auth.clone());
-    if let Some(jwt) = &engine.config().auth.jwt {
-        let verifier = Arc::new(JwtVerifier::load(jwt.clone()).await.map_err(|e| ServeError::Jwks(e.to_string()))?);
-        if matches!(verifier.source(), JwksSource::Url(_)) {
-            // Providers rotate their keys: read the set again every ten minutes.
-            let weak = Arc::downgrade(&verifier);
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
-                tick.tick().await;
-                loop {
+    FlightServer::prepare(engine, options).await?.serve_on(listener, shutdown).await
+}
+
+/// A Flight SQL server that passed every start-up check (identities, the
+/// identity provider's keys, TLS files, random keys) and only waits for a
+/// listener: what `agora serve` has before it says it is serving.
+pub struct FlightServer {
+    engine: Engine,
+    auth: Arc<Authenticator>,
+    tls: Option<ServerTlsConfig>,
+    flight: AgoraFlightSqlService,
+}
+
+impl FlightServer {
+    /// Runs the start-up checks.
+    pub async fn prepare(engine: Engine, options: ServeOptions) -> Result<Self, ServeError> {
+        let mut authenticator = Authenticator::new(engine.config().auth.clone());
+        if let Some(jwt) = &engine.config().auth.jwt {
+            let verifier =
+                Arc::new(JwtVerifier::load(jwt.clone()).await.map_err(|e| ServeError::Jwks(e.to_string()))?);
+            if matches!(verifier.source(), JwksSource::Url(_)) {
+                // Providers rotate their keys: read the set again every ten minutes.
+                let weak = Arc::downgrade(&verifier);
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
                     tick.tick().await;
-                    let Some(v) = weak.upgrade() else { break };
-                    if let Err(e) = v.refresh().await {
-                        tracing::warn!(error = %e, "JWKS refresh failed; keeping the previous keys");
+                    loop {
+                        tick.tick().await;
+                        let Some(v) = weak.upgrade() else { break };
+                        if let Err(e) = v.refresh().await {
+                            tracing::warn!(error = %e, "JWKS refresh failed; keeping the previous keys");
+                        }
                     }
-                }
-            });
+                });
+            }
+            authenticator = authenticator.with_jwt(verifier);
         }
-        authenticator = authenticator.with_jwt(verifier);
+        let auth = Arc::new(authenticator);
+        if !auth.has_identities() && !auth.allows_anonymous() {
+            return Err(ServeError::NoIdentities);
+        }
+        let tls = options.tls.as_ref().map(tls_config).transpose()?;
+        let flight = AgoraFlightSqlService::new(engine.clone(), Arc::clone(&auth), options.types)
+            .map_err(ServeError::Random)?;
+        Ok(FlightServer { engine, auth, tls, flight })
     }
-    let auth = Arc::new(authenticator);
-    if !auth.has_identities() && !auth.allows_anonymous() {
-        return Err(ServeError::NoIdentities);
+
+    /// Serves on `listener` until `shutdown` completes, then stops accepting
+    /// requests and lets running ones finish. The standard gRPC health
+    /// service (`grpc.health.v1.Health`) answers on the same port without
+    /// credentials.
+    pub async fn serve_on(
+        self,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) -> Result<(), ServeError> {
+        let limits = &self.engine.config().limits;
+        let connections = listener::ConnectionLimits {
+            max_connections: limits.max_connections,
+            max_per_address: limits.max_connections_per_address,
+            handshake_timeout: limits.handshake_timeout,
+        };
+        let mut builder = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
+        if let Some(tls) = self.tls {
+            builder = builder.tls_config(tls)?;
+        }
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<FlightServiceServer<AgoraFlightSqlService>>().await;
+        let service = FlightServiceServer::new(self.flight)
+            .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_ENCODING_MESSAGE_SIZE);
+        let incoming = listener::accept(listener, connections);
+        let shutdown = async move {
+            shutdown.await;
+            // Load balancers watching the health service stop sending first.
+            health.set_not_serving::<FlightServiceServer<AgoraFlightSqlService>>().await;
+            health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+        };
+        builder
+            .layer(AuthLayer::new(self.auth, self.engine))
+            .add_service(health_service)
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await?;
+        Ok(())
     }
-    let limits = &engine.config().limits;
-    let connections = listener::ConnectionLimits {
-        max_connections: limits.max_connections,
-        max_per_address: limits.max_connections_per_address,
-        handshake_timeout: limits.handshake_timeout,
-    };
-    let mut builder = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
-    if let Some(tls) = &options.tls {
-        builder = builder.tls_config(tls_config(tls)?)?;
-    }
-    let flight =
-        AgoraFlightSqlService::new(engine.clone(), Arc::clone(&auth), options.types).map_err(ServeError::Random)?;
-    let service = FlightServiceServer::new(flight)
-        .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE)
-        .max_encoding_message_size(MAX_ENCODING_MESSAGE_SIZE);
-    let incoming = listener::accept(listener, connections);
-    builder
-        .layer(AuthLayer::new(auth, engine))
-        .add_service(service)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await?;
-    Ok(())
 }
 
 fn tls_config(files: &TlsFiles) -> Result<ServerTlsConfig, ServeError> {

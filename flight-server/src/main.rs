@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use agora_engine::Engine;
 use agora_flight_server::demo::{self, DemoOptions};
-use agora_flight_server::{ServeOptions, TlsFiles, TypePolicy};
+use agora_flight_server::{FlightServer, ServeOptions, TlsFiles, TypePolicy};
 use anyhow::{Context, Result};
 use arrow::record_batch::RecordBatch;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -17,8 +17,21 @@ use tracing_subscriber::EnvFilter;
 #[derive(Parser)]
 #[command(name = "agora", version, about)]
 struct Cli {
+    /// How log lines on standard error are written: `text` for people
+    /// (coloured only on a terminal), `json` (one object per line) for log
+    /// collectors. The level is set with AGORA_LOG (e.g. `info`, `agora=debug`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// JSON Lines.
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -140,12 +153,33 @@ struct ServerArgs {
     /// (only for clients that read view types; the JDBC driver before 19.0 does not).
     #[arg(long)]
     view_types: bool,
+    /// Address of the HTTP listener for Prometheus metrics (/metrics),
+    /// liveness (/healthz) and readiness (/readyz); `off` serves none. It
+    /// needs no credentials: keep it on loopback or an internal network.
+    #[arg(long, default_value = "127.0.0.1:9464", value_parser = parse_metrics_bind)]
+    metrics_bind: MetricsBind,
+}
+
+/// Where the operations listener binds, if anywhere.
+#[derive(Clone, Copy)]
+enum MetricsBind {
+    Off,
+    At(SocketAddr),
+}
+
+fn parse_metrics_bind(value: &str) -> Result<MetricsBind, String> {
+    if value == "off" {
+        return Ok(MetricsBind::Off);
+    }
+    value.parse().map(MetricsBind::At).map_err(|e| format!("{e}: give an address such as 127.0.0.1:9464, or off"))
 }
 
 impl ServerArgs {
-    fn options(self) -> ServeOptions {
-        let tls = match (self.tls_cert, self.tls_key) {
-            (Some(cert), Some(key)) => Some(TlsFiles { cert, key, client_ca: self.tls_client_ca }),
+    fn options(&self) -> ServeOptions {
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                Some(TlsFiles { cert: cert.clone(), key: key.clone(), client_ca: self.tls_client_ca.clone() })
+            }
             _ => None,
         };
         ServeOptions { tls, types: TypePolicy { plain_view_types: !self.view_types } }
@@ -165,15 +199,15 @@ enum Format {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("AGORA_LOG").unwrap_or_else(|_| {
-            EnvFilter::new(
-                "warn,buoyant_kernel=off,agora=info,agora_engine=info,agora_flight_server=info,agora_connectors=info",
-            )
-        }))
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let filter = EnvFilter::try_from_env("AGORA_LOG").unwrap_or_else(|_| {
+        EnvFilter::new("warn,buoyant_kernel=off,agora=info,agora_engine=info,agora_flight_server=info,agora_connectors=info")
+    });
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => logs.json().flatten_event(true).with_current_span(false).init(),
+        LogFormat::Text => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+    }
     // The network runtime: gRPC, logins, metadata. Queries run on the engine's
     // own runtime; the larger stacks only cover deep plans handled here
     // (parameter inference, dropping a refused statement).
@@ -234,7 +268,7 @@ async fn run(command: Command) -> Result<ExitCode> {
         }
         Command::Serve { config, bind, server } => {
             let engine = Engine::open(&config)?;
-            serve(engine, bind, server.options(), None).await?;
+            serve(engine, bind, &server, None).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit { command: AuditCommand::Verify { config } } => audit_verify(&config),
@@ -268,7 +302,7 @@ async fn run(command: Command) -> Result<ExitCode> {
                 _ => std::env::var(name).ok(),
             };
             let engine = Engine::new(agora_engine::MeshConfig::from_yaml(&text, &mesh, &env)?)?;
-            serve(engine, bind, server.options(), Some(mesh)).await?;
+            serve(engine, bind, &server, Some(mesh)).await?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -460,7 +494,7 @@ fn read_password() -> Result<String> {
     Ok(password)
 }
 
-async fn serve(engine: Engine, bind: SocketAddr, options: ServeOptions, demo_mesh: Option<PathBuf>) -> Result<()> {
+async fn serve(engine: Engine, bind: SocketAddr, server: &ServerArgs, demo_mesh: Option<PathBuf>) -> Result<()> {
     // Never serve under policies that do not fit the data.
     engine.validate_policies().await?;
     match (engine.policies(), engine.audit_log()) {
@@ -471,20 +505,47 @@ async fn serve(engine: Engine, bind: SocketAddr, options: ServeOptions, demo_mes
             "no governance section: the mesh is open, every authenticated principal reads every product, and nothing is audited"
         ),
     }
+    // Every start-up check passes before anything says it is serving.
+    let flight = FlightServer::prepare(engine.clone(), server.options()).await?;
     let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| format!("cannot listen on {bind}"))?;
+    let ops = match server.metrics_bind {
+        MetricsBind::Off => None,
+        MetricsBind::At(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (--metrics-bind; `off` serves no metrics)"))?,
+        ),
+    };
+    let bind = listener.local_addr().unwrap_or(bind);
     let products: usize = engine.domains().iter().map(|d| d.products.len()).sum();
     println!(
         "Agora serving {} domains, {products} products over Arrow Flight SQL at grpc://{bind}",
         engine.domains().len()
     );
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    if let Some(ops) = ops {
+        let addr = ops.local_addr().context("the metrics listener has no address")?;
+        println!("Metrics at http://{addr}/metrics, health at http://{addr}/healthz and /readyz");
+        let mut stopped = stopped.clone();
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            if let Err(e) = agora_flight_server::ops::serve_ops(engine, ops, shutdown).await {
+                tracing::error!(error = %e, "the metrics listener failed");
+            }
+        });
+    }
     if let Some(mesh) = demo_mesh {
         print_demo_help(&mesh, bind);
     }
-    let shutdown = async {
+    let shutdown = async move {
         shutdown_signal().await;
         tracing::info!("shutdown requested; finishing running requests");
+        let _ = stop.send(true);
     };
-    Ok(agora_flight_server::serve_on(engine, listener, options, shutdown).await?)
+    Ok(flight.serve_on(listener, shutdown).await?)
 }
 
 async fn shutdown_signal() {

@@ -37,6 +37,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::auth::{Credentials, credentials, recorded, rpc_event, unauthenticated};
 use crate::metadata::{SQL_INFO, XDBC_TYPES, foreign_keys_schema, primary_keys_schema, table_schema_with_metadata};
 use crate::pattern::NamePattern;
+use crate::result_log::{Observed, StreamLog};
 use crate::prepared::{
     PreparedStore, Statement, StoreLimits, TicketSigner, is_empty_bind, parameter_schema, parameter_values,
 };
@@ -100,6 +101,7 @@ impl AgoraFlightSqlService {
         match outcome {
             Ok(principal) => {
                 tracing::info!(principal = ?principal.user, "login");
+                crate::ops::metrics::record_login("ok");
                 // A login that cannot be recorded does not succeed.
                 let event = login(&principal.user, principal.groups.clone(), Outcome::Ok);
                 self.engine.record_event(event).await.map_err(status)?;
@@ -107,11 +109,13 @@ impl AgoraFlightSqlService {
             }
             Err(e @ AuthError::LockedOut { .. }) => {
                 tracing::warn!(user = ?user, address = ?address, "login refused: locked out");
+                crate::ops::metrics::record_login("locked_out");
                 let _ = self.engine.record_event(login(&user, Vec::new(), Outcome::Denied(e.to_string()))).await;
                 Err(recorded(Status::resource_exhausted(e.to_string())))
             }
             Err(_) => {
                 tracing::warn!(user = ?user, address = ?address, "login refused");
+                crate::ops::metrics::record_login("wrong_credentials");
                 let reason = Outcome::Denied("wrong user name or password".into());
                 let _ = self.engine.record_event(login(&user, Vec::new(), reason)).await;
                 Err(recorded(unauthenticated()))
@@ -178,21 +182,24 @@ impl AgoraFlightSqlService {
         let batches = query.stream().await.map_err(status)?;
         let target = self.types.schema(&batches.schema());
         let types = self.types;
-        let mut log = StreamLog { principal, sql: handle.sql.clone(), rows: 0, started, queued_ms, failed: false };
+        let log = StreamLog {
+            principal,
+            sql: handle.sql.clone(),
+            rows: 0,
+            bytes: 0,
+            started,
+            queued_ms,
+            failure: None,
+            ended: false,
+        };
         let converted_target = Arc::clone(&target);
         let batches = batches.map(move |batch| {
             let batch = batch.map_err(|e| FlightError::Tonic(Box::new(status(EngineError::from(e)))))?;
             types.batch(batch, &converted_target).map_err(FlightError::Arrow)
         });
-        let counted = batches.inspect(move |item| {
-            // Borrowing the whole log moves it into the closure, so it is dropped
-            // (and logs) when the stream ends or the client goes away.
-            let log = &mut log;
-            match item {
-                Ok(batch) => log.rows += batch.num_rows(),
-                Err(_) => log.failed = true,
-            }
-        });
+        // The log is dropped (and logs, and counts) when the stream ends or
+        // the client goes away.
+        let counted = Observed { inner: batches, log };
         let flight = FlightDataEncoderBuilder::new().with_schema(target).build(counted).map_err(Status::from);
         Ok(Response::new(Box::pin(flight)))
     }
@@ -291,31 +298,6 @@ type DoGetStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send 
 type HandshakeStream = Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>;
 
 /// Logs a finished (or abandoned) result stream.
-struct StreamLog {
-    principal: String,
-    sql: String,
-    rows: usize,
-    started: Instant,
-    queued_ms: u64,
-    failed: bool,
-}
-
-impl Drop for StreamLog {
-    fn drop(&mut self) {
-        // Client input is logged escaped (`?`), so it cannot forge log lines.
-        let sql: String = self.sql.chars().take(4096).collect();
-        tracing::info!(
-            principal = ?self.principal,
-            rows = self.rows,
-            elapsed_ms = self.started.elapsed().as_millis() as u64,
-            queued_ms = self.queued_ms,
-            failed = self.failed,
-            sql = ?sql,
-            "query stream ended"
-        );
-    }
-}
-
 /// Parses an optional metadata filter pattern.
 fn pattern(pattern: Option<&str>, field: &str) -> Result<Option<NamePattern>, Status> {
     pattern.map(|p| NamePattern::parse(p, field)).transpose()

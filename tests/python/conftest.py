@@ -51,27 +51,42 @@ def free_port() -> int:
 
 
 def start_server(agora_bin, config, log_path):
-    """Starts `agora serve` on `config` on a free loopback port and waits until it listens."""
+    """Starts `agora serve` on `config` on a free loopback port and waits until
+    it listens; its operations listener (metrics, health) gets a free port too,
+    read back from the banner (`metrics` in the result)."""
     port = free_port()
     log = open(log_path, "wb")
     proc = subprocess.Popen(
-        [agora_bin, "serve", "--config", str(config), "--bind", f"127.0.0.1:{port}"],
+        [agora_bin, "serve", "--config", str(config), "--bind", f"127.0.0.1:{port}", "--metrics-bind", "127.0.0.1:0"],
         stdout=log,
         stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 30
+    metrics = None
     while True:
         if proc.poll() is not None:
             pytest.fail(f"agora serve exited with {proc.returncode}: {Path(log_path).read_text()}")
+        if metrics is None:
+            found = re.search(r"Metrics at (http://[0-9.:]+)/metrics", Path(log_path).read_text(errors="replace"))
+            metrics = found and found.group(1)
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
+            if metrics is not None:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
         except OSError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail("agora serve did not start listening within 30 s")
-            time.sleep(0.1)
-    return {"uri": f"grpc://127.0.0.1:{port}", "process": proc, "port": port, "log": Path(log_path), "log_file": log}
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"agora serve did not start listening within 30 s: {Path(log_path).read_text()}")
+        time.sleep(0.1)
+    return {
+        "uri": f"grpc://127.0.0.1:{port}",
+        "process": proc,
+        "port": port,
+        "log": Path(log_path),
+        "log_file": log,
+        "metrics": metrics,
+    }
 
 
 def stop_server(server):

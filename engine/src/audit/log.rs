@@ -124,6 +124,7 @@ impl AuditLog {
     /// Appends `record` (setting its `seq` and `prev`); with `durable`, waits
     /// until it is on disk. Returns the length of the line written.
     pub(crate) fn append(&self, record: &mut AuditRecord, durable: bool) -> std::io::Result<u64> {
+        let started = std::time::Instant::now();
         let (seq, written) = {
             let mut writer = lock(&self.writer);
             self.make_room(&mut writer)?;
@@ -133,7 +134,16 @@ impl AuditLog {
         if durable {
             self.sync_through(seq)?;
         }
+        let kind = if durable { "durable" } else { "written" };
+        metrics::histogram!("agora_audit_write_seconds", "kind" => kind).record(started.elapsed().as_secs_f64());
         Ok(written)
+    }
+
+    /// Whether records can still be written where the log lives: the current
+    /// file opens for appending (it fails when its directory was removed,
+    /// replaced or made read-only). Writes nothing; for readiness checks.
+    pub fn check_writable(&self) -> std::io::Result<()> {
+        std::fs::OpenOptions::new().append(true).open(&self.config.path).map(drop)
     }
 
     /// Waits until every record up to `seq` is on disk. One caller runs

@@ -73,9 +73,13 @@ impl Admission {
     }
 
     /// Queries waiting for a slot now.
-    #[cfg(test)]
-    fn queued(&self) -> usize {
+    pub(crate) fn queued(&self) -> usize {
         self.queued.load(Ordering::SeqCst)
+    }
+
+    /// Queries holding a regular slot now (planning, running or streaming).
+    pub(crate) fn running(&self) -> usize {
+        self.max_running.saturating_sub(self.running.available_permits())
     }
 
     /// Takes a slot for a query of `user`, who may run `per_principal` at once.

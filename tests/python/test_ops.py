@@ -1,0 +1,204 @@
+"""Operating the server: Prometheus metrics, gRPC health, liveness and readiness.
+
+Every server the tests start has its operations listener on a free loopback
+port (`server["metrics"]`, read from the banner).
+"""
+
+import re
+import shutil
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from conftest import ADMIN, ANALYST, FlightSession, derived_config, serving
+
+NATIONS = "SELECT n_nationkey, n_name FROM customers.nation"
+
+
+def http_get(url, timeout=10):
+    """(status, body) of a GET, also for error statuses."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def scrape(server):
+    """Every sample of /metrics, as {'name{labels}': value}."""
+    status, body = http_get(server["metrics"] + "/metrics")
+    assert status == 200, body
+    samples = {}
+    for line in body.splitlines():
+        if line and not line.startswith("#"):
+            key, value = line.rsplit(" ", 1)
+            samples[key] = float(value)
+    return samples
+
+
+def sample(samples, name, **labels):
+    """The value of `name` with exactly these labels (label order ignored), 0 when absent."""
+    for key, value in samples.items():
+        found = re.fullmatch(r"([a-z_]+)(?:\{(.*)\})?", key)
+        if not found or found.group(1) != name:
+            continue
+        have = dict(re.findall(r'([a-z_]+)="([^"]*)"', found.group(2) or ""))
+        if have == {k: str(v) for k, v in labels.items()}:
+            return value
+    return 0.0
+
+
+def test_metrics_count_a_known_workload(server):
+    before = scrape(server)
+    with FlightSession(server, ANALYST) as analyst:
+        for _ in range(3):
+            assert analyst.query(NATIONS).num_rows == 25
+        with pytest.raises(Exception):
+            analyst.query("SELECT * FROM no_such.product")
+    with pytest.raises(Exception):
+        FlightSession(server, ("analyst", "wrong password"))
+    after = scrape(server)
+
+    def delta(name, **labels):
+        return sample(after, name, **labels) - sample(before, name, **labels)
+
+    # Three streams read to their end, 75 rows; the failed statement never
+    # produced a stream (it failed in GetFlightInfo).
+    assert delta("agora_queries_total", outcome="ok") == 3
+    assert delta("agora_query_duration_seconds_count", outcome="ok") == 3
+    assert delta("agora_result_rows_total") == 75
+    assert delta("agora_result_bytes_total") > 0
+    assert delta("agora_rpc_requests_total", rpc="DoGet", code="OK") == 3
+    assert delta("agora_rpc_requests_total", rpc="GetFlightInfo", code="OK") == 3
+    assert delta("agora_rpc_requests_total", rpc="GetFlightInfo", code="NOT_FOUND") == 1
+    assert delta("agora_logins_total", outcome="ok") == 1
+    assert delta("agora_logins_total", outcome="wrong_credentials") == 1
+    assert delta("agora_rpc_requests_total", rpc="Handshake", code="UNAUTHENTICATED") == 1
+    # Histogram buckets are cumulative and end with the count.
+    assert sample(after, "agora_query_duration_seconds_bucket", outcome="ok", le="+Inf") == sample(
+        after, "agora_query_duration_seconds_count", outcome="ok"
+    )
+    # Audit records were written (the demo mesh is governed).
+    assert delta("agora_audit_write_seconds_count", kind="durable") >= 3
+    assert [v for k, v in after.items() if k.startswith('agora_build_info{version="')] == [1.0]
+    assert sample(after, "agora_queries_running") == 0
+    assert sample(after, "agora_memory_pool_limit_bytes") > 0
+
+
+def test_a_client_cannot_grow_the_metrics(server):
+    """Label values come from fixed sets: invented RPC paths are counted as `other`."""
+    import grpc
+
+    with grpc.insecure_channel(server["uri"].removeprefix("grpc://")) as channel:
+        for i in range(20):
+            call = channel.unary_unary(f"/made.Up/Method{i}")
+            with pytest.raises(grpc.RpcError):
+                call(b"", timeout=5)
+    samples = scrape(server)
+    assert not any("Method" in key for key in samples), [k for k in samples if "Method" in k]
+    assert sample(samples, "agora_rpc_requests_total", rpc="other", code="UNAUTHENTICATED") >= 20
+
+
+def test_memory_and_spill_gauges_move_under_a_spilling_query(agora_bin, mesh_config, tmp_path):
+    from test_limits import BIG_SORT, SMALL_MEMORY
+
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    config = derived_config(mesh_config, "ops-spill", limits={"memory_limit_bytes": SMALL_MEMORY, "spill_dir": str(spill)})
+    with serving(agora_bin, config, tmp_path / "ops-spill.log") as server:
+        assert sample(scrape(server), "agora_memory_pool_limit_bytes") == SMALL_MEMORY
+        seen = {"reserved": 0.0, "spill": 0.0, "running": 0.0}
+        done = threading.Event()
+        errors = []
+
+        def run():
+            try:
+                with FlightSession(server, ADMIN) as admin:
+                    admin.query(BIG_SORT, timeout=180)
+            except Exception as error:  # noqa: BLE001 - reported below
+                errors.append(error)
+            finally:
+                done.set()
+
+        worker = threading.Thread(target=run)
+        worker.start()
+        deadline = time.monotonic() + 180
+        while not done.is_set() and time.monotonic() < deadline:
+            now = scrape(server)
+            seen["reserved"] = max(seen["reserved"], sample(now, "agora_memory_pool_reserved_bytes"))
+            seen["spill"] = max(seen["spill"], sample(now, "agora_spill_bytes"))
+            seen["running"] = max(seen["running"], sample(now, "agora_queries_running"))
+            time.sleep(0.02)
+        worker.join(timeout=10)
+        assert not errors, errors
+        assert seen["running"] >= 1, seen
+        assert 0 < seen["reserved"] <= SMALL_MEMORY, seen
+        assert seen["spill"] > 0, seen
+        # After the query the pool and the spill space are given back.
+        after = scrape(server)
+        assert sample(after, "agora_memory_pool_reserved_bytes") == 0
+        assert sample(after, "agora_spill_bytes") == 0
+
+
+def test_grpc_health_answers_without_credentials(server):
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(server["uri"].removeprefix("grpc://")) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        for service in ["", "arrow.flight.protocol.FlightService"]:
+            answer = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+            assert answer.status == health_pb2.HealthCheckResponse.SERVING, service
+        with pytest.raises(grpc.RpcError) as unknown:
+            stub.Check(health_pb2.HealthCheckRequest(service="no.such.Service"), timeout=5)
+        assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+    assert http_get(server["metrics"] + "/healthz") == (200, "ok\n")
+
+
+def wait_ready(server, want, timeout=15):
+    """Polls /readyz until its status is `want` (200 or 503); returns the body."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status, body = http_get(server["metrics"] + "/readyz")
+        if status == want:
+            return body
+        if time.monotonic() > deadline:
+            pytest.fail(f"/readyz stayed {status}, wanted {want}: {body}")
+        time.sleep(0.2)
+
+
+def test_readiness_follows_the_audit_directory_and_the_config_file(agora_bin, mesh_config, tmp_path):
+    import json
+
+    config = derived_config(mesh_config, "ops-ready")
+    audit_dir = config.parent / "ops-ready-audit"
+    with serving(agora_bin, config, tmp_path / "ops-ready.log") as server:
+        body = json.loads(wait_ready(server, 200))
+        assert body["ready"] and body["config"]["ok"] and body["audit"]["ok"], body
+        # The audit directory disappears (a lost volume): not ready, named.
+        moved = tmp_path / "audit-moved"
+        shutil.move(str(audit_dir), str(moved))
+        audit_dir.write_text("not a directory")
+        try:
+            body = json.loads(wait_ready(server, 503))
+            assert not body["audit"]["ok"] and "audit.jsonl" in body["audit"]["error"], body
+            assert body["config"]["ok"], body
+        finally:
+            audit_dir.unlink()
+            shutil.move(str(moved), str(audit_dir))
+        wait_ready(server, 200)
+        # A broken edit of the mesh file: not ready until it is repaired.
+        text = config.read_text()
+        config.write_text(text + "\nnot_a_section: [\n")
+        try:
+            body = json.loads(wait_ready(server, 503))
+            assert not body["config"]["ok"] and str(config.name) in body["config"]["error"], body
+        finally:
+            config.write_text(text)
+        wait_ready(server, 200)
+        # Still serving throughout.
+        with FlightSession(server, ADMIN) as admin:
+            assert admin.query(NATIONS).num_rows == 25

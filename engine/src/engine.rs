@@ -138,11 +138,8 @@ impl Engine {
             }
         }
         let runtime = runtime_env(&config.limits)?;
-        let queries = QueryRuntime::new(
-            config.limits.query_threads,
-            "agora-query",
-            crate::query_runtime::QUERY_NICENESS,
-        )?;
+        let queries =
+            QueryRuntime::new(config.limits.query_threads, "agora-query", crate::query_runtime::QUERY_NICENESS)?;
         let constants = QueryRuntime::new(1, "agora-constant", 0)?;
         let admission = Admission::new(
             config.limits.max_concurrent_queries,

@@ -129,8 +129,7 @@ impl FlightServer {
     pub async fn prepare(engine: Engine, options: ServeOptions) -> Result<Self, ServeError> {
         let mut authenticator = Authenticator::new(engine.config().auth.clone());
         if let Some(jwt) = &engine.config().auth.jwt {
-            let verifier =
-                Arc::new(JwtVerifier::load(jwt.clone()).await.map_err(|e| ServeError::Jwks(e.to_string()))?);
+            let verifier = Arc::new(JwtVerifier::load(jwt.clone()).await.map_err(|e| ServeError::Jwks(e.to_string()))?);
             if matches!(verifier.source(), JwksSource::Url(_)) {
                 // Providers rotate their keys: read the set again every ten minutes.
                 let weak = Arc::downgrade(&verifier);
@@ -153,8 +152,8 @@ impl FlightServer {
             return Err(ServeError::NoIdentities);
         }
         let tls = options.tls.as_ref().map(tls_config).transpose()?;
-        let flight = AgoraFlightSqlService::new(engine.clone(), Arc::clone(&auth), options.types)
-            .map_err(ServeError::Random)?;
+        let flight =
+            AgoraFlightSqlService::new(engine.clone(), Arc::clone(&auth), options.types).map_err(ServeError::Random)?;
         Ok(FlightServer { engine, auth, tls, flight })
     }
 

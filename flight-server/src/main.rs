@@ -201,7 +201,9 @@ enum Format {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = EnvFilter::try_from_env("AGORA_LOG").unwrap_or_else(|_| {
-        EnvFilter::new("warn,buoyant_kernel=off,agora=info,agora_engine=info,agora_flight_server=info,agora_connectors=info")
+        EnvFilter::new(
+            "warn,buoyant_kernel=off,agora=info,agora_engine=info,agora_flight_server=info,agora_connectors=info",
+        )
     });
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match cli.log_format {

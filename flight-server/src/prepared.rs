@@ -314,8 +314,8 @@ mod tests {
         let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
         let handle = store.create("ann", "SELECT count(*) AS n FROM t".into(), Some(Arc::clone(&schema))).unwrap();
         assert_eq!(store.get("ann", &handle).unwrap().result_schema, Some(schema));
-        let row = RecordBatch::try_from_iter([("p", Arc::new(arrow::array::Int64Array::from(vec![1])) as ArrayRef)])
-            .unwrap();
+        let row =
+            RecordBatch::try_from_iter([("p", Arc::new(arrow::array::Int64Array::from(vec![1])) as ArrayRef)]).unwrap();
         store.bind("ann", &handle, Some(row)).unwrap();
         assert_eq!(store.get("ann", &handle).unwrap().result_schema, None, "bound values may change the types");
     }

@@ -37,10 +37,10 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::auth::{Credentials, credentials, recorded, rpc_event, unauthenticated};
 use crate::metadata::{SQL_INFO, XDBC_TYPES, foreign_keys_schema, primary_keys_schema, table_schema_with_metadata};
 use crate::pattern::NamePattern;
-use crate::result_log::{Observed, StreamLog};
 use crate::prepared::{
     PreparedStore, Statement, StoreLimits, TicketSigner, is_empty_bind, parameter_schema, parameter_values,
 };
+use crate::result_log::{Observed, StreamLog};
 use crate::types::TypePolicy;
 use agora_engine::audit::{Outcome, RequestEvent, RequestKind};
 use agora_engine::{AuthError, Authenticator};

@@ -14,7 +14,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Bucket bounds of every `_seconds` histogram: from a cached metadata call
 /// to a statement that runs into the default timeout.
-const SECONDS_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
+const SECONDS_BUCKETS: &[f64] =
+    &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
 
 /// The Flight and health RPCs, by method name: the only values of the `rpc`
 /// label (anything else a client sends is counted as `other`).
@@ -64,13 +65,25 @@ fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_gauge!("agora_build_info", "Always 1; the labels say which Agora this is.");
     describe_counter!("agora_rpc_requests_total", "Flight and health requests answered, by RPC and gRPC status code.");
-    describe_histogram!("agora_rpc_duration_seconds", "Time to the response headers of each RPC (a DoGet's stream continues).");
-    describe_counter!("agora_queries_total", "Result streams ended, by outcome: ok, failed, denied, timeout, resource_exhausted, cancelled.");
-    describe_histogram!("agora_query_duration_seconds", "From the start of a DoGet to the end of its stream, by outcome.");
+    describe_histogram!(
+        "agora_rpc_duration_seconds",
+        "Time to the response headers of each RPC (a DoGet's stream continues)."
+    );
+    describe_counter!(
+        "agora_queries_total",
+        "Result streams ended, by outcome: ok, failed, denied, timeout, resource_exhausted, cancelled."
+    );
+    describe_histogram!(
+        "agora_query_duration_seconds",
+        "From the start of a DoGet to the end of its stream, by outcome."
+    );
     describe_counter!("agora_result_rows_total", "Rows sent to clients.");
     describe_counter!("agora_result_bytes_total", "Arrow memory size of the batches sent to clients.");
     describe_counter!("agora_logins_total", "Handshakes, by outcome: ok, wrong_credentials, locked_out.");
-    describe_histogram!("agora_audit_write_seconds", "Writing one audit record: written (start records) or durable (fsynced).");
+    describe_histogram!(
+        "agora_audit_write_seconds",
+        "Writing one audit record: written (start records) or durable (fsynced)."
+    );
     describe_gauge!("agora_queries_running", "Queries holding a slot (limits.max_concurrent_queries).");
     describe_gauge!("agora_queries_queued", "Queries waiting for a slot.");
     describe_gauge!("agora_queries_max_running", "limits.max_concurrent_queries.");

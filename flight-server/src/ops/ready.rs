@@ -58,9 +58,10 @@ impl Readiness {
             }
             None => Ok(()),
         };
-        let audit = self.engine.audit_log().map(|log| {
-            log.check_writable().map_err(|e| format!("cannot write {}: {e}", log.path().display()))
-        });
+        let audit = self
+            .engine
+            .audit_log()
+            .map(|log| log.check_writable().map_err(|e| format!("cannot write {}: {e}", log.path().display())));
         let sources = self.sources().await;
         let ready = config.is_ok() && audit.as_ref().is_none_or(Result::is_ok);
         let body = json!({

@@ -599,6 +599,9 @@ pub struct Session {
 
 /// A planned query: its result schema is known before it runs.
 pub struct Query {
+    /// The query's identity: its audit records' `query_id` and its
+    /// OpenLineage `runId` (a UUIDv7).
+    id: String,
     frame: DataFrame,
     audit: Option<PendingAudit>,
     lineage: Option<PendingLineage>,
@@ -616,6 +619,8 @@ struct Run {
 
 /// What a query's lineage events need once it starts.
 struct PendingLineage {
+    /// The run's id: the query's.
+    run_id: String,
     emitter: Arc<LineageEmitter>,
     sql: Option<String>,
     engine: Engine,
@@ -628,19 +633,21 @@ impl Session {
     /// Parameters may be written `$1`, `$2`… or, as JDBC does, `?` (numbered in
     /// order of appearance); bind them with [`Query::bind`].
     pub async fn query(&self, sql: &str) -> Result<Query, EngineError> {
-        let audit = self.begin_audit(Some(sql)).await?;
+        let id = crate::lineage::uuid_v7();
+        let audit = self.begin_audit(&id, Some(sql)).await?;
         if let Err(e) = crate::limits::check_text(sql, &self.engine.config().limits) {
             return Err(fail(audit, e).await);
         }
         let session = self.clone();
         let text = sql.to_string();
-        self.admitted(audit, Some(sql), async move { session.plan_sql(&text).await }).await
+        self.admitted(id, audit, Some(sql), async move { session.plan_sql(&text).await }).await
     }
 
     /// Takes a query slot for the session's principal, starts its clock and
     /// plans on the query runtime: the one way every [`Query`] is made.
     async fn admitted(
         &self,
+        id: String,
         audit: Option<PendingAudit>,
         sql: Option<&str>,
         planning: impl std::future::Future<Output = Result<DataFrame, EngineError>> + Send + 'static,
@@ -661,7 +668,10 @@ impl Session {
         let deadline = Instant::now() + limits.statement_timeout;
         let run = Run { engine: self.engine.clone(), slot, deadline, limits };
         match run.within("planning", planning).await {
-            Ok(frame) => Ok(Query { frame, audit, lineage: self.pending_lineage(sql), run }),
+            Ok(frame) => {
+                let lineage = self.pending_lineage(&id, sql);
+                Ok(Query { id, frame, audit, lineage, run })
+            }
             Err(e) => Err(fail(audit, e).await),
         }
     }
@@ -703,7 +713,8 @@ impl Session {
     /// read only the session's own tables (a plan over a provider built by
     /// hand would carry no policies).
     pub async fn plan(&self, plan: LogicalPlan) -> Result<Query, EngineError> {
-        let audit = self.begin_audit(None).await?;
+        let id = crate::lineage::uuid_v7();
+        let audit = self.begin_audit(&id, None).await?;
         if let Err(e) = self.check_plan(&plan) {
             return Err(fail(audit, e).await);
         }
@@ -711,7 +722,7 @@ impl Session {
             return Err(fail(audit, e).await);
         }
         let ctx = self.ctx.clone();
-        self.admitted(audit, None, async move { Ok(ctx.execute_logical_plan(plan).await?) }).await
+        self.admitted(id, audit, None, async move { Ok(ctx.execute_logical_plan(plan).await?) }).await
     }
 
     /// A scan of `product` as the principal may read it, to build plans on
@@ -747,18 +758,24 @@ impl Session {
         SessionCatalog { mesh: Arc::clone(&self.engine.inner.catalog), viewer: self.viewer.clone() }
     }
 
-    fn pending_lineage(&self, sql: Option<&str>) -> Option<PendingLineage> {
+    fn pending_lineage(&self, id: &str, sql: Option<&str>) -> Option<PendingLineage> {
         let emitter = self.engine.inner.lineage.as_ref()?;
-        Some(PendingLineage { emitter: Arc::clone(emitter), sql: sql.map(str::to_string), engine: self.engine.clone() })
+        Some(PendingLineage {
+            run_id: id.to_string(),
+            emitter: Arc::clone(emitter),
+            sql: sql.map(str::to_string),
+            engine: self.engine.clone(),
+        })
     }
 
     /// Writes the start record of a request (on a governed mesh): the
     /// request is refused when it cannot be recorded or when the principal
     /// is over its audit quota.
     /// The write happens off the async threads: it may have to rotate the log.
-    async fn begin_audit(&self, sql: Option<&str>) -> Result<Option<PendingAudit>, EngineError> {
+    async fn begin_audit(&self, id: &str, sql: Option<&str>) -> Result<Option<PendingAudit>, EngineError> {
         let Some(log) = self.viewer.audit.as_ref() else { return Ok(None) };
         let mut record = AuditRecord::start(&self.viewer.principal, self.client.as_deref(), sql);
+        record.query_id = id.to_string();
         record.policy_version = self.viewer.policies.as_ref().map(|p| p.version().to_string());
         let log = Arc::clone(log);
         match tokio::runtime::Handle::try_current() {
@@ -897,7 +914,7 @@ impl Query {
     /// Binds positional parameter values (`$1` is `values[0]`).
     pub fn bind(self, values: Vec<ScalarValue>) -> Result<Query, EngineError> {
         match self.frame.with_param_values(ParamValues::from(values)) {
-            Ok(frame) => Ok(Query { frame, audit: self.audit, lineage: self.lineage, run: self.run }),
+            Ok(frame) => Ok(Query { id: self.id, frame, audit: self.audit, lineage: self.lineage, run: self.run }),
             Err(e) => Err(fail_blocking(self.audit, e.into())),
         }
     }
@@ -915,6 +932,13 @@ impl Query {
     /// converted, say), recording `error` as its outcome; returns `error`.
     pub async fn reject(self, error: EngineError) -> EngineError {
         fail(self.audit, error).await
+    }
+
+    /// The query's id: the `query_id` of its audit records and the `runId`
+    /// of its OpenLineage events, for joining the two (and the server's
+    /// log line of the query).
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     /// How long the query waited for a slot (see `limits.max_concurrent_queries`).
@@ -957,7 +981,14 @@ impl Query {
                         .iter()
                         .flat_map(|p| p.masks.iter().map(move |(c, _, _)| (p.product.clone(), c.clone())))
                         .collect();
-                    let run = LineageRun::start(l.emitter, &optimized, l.sql.as_deref(), l.engine.config(), &masked);
+                    let run = LineageRun::start(
+                        l.emitter,
+                        l.run_id,
+                        &optimized,
+                        l.sql.as_deref(),
+                        l.engine.config(),
+                        &masked,
+                    );
                     Box::pin(LineageStream::new(stream, run)) as SendableRecordBatchStream
                 }
                 None => stream,

@@ -182,6 +182,7 @@ impl LineageRun {
     /// Describes the run and sends its START event.
     pub(crate) fn start(
         emitter: Arc<LineageEmitter>,
+        run_id: String,
         plan: &LogicalPlan,
         sql: Option<&str>,
         mesh: &MeshConfig,
@@ -221,7 +222,7 @@ impl LineageRun {
                 "columnLineage": lineage.facet(plan.schema().inner()),
             }
         });
-        let run = LineageRun { emitter, run_id: uuid_v7(), job, inputs, output };
+        let run = LineageRun { emitter, run_id, job, inputs, output };
         run.send("START", None);
         run
     }
@@ -266,8 +267,12 @@ impl LineageRun {
     }
 }
 
-/// A random UUID, version 7 (time-ordered), as OpenLineage recommends for run ids.
-fn uuid_v7() -> String {
+/// A random UUID, version 7 (time-ordered, as OpenLineage recommends for run
+/// ids, so ids sort by start): the id of a query, its
+/// audit records and its lineage run. Written here rather than with the
+/// `uuid` crate, whose `v7` feature is not enabled in the dependency tree
+/// (enabling it rebuilds every crate that depends on `uuid`).
+pub(crate) fn uuid_v7() -> String {
     let mut b = [0u8; 16];
     let _ = getrandom::fill(&mut b);
     let millis = chrono::Utc::now().timestamp_millis() as u64;

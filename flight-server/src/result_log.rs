@@ -11,6 +11,8 @@ use futures::Stream;
 
 /// One result stream's counts, logged and counted when dropped.
 pub(crate) struct StreamLog {
+    /// The query's id, as in its audit records and lineage run.
+    pub(crate) query_id: String,
     pub(crate) principal: String,
     pub(crate) sql: String,
     pub(crate) rows: u64,
@@ -34,6 +36,7 @@ impl Drop for StreamLog {
         // Client input is logged escaped (`?`), so it cannot forge log lines.
         let sql: String = self.sql.chars().take(4096).collect();
         tracing::info!(
+            query_id = %self.query_id,
             principal = ?self.principal,
             rows = self.rows,
             elapsed_ms = self.started.elapsed().as_millis() as u64,

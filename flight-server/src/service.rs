@@ -179,10 +179,12 @@ impl AgoraFlightSqlService {
         let principal = session.principal().user.clone();
         let query = self.plan(&session, handle).await?;
         let queued_ms = query.queued().as_millis() as u64;
+        let query_id = query.id().to_string();
         let batches = query.stream().await.map_err(status)?;
         let target = self.types.schema(&batches.schema());
         let types = self.types;
         let log = StreamLog {
+            query_id,
             principal,
             sql: handle.sql.clone(),
             rows: 0,

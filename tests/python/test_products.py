@@ -4,6 +4,7 @@ access after an analyst's query, and OpenLineage events (file and HTTP sinks)
 validated against the OpenLineage JSON schemas."""
 
 import json
+import re
 import subprocess
 import threading
 import uuid
@@ -75,6 +76,23 @@ def test_sensitive_access_shows_an_analysts_read(server):
 def events_for(path, marker):
     events = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return [e for e in events if marker in e["job"].get("facets", {}).get("sql", {}).get("query", "")]
+
+
+def test_a_query_has_one_id_in_its_audit_records_and_its_lineage_run(agora_bin, mesh_config, mesh_dir):
+    marker = uuid.uuid4().hex[:8]
+    sql = f"SELECT n_name, '{marker}' AS m FROM customers.nation LIMIT 3"
+    subprocess.run([agora_bin, "query", "--as", "analyst", "--config", str(mesh_config), sql], check=True,
+                   capture_output=True)
+    events = events_for(mesh_dir / "lineage" / "events.jsonl", marker)
+    assert [e["eventType"] for e in events] == ["START", "COMPLETE"], events
+    audit = [json.loads(line) for line in (mesh_dir / "audit" / "audit.jsonl").read_text().splitlines() if line]
+    started = [r for r in audit if marker in (r.get("sql") or "")]
+    assert len(started) == 1, started
+    query_id = started[0]["query_id"]
+    assert [r["status"] for r in audit if r["query_id"] == query_id] == ["started", "ok"]
+    assert {e["run"]["runId"] for e in events} == {query_id}
+    # A UUIDv7: time-ordered ids.
+    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", query_id), query_id
 
 
 def test_lineage_of_a_join_with_masked_columns(agora_bin, mesh_config, mesh_dir):

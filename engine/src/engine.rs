@@ -213,6 +213,14 @@ impl Engine {
         self.inner.lineage.as_deref()
     }
 
+    /// Stops every running query, and any started from now on: their result
+    /// streams end with [`EngineError::ShuttingDown`] (audited as
+    /// `cancelled`). For a server whose drain time is over.
+    pub fn stop_queries(&self) {
+        self.inner.queries.stop_streams();
+        self.inner.constants.stop_streams();
+    }
+
     /// What running queries hold now, for monitoring.
     pub fn usage(&self) -> ResourceUsage {
         let limits = &self.config().limits;
@@ -1117,6 +1125,7 @@ fn status_of(error: &EngineError) -> &'static str {
     match error {
         EngineError::Denied(_) => "denied",
         EngineError::Timeout(_) => "timeout",
+        EngineError::ShuttingDown(_) => "cancelled",
         _ => "failed",
     }
 }

@@ -48,6 +48,9 @@ pub enum EngineError {
     /// The query ran past its statement timeout and was stopped.
     #[error("{0}")]
     Timeout(String),
+    /// The server is shutting down and stopped the query; retry elsewhere.
+    #[error("{0}")]
+    ShuttingDown(String),
     /// The query failed while running.
     #[error("query failed: {0}")]
     Execution(String),
@@ -80,6 +83,9 @@ impl From<DataFusionError> for EngineError {
                 DataFusionError::External(e) => {
                     if let Some(f) = e.downcast_ref::<ProductFailure>() {
                         return EngineError::ProductUnavailable { product: f.product.clone(), cause: f.source.clone() };
+                    }
+                    if e.downcast_ref::<crate::query_runtime::ShuttingDown>().is_some() {
+                        return EngineError::ShuttingDown(crate::query_runtime::SHUTTING_DOWN.to_string());
                     }
                     if let Some(Timeout(message)) = e.downcast_ref::<Timeout>() {
                         return EngineError::Timeout(message.clone());

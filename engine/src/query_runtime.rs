@@ -32,6 +32,7 @@ use futures::{FutureExt, Stream, StreamExt};
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::EngineError;
 
@@ -54,6 +55,9 @@ pub(crate) const QUERY_NICENESS: i32 = 10;
 /// the engine is dropped (also from inside another runtime).
 pub(crate) struct QueryRuntime {
     runtime: Option<Runtime>,
+    /// Cancelled when the server shuts down: every result stream then ends
+    /// with [`ShuttingDown`].
+    stop: CancellationToken,
 }
 
 impl std::fmt::Debug for QueryRuntime {
@@ -75,7 +79,7 @@ impl QueryRuntime {
             .enable_all()
             .build()
             .map_err(|e| EngineError::Execution(format!("cannot start the query runtime: {e}")))?;
-        Ok(QueryRuntime { runtime: Some(runtime) })
+        Ok(QueryRuntime { runtime: Some(runtime), stop: CancellationToken::new() })
     }
 
     fn handle(&self) -> Result<&tokio::runtime::Handle, EngineError> {
@@ -137,12 +141,22 @@ impl QueryRuntime {
             }
         });
         let received = Received {
+            stopped: Box::pin(self.stop.clone().cancelled_owned()),
             receiver,
             deadline: Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(deadline))),
             on_timeout: Some(on_timeout),
             _task: AbortOnDrop(task),
         };
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, received)))
+    }
+}
+
+impl QueryRuntime {
+    /// Ends every result stream, running or started later, with
+    /// [`ShuttingDown`], stopping its query: what a server does when its
+    /// drain time is over.
+    pub(crate) fn stop_streams(&self) {
+        self.stop.cancel();
     }
 }
 
@@ -204,6 +218,15 @@ fn explain_exhausted(error: DataFusionError, hint: &str) -> DataFusionError {
 #[error("{0}")]
 pub(crate) struct Timeout(pub(crate) String);
 
+/// The server stopped the query's stream while shutting down; recovered by
+/// [`EngineError::from`].
+#[derive(Debug, thiserror::Error)]
+#[error("{SHUTTING_DOWN}")]
+pub(crate) struct ShuttingDown;
+
+/// The message of [`ShuttingDown`], which the audit log records as `cancelled`.
+pub(crate) const SHUTTING_DOWN: &str = "the server is shutting down: the query was stopped";
+
 /// A query panicked; recovered by [`EngineError::from`] as an internal error.
 #[derive(Debug, thiserror::Error)]
 #[error("internal error: {0}")]
@@ -247,6 +270,8 @@ impl<T> Drop for AbortOnDrop<T> {
 /// thread is busy inside an operator (the query stops at its next await
 /// point, when the task is aborted).
 struct Received {
+    /// Ready once the server stops its streams.
+    stopped: Pin<Box<WaitForCancellationFutureOwned>>,
     receiver: mpsc::Receiver<Result<RecordBatch, DataFusionError>>,
     deadline: Pin<Box<tokio::time::Sleep>>,
     /// The timeout's message; `None` once the stream has ended.
@@ -269,6 +294,11 @@ impl Stream for Received {
                 Poll::Ready(last)
             }
             Poll::Pending => {
+                if self.stopped.as_mut().poll(cx).is_ready() {
+                    self._task.0.abort();
+                    self.on_timeout = None;
+                    return Poll::Ready(Some(Err(DataFusionError::External(Box::new(ShuttingDown)))));
+                }
                 std::task::ready!(self.deadline.as_mut().poll(cx));
                 self._task.0.abort();
                 let message = self.on_timeout.take().unwrap_or_default();

@@ -158,6 +158,12 @@ struct ServerArgs {
     /// needs no credentials: keep it on loopback or an internal network.
     #[arg(long, default_value = "127.0.0.1:9464", value_parser = parse_metrics_bind)]
     metrics_bind: MetricsBind,
+    /// On SIGTERM or Ctrl-C, how long running queries may finish (new
+    /// connections are refused meanwhile) before they are stopped, their
+    /// clients told UNAVAILABLE and the queries audited as cancelled. A
+    /// second signal stops them at once.
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+    drain_seconds: f64,
 }
 
 /// Where the operations listener binds, if anywhere.
@@ -542,12 +548,39 @@ async fn serve(engine: Engine, bind: SocketAddr, server: &ServerArgs, demo_mesh:
     if let Some(mesh) = demo_mesh {
         print_demo_help(&mesh, bind);
     }
+    let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
         shutdown_signal().await;
-        tracing::info!("shutdown requested; finishing running requests");
         let _ = stop.send(true);
+        let _ = signalled.send(());
     };
-    Ok(flight.serve_on(listener, shutdown).await?)
+    let serving = flight.serve_on(listener, shutdown);
+    tokio::pin!(serving);
+    tokio::select! {
+        result = &mut serving => return Ok(result?),
+        _ = on_signal => {}
+    }
+    let drain = std::time::Duration::try_from_secs_f64(server.drain_seconds.max(0.0)).unwrap_or_default();
+    tracing::info!(drain_seconds = drain.as_secs_f64(), "shutdown requested; running queries may finish");
+    let drained = tokio::select! {
+        result = &mut serving => Some(result),
+        _ = tokio::time::sleep(drain) => None,
+        _ = shutdown_signal() => None,
+    };
+    if let Some(result) = drained {
+        return Ok(result?);
+    }
+    let running = engine.usage().running_queries;
+    tracing::warn!(running, "stopping the running queries: drain time over or second signal");
+    engine.stop_queries();
+    // Their streams end with an error, and are audited, within moments.
+    match tokio::time::timeout(std::time::Duration::from_secs(5), &mut serving).await {
+        Ok(result) => Ok(result?),
+        Err(_) => {
+            tracing::warn!("exiting with requests still open");
+            Ok(())
+        }
+    }
 }
 
 async fn shutdown_signal() {

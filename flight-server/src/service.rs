@@ -327,6 +327,7 @@ fn engine_status(err: EngineError) -> Status {
         EngineError::ProductUnavailable { .. } => Status::unavailable(message),
         EngineError::ResourcesExhausted(_) => Status::resource_exhausted(message),
         EngineError::Timeout(_) => Status::deadline_exceeded(message),
+        EngineError::ShuttingDown(_) => Status::unavailable(message),
         EngineError::Denied(_) => Status::permission_denied(message),
         EngineError::Policy(_) => Status::failed_precondition(message),
         EngineError::Execution(_) | EngineError::Internal(_) => Status::internal(message),

@@ -50,14 +50,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(agora_bin, config, log_path):
+def start_server(agora_bin, config, log_path, extra=()):
     """Starts `agora serve` on `config` on a free loopback port and waits until
     it listens; its operations listener (metrics, health) gets a free port too,
     read back from the banner (`metrics` in the result)."""
     port = free_port()
     log = open(log_path, "wb")
     proc = subprocess.Popen(
-        [agora_bin, "serve", "--config", str(config), "--bind", f"127.0.0.1:{port}", "--metrics-bind", "127.0.0.1:0"],
+        [agora_bin, "serve", "--config", str(config), "--bind", f"127.0.0.1:{port}", "--metrics-bind", "127.0.0.1:0",
+         *extra],
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -368,9 +369,10 @@ def derived_config(mesh_config, name, limits=None, auth=None, domains="", audit=
 
 
 @contextlib.contextmanager
-def serving(agora_bin, config, log_path):
-    """A server of its own on `config`, stopped however the block ends."""
-    started = start_server(agora_bin, config, log_path)
+def serving(agora_bin, config, log_path, extra=()):
+    """A server of its own on `config` (`extra`: more `agora serve` arguments),
+    stopped however the block ends."""
+    started = start_server(agora_bin, config, log_path, extra)
     try:
         yield started
     finally:

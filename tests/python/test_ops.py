@@ -4,8 +4,10 @@ Every server the tests start has its operations listener on a free loopback
 port (`server["metrics"]`, read from the banner).
 """
 
+import json
 import re
 import shutil
+import signal
 import threading
 import time
 import urllib.error
@@ -207,3 +209,52 @@ def test_readiness_follows_the_audit_directory_and_the_config_file(agora_bin, me
         # Still serving throughout.
         with FlightSession(server, ADMIN) as admin:
             assert admin.query(NATIONS).num_rows == 25
+
+
+def test_shutdown_lets_queries_finish_then_stops_them_audited(agora_bin, mesh_config, tmp_path):
+    from test_limits import EXPENSIVE, ExpensiveClient
+
+    config = derived_config(mesh_config, "ops-drain")
+    audit = config.parent / "ops-drain-audit" / "audit.jsonl"
+    marker = f"drain-{time.monotonic_ns()}"
+    with serving(agora_bin, config, tmp_path / "ops-drain.log", extra=["--drain-seconds", "2"]) as server:
+        process = server["process"]
+        with FlightSession(server, ADMIN) as admin:
+            # A query that completed before the signal is unaffected.
+            assert admin.query(NATIONS).num_rows == 25
+            with ExpensiveClient(server, admin.header, sql=f"{EXPENSIVE} /* {marker} */") as heavy:
+                heavy.wait_streaming()
+                signalled = time.monotonic()
+                process.send_signal(signal.SIGTERM)
+                # Still running during the drain time.
+                time.sleep(1.0)
+                assert process.poll() is None and heavy.running()
+                process.wait(timeout=20)
+                elapsed = time.monotonic() - signalled
+                heavy.process.wait(timeout=10)
+                error = heavy.process.stderr.read()
+        assert 2.0 <= elapsed < 12.0, elapsed
+        assert process.returncode == 0, server["log"].read_text()[-2000:]
+        assert "UNAVAILABLE" in error or "shutting down" in error, error[-2000:]
+    records = [json.loads(line) for line in audit.read_text().splitlines() if line]
+    ids = {r["query_id"] for r in records if marker in (r.get("sql") or "")}
+    finishes = [r["status"] for r in records if r["query_id"] in ids and r["status"] not in ("started", "planned")]
+    assert finishes == ["cancelled"], finishes
+    assert "shutting down" in next(r["error"] for r in records if r["query_id"] in ids and r["status"] == "cancelled")
+
+
+def test_a_second_signal_stops_the_server_at_once(agora_bin, mesh_config, tmp_path):
+    from test_limits import EXPENSIVE, ExpensiveClient
+
+    config = derived_config(mesh_config, "ops-second-signal")
+    with serving(agora_bin, config, tmp_path / "ops-second.log", extra=["--drain-seconds", "600"]) as server:
+        process = server["process"]
+        with FlightSession(server, ADMIN) as admin, ExpensiveClient(server, admin.header) as heavy:
+            heavy.wait_streaming()
+            process.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            assert process.poll() is None, "the first signal drains"
+            signalled = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=15)
+            assert time.monotonic() - signalled < 8.0

@@ -177,8 +177,14 @@ impl Stream for AuditedStream {
                 }
                 Some(Err(e)) => {
                     self.held = None;
-                    let status =
-                        if e.to_string().contains("limits.statement_timeout_seconds") { "timeout" } else { "failed" };
+                    let text = e.to_string();
+                    let status = if text.contains("limits.statement_timeout_seconds") {
+                        "timeout"
+                    } else if text.contains(crate::query_runtime::SHUTTING_DOWN) {
+                        "cancelled"
+                    } else {
+                        "failed"
+                    };
                     match self.audit.take() {
                         Some(a) => {
                             self.writing = Some((Box::pin(a.finish_async(status, Some(e.to_string()))), Some(e)))

@@ -532,7 +532,8 @@ async fn every_request_is_audited_exactly_once() {
         assert_eq!(r.sql.as_deref(), Some(*sql));
         assert_eq!(r.user, who.user);
         assert_eq!(r.status == "ok", *ok, "{r:?}");
-        assert_eq!(r.query_id.len(), 24);
+        // A UUIDv7, shared with the query's lineage run.
+        assert_eq!((r.query_id.len(), r.query_id.as_bytes()[14]), (36, b'7'), "{}", r.query_id);
         assert!(r.policy_version.as_deref().is_some_and(|v| v.starts_with("sha256:")));
     }
     let first = &records[0];

@@ -19,6 +19,7 @@ use agora_connectors::Source;
 
 use crate::config::{DomainConfig, MeshConfig, ProductConfig};
 use crate::contract::quality::QualityLog;
+use crate::history::QueryHistory;
 use crate::{EngineError, ProductRef};
 
 /// The catalog of all domains, shared by every session of an engine.
@@ -28,6 +29,8 @@ pub(crate) struct MeshCatalog {
     domains: BTreeMap<String, Arc<DomainSchema>>,
     /// The history of quality checks.
     quality: Arc<QualityLog>,
+    /// Every query received: running, and the newest finished.
+    history: Arc<QueryHistory>,
     /// The state products are opened with; also plans policy expressions.
     opener: Arc<SessionState>,
 }
@@ -54,7 +57,8 @@ impl MeshCatalog {
         let domains =
             config.domains.iter().map(|d| (d.name.clone(), Arc::new(DomainSchema::new(d, &opener)))).collect();
         let quality = QualityLog::new(&config.quality);
-        MeshCatalog { config, domains, quality, opener }
+        let history = QueryHistory::open(&config.history);
+        MeshCatalog { config, domains, quality, history, opener }
     }
 
     pub(crate) fn config(&self) -> &MeshConfig {
@@ -63,6 +67,10 @@ impl MeshCatalog {
 
     pub(crate) fn quality(&self) -> &Arc<QualityLog> {
         &self.quality
+    }
+
+    pub(crate) fn history(&self) -> &Arc<QueryHistory> {
+        &self.history
     }
 
     pub(crate) fn opener(&self) -> &SessionState {

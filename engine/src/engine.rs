@@ -37,8 +37,10 @@ use crate::contract::{QualityRule, RuleKind};
 use crate::governance::PolicySet;
 use crate::governance::catalog::{SessionCatalog, Viewer};
 use crate::governance::rewrite::{BarrierPlanner, BarrierPushdown, GovernanceRule, applied_policies};
+use crate::history::{CancelQuery, HistoryEntry, QueryEntry, QueryInfo, QueryMemory, TrackedStream};
 use crate::limits::{Admission, EffectiveLimits, LimitsConfig, QuerySlot};
 use crate::lineage::{LineageEmitter, LineageRun, LineageStream};
+use crate::query_context::Origin;
 use crate::query_runtime::QueryRuntime;
 use crate::system::{SearchFunction, SystemContext};
 use crate::{EngineError, Principal, ProductRef};
@@ -86,6 +88,13 @@ struct Inner {
     constants: QueryRuntime,
     /// Slots for running and queued queries.
     admission: Admission,
+}
+
+impl Inner {
+    /// The runtime of a query's lane (see [`QuerySlot::constant`]).
+    fn lane(&self, slot: &QuerySlot) -> &QueryRuntime {
+        if slot.constant { &self.constants } else { &self.queries }
+    }
 }
 
 /// A snapshot of the resources queries hold, against their limits (see
@@ -310,6 +319,13 @@ impl Engine {
         &self.config().domains
     }
 
+    /// Every query of the engine (running ones first, then the newest
+    /// finished), for the embedding application; `system.queries` shows
+    /// each principal its own.
+    pub fn queries(&self) -> Vec<QueryInfo> {
+        self.inner.catalog.history().all()
+    }
+
     /// Opens a session for the embedding application itself (the `local`
     /// principal). Sessions are independent: settings changed in one do not leak
     /// into another, while opened tables and object stores are shared.
@@ -356,7 +372,7 @@ impl Engine {
         ctx.register_catalog(CATALOG, Arc::new(catalog));
         let context = SystemContext { mesh: Arc::clone(&self.inner.catalog), viewer: viewer.clone() };
         ctx.register_udtf("search_products", Arc::new(SearchFunction { context }));
-        Session { ctx, engine: self.clone(), viewer, client: None }
+        Session { ctx, engine: self.clone(), viewer, origin: Origin::default() }
     }
 
     /// The schema of one product, opening it if needed.
@@ -602,14 +618,17 @@ pub struct Session {
     ctx: SessionContext,
     engine: Engine,
     viewer: Viewer,
-    client: Option<String>,
+    /// Where the session's queries come from, for their contexts.
+    origin: Origin,
 }
 
 /// A planned query: its result schema is known before it runs.
 pub struct Query {
-    /// The query's identity: its audit records' `query_id` and its
-    /// OpenLineage `runId` (a UUIDv7).
+    /// The query's identity: its audit records' `query_id`, its OpenLineage
+    /// `runId` and its `system.queries` row (a UUIDv7).
     id: String,
+    /// Its entry in the query history.
+    history: HistoryEntry,
     frame: DataFrame,
     audit: Option<PendingAudit>,
     lineage: Option<PendingLineage>,
@@ -620,6 +639,8 @@ pub struct Query {
 /// its result limits.
 struct Run {
     engine: Engine,
+    /// The query's history entry, whose cancel stops it.
+    entry: Arc<QueryEntry>,
     slot: QuerySlot,
     deadline: Instant,
     limits: EffectiveLimits,
@@ -641,46 +662,65 @@ impl Session {
     /// Parameters may be written `$1`, `$2`… or, as JDBC does, `?` (numbered in
     /// order of appearance); bind them with [`Query::bind`].
     pub async fn query(&self, sql: &str) -> Result<Query, EngineError> {
-        let id = crate::lineage::uuid_v7();
-        let audit = self.begin_audit(&id, Some(sql)).await?;
+        let history = self.begin_history(Some(sql));
+        let id = history.entry().context.id.clone();
+        let audit = match self.begin_audit(&id, Some(sql)).await {
+            Ok(audit) => audit,
+            Err(e) => return Err(fail(None, history, e).await),
+        };
         if let Err(e) = crate::limits::check_text(sql, &self.engine.config().limits) {
-            return Err(fail(audit, e).await);
+            return Err(fail(audit, history, e).await);
         }
         let session = self.clone();
         let text = sql.to_string();
-        self.admitted(id, audit, Some(sql), async move { session.plan_sql(&text).await }).await
+        self.admitted(history, audit, Some(sql), async move { session.plan_sql(&text).await }).await
+    }
+
+    /// Registers a query that just arrived in the history, with its context.
+    fn begin_history(&self, sql: Option<&str>) -> HistoryEntry {
+        let context = self.origin.context(&self.viewer.principal.user);
+        self.engine.inner.catalog.history().begin(context, sql)
     }
 
     /// Takes a query slot for the session's principal, starts its clock and
     /// plans on the query runtime: the one way every [`Query`] is made.
     async fn admitted(
         &self,
-        id: String,
+        history: HistoryEntry,
         audit: Option<PendingAudit>,
         sql: Option<&str>,
         planning: impl std::future::Future<Output = Result<DataFrame, EngineError>> + Send + 'static,
     ) -> Result<Query, EngineError> {
         let limits = self.engine.config().limits.for_principal(&self.viewer.principal);
         let admission = &self.engine.inner.admission;
+        let entry = Arc::clone(history.entry());
         let admit = async {
-            if sql.is_some_and(crate::limits::reads_nothing) {
+            if sql.is_some_and(|s| crate::limits::reads_nothing(s) || crate::history::is_call(s)) {
                 admission.admit_constant().await
             } else {
                 admission.admit(&self.viewer.principal.user, limits.max_queries_per_principal).await
             }
         };
-        let slot = match admit.await {
-            Ok(slot) => slot,
-            Err(e) => return Err(fail(audit, e).await),
+        // A queued query can be cancelled too.
+        let admitted = tokio::select! {
+            admitted = admit => admitted,
+            _ = entry.cancel.cancelled() => Err(entry.cancelled_error()),
         };
+        let slot = match admitted {
+            Ok(slot) => slot,
+            Err(e) => return Err(fail(audit, history, e).await),
+        };
+        history.planning(slot.queued);
         let deadline = Instant::now() + limits.statement_timeout;
-        let run = Run { engine: self.engine.clone(), slot, deadline, limits };
+        let run = Run { engine: self.engine.clone(), entry, slot, deadline, limits };
         match run.within("planning", planning).await {
             Ok(frame) => {
+                history.planned();
+                let id = history.entry().context.id.clone();
                 let lineage = self.pending_lineage(&id, sql);
-                Ok(Query { id, frame, audit, lineage, run })
+                Ok(Query { id, history, frame, audit, lineage, run })
             }
-            Err(e) => Err(fail(audit, e).await),
+            Err(e) => Err(fail(audit, history, e).await),
         }
     }
 
@@ -689,6 +729,14 @@ impl Session {
         let dialect = state.config().options().sql_parser.dialect;
         let sql = number_question_marks(sql);
         let statement = state.sql_to_statement(&sql, &dialect)?;
+        if let DFStatement::Statement(call) = &statement
+            && let Some(cancel) = CancelQuery::plan(call, self.engine.inner.catalog.history(), &self.viewer)
+        {
+            let cancel: Arc<dyn datafusion::physical_plan::streaming::PartitionStream> = Arc::new(cancel?);
+            let table =
+                datafusion::catalog::streaming::StreamingTable::try_new(Arc::clone(cancel.schema()), vec![cancel])?;
+            return Ok(self.ctx.read_table(Arc::new(table))?);
+        }
         ensure_read_only(&statement)?;
         crate::limits::check_statement(&statement, &self.engine.config().limits)?;
         for reference in state.resolve_table_references(&statement)? {
@@ -721,16 +769,20 @@ impl Session {
     /// read only the session's own tables (a plan over a provider built by
     /// hand would carry no policies).
     pub async fn plan(&self, plan: LogicalPlan) -> Result<Query, EngineError> {
-        let id = crate::lineage::uuid_v7();
-        let audit = self.begin_audit(&id, None).await?;
+        let history = self.begin_history(None);
+        let id = history.entry().context.id.clone();
+        let audit = match self.begin_audit(&id, None).await {
+            Ok(audit) => audit,
+            Err(e) => return Err(fail(None, history, e).await),
+        };
         if let Err(e) = self.check_plan(&plan) {
-            return Err(fail(audit, e).await);
+            return Err(fail(audit, history, e).await);
         }
         if let Err(e) = crate::governance::plan_view::check_plan_sources(&self.viewer, &self.ctx, &plan).await {
-            return Err(fail(audit, e).await);
+            return Err(fail(audit, history, e).await);
         }
         let ctx = self.ctx.clone();
-        self.admitted(id, audit, None, async move { Ok(ctx.execute_logical_plan(plan).await?) }).await
+        self.admitted(history, audit, None, async move { Ok(ctx.execute_logical_plan(plan).await?) }).await
     }
 
     /// A scan of `product` as the principal may read it, to build plans on
@@ -741,9 +793,31 @@ impl Session {
         Ok(self.ctx.table(reference).await?.into_unoptimized_plan())
     }
 
-    /// Records the address of the client the session serves, for the audit log.
+    /// Records the address of the client the session serves, for the audit
+    /// log and the query history.
     pub fn with_client(mut self, address: impl Into<String>) -> Self {
-        self.client = Some(address.into());
+        self.origin.client = Some(address.into());
+        self
+    }
+
+    /// Records the protocol the session's queries arrive by (`flight-sql`;
+    /// `embedded` when not set), for the query history.
+    pub fn with_protocol(mut self, protocol: &'static str) -> Self {
+        self.origin.protocol = Some(protocol);
+        self
+    }
+
+    /// Records what the client says its queries are for (trimmed, capped
+    /// at [`crate::query_context::MAX_PURPOSE_CHARS`]).
+    pub fn with_purpose(mut self, purpose: &str) -> Self {
+        self.origin.purpose = crate::query_context::purpose(purpose);
+        self
+    }
+
+    /// Records the W3C trace the session's queries belong to, from a
+    /// `traceparent` header (ignored when malformed).
+    pub fn with_traceparent(mut self, traceparent: &str) -> Self {
+        self.origin.trace_id = crate::query_context::trace_id_of(traceparent);
         self
     }
 
@@ -782,7 +856,7 @@ impl Session {
     /// The write happens off the async threads: it may have to rotate the log.
     async fn begin_audit(&self, id: &str, sql: Option<&str>) -> Result<Option<PendingAudit>, EngineError> {
         let Some(log) = self.viewer.audit.as_ref() else { return Ok(None) };
-        let mut record = AuditRecord::start(&self.viewer.principal, self.client.as_deref(), sql);
+        let mut record = AuditRecord::start(&self.viewer.principal, self.origin.client.as_deref(), sql);
         record.query_id = id.to_string();
         record.policy_version = self.viewer.policies.as_ref().map(|p| p.version().to_string());
         let log = Arc::clone(log);
@@ -808,7 +882,7 @@ impl Session {
             action: action.to_string(),
             user: self.viewer.principal.user.clone(),
             groups: self.viewer.principal.groups.clone(),
-            client: self.client.clone(),
+            client: self.origin.client.clone(),
             outcome: crate::audit::Outcome::Ok,
         };
         crate::audit::event::record_event(log, event).await
@@ -922,8 +996,8 @@ impl Query {
     /// Binds positional parameter values (`$1` is `values[0]`).
     pub fn bind(self, values: Vec<ScalarValue>) -> Result<Query, EngineError> {
         match self.frame.with_param_values(ParamValues::from(values)) {
-            Ok(frame) => Ok(Query { id: self.id, frame, audit: self.audit, lineage: self.lineage, run: self.run }),
-            Err(e) => Err(fail_blocking(self.audit, e.into())),
+            Ok(frame) => Ok(Query { frame, ..self }),
+            Err(e) => Err(fail_blocking(self.audit, self.history, e.into())),
         }
     }
 
@@ -939,7 +1013,7 @@ impl Query {
     /// Gives the query up before it runs (its parameters could not be
     /// converted, say), recording `error` as its outcome; returns `error`.
     pub async fn reject(self, error: EngineError) -> EngineError {
-        fail(self.audit, error).await
+        fail(self.audit, self.history, error).await
     }
 
     /// The query's id: the `query_id` of its audit records and the `runId`
@@ -965,19 +1039,27 @@ impl Query {
     pub async fn stream(self) -> Result<SendableRecordBatchStream, EngineError> {
         let (state, plan) = self.frame.into_parts();
         let mut audit = self.audit;
+        let history = self.history;
         let run = self.run;
+        history.planning_again();
+        // The query's operators reserve through a view of the shared pool
+        // that counts its own peak (see `QueryMemory`).
+        let shared = &run.engine.inner.runtime;
+        let memory = QueryMemory::new(Arc::clone(&shared.memory_pool), Arc::clone(history.entry()));
+        let runtime = RuntimeEnvBuilder::from_runtime_env(shared).with_memory_pool(Arc::new(memory)).build_arc();
         let started = async move {
             let optimized = state.optimize(&plan)?;
             let reads = Reads::of(&optimized);
             let physical = state.query_planner().create_physical_plan(&optimized, &state).await?;
-            Ok::<_, EngineError>((execute_stream(physical, state.task_ctx())?, reads, optimized))
+            let task = Arc::new(datafusion::execution::TaskContext::from(&state).with_runtime(runtime?));
+            Ok::<_, EngineError>((execute_stream(Arc::clone(&physical), task)?, physical, reads, optimized))
         };
         let lineage = self.lineage;
-        let started = run.within("planning", started).await.and_then(move |(stream, reads, optimized)| {
+        let started = run.within("planning", started).await.and_then(move |(stream, physical, reads, optimized)| {
             let stream = run.drive(stream)?;
-            Ok((stream, reads, optimized))
+            Ok((stream, physical, reads, optimized))
         });
-        let started = started.map(|(stream, reads, optimized)| {
+        let started = started.map(|(stream, physical, reads, optimized)| {
             let label = reads.products.iter().filter(|p| !p.starts_with("information_schema.")).cloned();
             let label: Vec<String> = label.collect();
             // Errors carry the products' names before lineage records them.
@@ -1001,19 +1083,24 @@ impl Query {
                 }
                 None => stream,
             };
+            let shown = reads.products.iter().filter(|p| !p.starts_with("information_schema.")).cloned().collect();
             if let Some(r) = audit.as_mut().and_then(PendingAudit::record_mut) {
                 r.products = reads.products;
                 r.columns = reads.columns;
                 r.policies = reads.policies;
             }
-            stream
+            (stream, physical, shown)
         });
         match started {
-            Ok(stream) => match audit {
-                Some(a) => Ok(Box::pin(AuditedStream::new(stream, a))),
-                None => Ok(stream),
-            },
-            Err(e) => Err(fail(audit, e).await),
+            Ok((stream, physical, products)) => {
+                let stream = match audit {
+                    Some(a) => Box::pin(AuditedStream::new(stream, a)),
+                    None => stream,
+                };
+                history.running(products);
+                Ok(Box::pin(TrackedStream::new(stream, history, physical)))
+            }
+            Err(e) => Err(fail(audit, history, e).await),
         }
     }
 }
@@ -1026,15 +1113,14 @@ impl Run {
         work: impl std::future::Future<Output = Result<T, EngineError>> + Send + 'static,
     ) -> Result<T, EngineError> {
         let deadline = tokio::time::Instant::from_std(self.deadline);
-        match tokio::time::timeout_at(deadline, self.runtime().run(what, work)).await {
-            Ok(result) => result,
-            Err(_) => Err(EngineError::Timeout(self.timeout_message())),
+        let runtime = self.engine.inner.lane(&self.slot);
+        tokio::select! {
+            result = tokio::time::timeout_at(deadline, runtime.run(what, work)) => match result {
+                Ok(result) => result,
+                Err(_) => Err(EngineError::Timeout(self.timeout_message())),
+            },
+            _ = self.entry.cancel.cancelled() => Err(self.entry.cancelled_error()),
         }
-    }
-
-    /// The runtime of the query's lane.
-    fn runtime(&self) -> &QueryRuntime {
-        if self.slot.constant { &self.engine.inner.constants } else { &self.engine.inner.queries }
     }
 
     fn timeout_message(&self) -> String {
@@ -1056,7 +1142,12 @@ impl Run {
         let (max_rows, max_bytes) = (self.limits.max_result_rows, self.limits.max_result_bytes);
         let (mut rows, mut bytes) = (0u64, 0u64);
         let engine = self.engine.clone();
-        let runtime = if self.slot.constant { &engine.inner.constants } else { &engine.inner.queries };
+        let runtime = engine.inner.lane(&self.slot);
+        let entry = Arc::clone(&self.entry);
+        let cancelled = Box::pin(async move {
+            entry.cancel.cancelled().await;
+            entry.cancelled_error().to_string()
+        });
         let slot = self.slot;
         let check = move |batch: &RecordBatch| {
             let _held = &slot;
@@ -1074,7 +1165,7 @@ impl Run {
             }
             Ok(())
         };
-        runtime.drive(stream, self.deadline, message, hint, check)
+        runtime.drive(stream, self.deadline, cancelled, message, hint, check)
     }
 }
 
@@ -1104,30 +1195,23 @@ fn name_products_in_errors(stream: SendableRecordBatchStream, products: Vec<Stri
     Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, mapped))
 }
 
-/// Records a failed or denied request and passes its error on.
-async fn fail(audit: Option<PendingAudit>, error: EngineError) -> EngineError {
+/// Records a failed or denied request, in the audit log and the history,
+/// and passes its error on.
+async fn fail(audit: Option<PendingAudit>, history: HistoryEntry, error: EngineError) -> EngineError {
     if let Some(a) = audit {
-        let _ = a.finish_async(status_of(&error), Some(error.to_string())).await;
+        let _ = a.finish_async(error.audit_status(), Some(error.to_string())).await;
     }
+    history.fail(&error);
     error
 }
 
 /// [`fail`], for the few synchronous paths (binding parameters).
-fn fail_blocking(audit: Option<PendingAudit>, error: EngineError) -> EngineError {
+fn fail_blocking(audit: Option<PendingAudit>, history: HistoryEntry, error: EngineError) -> EngineError {
     if let Some(a) = audit {
-        let _ = a.finish(status_of(&error), Some(&error.to_string()));
+        let _ = a.finish(error.audit_status(), Some(&error.to_string()));
     }
+    history.fail(&error);
     error
-}
-
-/// The audit status of a request that ended with `error`.
-fn status_of(error: &EngineError) -> &'static str {
-    match error {
-        EngineError::Denied(_) => "denied",
-        EngineError::Timeout(_) => "timeout",
-        EngineError::ShuttingDown(_) => "cancelled",
-        _ => "failed",
-    }
 }
 
 /// What a plan reads: products, their columns, and the policies it enforces.

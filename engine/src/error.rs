@@ -3,7 +3,7 @@
 use agora_connectors::ConnectorError;
 use datafusion::error::DataFusionError;
 
-use crate::query_runtime::{Panicked, Timeout};
+use crate::query_runtime::{Cancelled, Panicked, Timeout};
 use crate::{ConfigError, ProductRef};
 
 /// Why a request to the engine failed.
@@ -51,6 +51,9 @@ pub enum EngineError {
     /// The server is shutting down and stopped the query; retry elsewhere.
     #[error("{0}")]
     ShuttingDown(String),
+    /// The query was stopped with `cancel_query` (by its owner or an admin).
+    #[error("{0}")]
+    Cancelled(String),
     /// The query failed while running.
     #[error("query failed: {0}")]
     Execution(String),
@@ -58,6 +61,18 @@ pub enum EngineError {
     /// request; the request failed, the engine goes on.
     #[error("{0}")]
     Internal(String),
+}
+
+impl EngineError {
+    /// The `status` of the audit record of a request that ended with this error.
+    pub(crate) fn audit_status(&self) -> &'static str {
+        match self {
+            EngineError::Denied(_) => "denied",
+            EngineError::Timeout(_) => "timeout",
+            EngineError::ShuttingDown(_) | EngineError::Cancelled(_) => "cancelled",
+            _ => "failed",
+        }
+    }
 }
 
 /// A product's failure, carried through DataFusion (which only knows its own error
@@ -76,8 +91,16 @@ pub(crate) struct PolicyFailure(pub(crate) EngineError);
 
 impl From<DataFusionError> for EngineError {
     fn from(err: DataFusionError) -> Self {
+        EngineError::from(&err)
+    }
+}
+
+impl From<&DataFusionError> for EngineError {
+    /// Classifies an error without taking it (a stream's error is passed on
+    /// to its reader as it is, and classified for the history too).
+    fn from(err: &DataFusionError) -> Self {
         // Find a product failure anywhere in the chain first: it names the product.
-        let mut current: &DataFusionError = &err;
+        let mut current: &DataFusionError = err;
         loop {
             match current {
                 DataFusionError::External(e) => {
@@ -89,6 +112,9 @@ impl From<DataFusionError> for EngineError {
                     }
                     if let Some(Timeout(message)) = e.downcast_ref::<Timeout>() {
                         return EngineError::Timeout(message.clone());
+                    }
+                    if let Some(Cancelled(message)) = e.downcast_ref::<Cancelled>() {
+                        return EngineError::Cancelled(message.clone());
                     }
                     if let Some(Panicked(message)) = e.downcast_ref::<Panicked>() {
                         return EngineError::Internal(format!("internal error while running the query: {message}"));

@@ -6,11 +6,9 @@
 //! failure is logged and counted ([`LineageEmitter::failures`]).
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use arrow::datatypes::SchemaRef;
@@ -40,7 +38,8 @@ fn facet(path: &str, name: &str) -> String {
 #[derive(Debug)]
 pub struct LineageEmitter {
     config: LineageConfig,
-    file: Mutex<Option<File>>,
+    /// The file sink, rotated by size.
+    file: Option<crate::jsonl::JsonlFile>,
     http: OnceLock<tokio::sync::mpsc::Sender<Value>>,
     failures: Arc<AtomicU64>,
     sent: Arc<AtomicU64>,
@@ -50,9 +49,13 @@ pub struct LineageEmitter {
 
 impl LineageEmitter {
     pub(crate) fn new(config: LineageConfig) -> Arc<Self> {
+        let file = match &config.sink {
+            LineageSink::File(path) => Some(crate::jsonl::JsonlFile::new(path, crate::jsonl::Rotation::default())),
+            LineageSink::Http(_) => None,
+        };
         Arc::new(LineageEmitter {
             config,
-            file: Mutex::new(None),
+            file,
             http: OnceLock::new(),
             failures: Arc::new(AtomicU64::new(0)),
             sent: Arc::new(AtomicU64::new(0)),
@@ -87,27 +90,13 @@ impl LineageEmitter {
     fn emit(&self, event: Value) {
         match &self.config.sink {
             LineageSink::File(path) => {
-                let mut slot = self.file.lock().unwrap_or_else(|p| p.into_inner());
-                let result = (|| -> std::io::Result<()> {
-                    if slot.is_none() {
-                        if let Some(dir) = path.parent() {
-                            std::fs::create_dir_all(dir)?;
-                        }
-                        *slot = Some(OpenOptions::new().create(true).append(true).open(path)?);
-                    }
-                    let Some(file) = slot.as_mut() else { return Ok(()) };
-                    let mut line = serde_json::to_vec(&event).map_err(std::io::Error::other)?;
-                    line.push(b'\n');
-                    file.write_all(&line)
-                })();
-                match result {
+                let Some(file) = &self.file else { return };
+                let written = serde_json::to_vec(&event).map_err(std::io::Error::other);
+                match written.and_then(|line| file.append(&[line], false)) {
                     Ok(()) => {
                         self.sent.fetch_add(1, Ordering::Relaxed);
                     }
-                    Err(e) => {
-                        *slot = None;
-                        self.fail(&path.display().to_string(), &e);
-                    }
+                    Err(e) => self.fail(&path.display().to_string(), &e),
                 }
             }
             LineageSink::Http(url) => {
@@ -265,22 +254,6 @@ impl LineageRun {
     pub(crate) fn abort(self) {
         self.send("ABORT", None);
     }
-}
-
-/// A random UUID, version 7 (time-ordered, as OpenLineage recommends for run
-/// ids, so ids sort by start): the id of a query, its
-/// audit records and its lineage run. Written here rather than with the
-/// `uuid` crate, whose `v7` feature is not enabled in the dependency tree
-/// (enabling it rebuilds every crate that depends on `uuid`).
-pub(crate) fn uuid_v7() -> String {
-    let mut b = [0u8; 16];
-    let _ = getrandom::fill(&mut b);
-    let millis = chrono::Utc::now().timestamp_millis() as u64;
-    b[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
-    b[6] = (b[6] & 0x0f) | 0x70;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
 }
 
 /// The products a plan scans, with the columns read and the owner.

@@ -107,11 +107,14 @@ impl QueryRuntime {
     /// Drives `stream` on the query runtime and hands its batches over through
     /// a channel. The query stops when the returned stream is dropped, when
     /// `deadline` passes (the returned stream then ends with `on_timeout`'s
-    /// error) or when `limit` refuses a batch.
+    /// error), when `cancelled` resolves (it ends with a [`Cancelled`] error
+    /// carrying the message `cancelled` resolved to) or when `limit` refuses
+    /// a batch.
     pub(crate) fn drive(
         &self,
         mut stream: SendableRecordBatchStream,
         deadline: Instant,
+        cancelled: Pin<Box<dyn Future<Output = String> + Send>>,
         on_timeout: String,
         exhausted_hint: String,
         mut limit: impl FnMut(&RecordBatch) -> Result<(), DataFusionError> + Send + 'static,
@@ -142,6 +145,7 @@ impl QueryRuntime {
         });
         let received = Received {
             stopped: Box::pin(self.stop.clone().cancelled_owned()),
+            cancelled,
             receiver,
             deadline: Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(deadline))),
             on_timeout: Some(on_timeout),
@@ -227,6 +231,11 @@ pub(crate) struct ShuttingDown;
 /// The message of [`ShuttingDown`], which the audit log records as `cancelled`.
 pub(crate) const SHUTTING_DOWN: &str = "the server is shutting down: the query was stopped";
 
+/// The query was cancelled (`cancel_query`); recovered by [`EngineError::from`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct Cancelled(pub(crate) String);
+
 /// A query panicked; recovered by [`EngineError::from`] as an internal error.
 #[derive(Debug, thiserror::Error)]
 #[error("internal error: {0}")]
@@ -272,6 +281,8 @@ impl<T> Drop for AbortOnDrop<T> {
 struct Received {
     /// Ready once the server stops its streams.
     stopped: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// Ready once the query is cancelled, with the error's message.
+    cancelled: Pin<Box<dyn Future<Output = String> + Send>>,
     receiver: mpsc::Receiver<Result<RecordBatch, DataFusionError>>,
     deadline: Pin<Box<tokio::time::Sleep>>,
     /// The timeout's message; `None` once the stream has ended.
@@ -286,6 +297,23 @@ impl Stream for Received {
         if self.on_timeout.is_none() {
             return Poll::Ready(None);
         }
+        // Checked before the channel: a query whose batches are always
+        // ready must still stop at its deadline, a cancel or a shutdown.
+        let stop = if self.stopped.as_mut().poll(cx).is_ready() {
+            Some(DataFusionError::External(Box::new(ShuttingDown)))
+        } else if let Poll::Ready(message) = self.cancelled.as_mut().poll(cx) {
+            Some(DataFusionError::External(Box::new(Cancelled(message))))
+        } else if self.deadline.as_mut().poll(cx).is_ready() {
+            let message = self.on_timeout.clone().unwrap_or_default();
+            Some(DataFusionError::External(Box::new(Timeout(message))))
+        } else {
+            None
+        };
+        if let Some(error) = stop {
+            self._task.0.abort();
+            self.on_timeout = None;
+            return Poll::Ready(Some(Err(error)));
+        }
         match self.receiver.poll_recv(cx) {
             Poll::Ready(Some(Ok(batch))) => Poll::Ready(Some(Ok(batch))),
             // An error or the end: the stream is over.
@@ -293,17 +321,7 @@ impl Stream for Received {
                 self.on_timeout = None;
                 Poll::Ready(last)
             }
-            Poll::Pending => {
-                if self.stopped.as_mut().poll(cx).is_ready() {
-                    self._task.0.abort();
-                    self.on_timeout = None;
-                    return Poll::Ready(Some(Err(DataFusionError::External(Box::new(ShuttingDown)))));
-                }
-                std::task::ready!(self.deadline.as_mut().poll(cx));
-                self._task.0.abort();
-                let message = self.on_timeout.take().unwrap_or_default();
-                Poll::Ready(Some(Err(DataFusionError::External(Box::new(Timeout(message))))))
-            }
+            Poll::Pending => Poll::Pending,
         }
     }
 }
@@ -368,7 +386,9 @@ mod tests {
     async fn the_deadline_ends_the_stream_with_its_error() {
         let runtime = QueryRuntime::new(1, "test-query", 0).unwrap();
         let deadline = Instant::now() + Duration::from_millis(100);
-        let mut stream = runtime.drive(endless(), deadline, "too slow".into(), String::new(), |_| Ok(())).unwrap();
+        let mut stream = runtime
+            .drive(endless(), deadline, Box::pin(std::future::pending()), "too slow".into(), String::new(), |_| Ok(()))
+            .unwrap();
         let mut rows = 0;
         let error = loop {
             match tokio::time::timeout(Duration::from_secs(5), stream.next()).await.unwrap() {
@@ -390,10 +410,37 @@ mod tests {
             seen += b.num_rows();
             if seen > 5 { Err(DataFusionError::ResourcesExhausted("too many rows".into())) } else { Ok(()) }
         };
-        let stream = runtime.drive(endless(), deadline, String::new(), String::new(), limit).unwrap();
+        let stream = runtime
+            .drive(endless(), deadline, Box::pin(std::future::pending()), String::new(), String::new(), limit)
+            .unwrap();
         let items: Vec<_> = tokio::time::timeout(Duration::from_secs(5), stream.collect::<Vec<_>>()).await.unwrap();
         assert_eq!(items.len(), 2, "one batch passes, the second is refused and ends the stream");
         assert!(items[0].is_ok() && items[1].is_err());
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_query_ends_with_the_cancel_message() {
+        let runtime = QueryRuntime::new(1, "test-query", 0).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let token = CancellationToken::new();
+        let cancel = token.clone();
+        let cancelled = Box::pin(async move {
+            cancel.cancelled().await;
+            "stopped by ann".to_string()
+        });
+        let mut stream =
+            runtime.drive(endless(), deadline, cancelled, String::new(), String::new(), |_| Ok(())).unwrap();
+        assert!(stream.next().await.unwrap().is_ok());
+        token.cancel();
+        let error = loop {
+            match tokio::time::timeout(Duration::from_secs(5), stream.next()).await.unwrap() {
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => break e,
+                None => panic!("the stream ended without the cancel"),
+            }
+        };
+        assert!(matches!(EngineError::from(error), EngineError::Cancelled(m) if m == "stopped by ann"));
+        assert!(stream.next().await.is_none(), "nothing after the cancel");
     }
 
     #[test]

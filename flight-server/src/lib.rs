@@ -8,7 +8,6 @@ mod metadata;
 pub mod ops;
 mod pattern;
 mod prepared;
-mod result_log;
 mod service;
 mod types;
 

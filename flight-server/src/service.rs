@@ -7,7 +7,6 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
 
 use agora_engine::{CATALOG, Engine, EngineError, Principal, ProductRef, Query, Session};
 use arrow::array::RecordBatch;
@@ -40,7 +39,6 @@ use crate::pattern::NamePattern;
 use crate::prepared::{
     PreparedStore, Statement, StoreLimits, TicketSigner, is_empty_bind, parameter_schema, parameter_values,
 };
-use crate::result_log::{Observed, StreamLog};
 use crate::types::TypePolicy;
 use agora_engine::audit::{Outcome, RequestEvent, RequestKind};
 use agora_engine::{AuthError, Authenticator};
@@ -125,11 +123,18 @@ impl AgoraFlightSqlService {
 
     fn session<T>(&self, request: &Request<T>) -> Session {
         let principal = request.extensions().get::<Principal>().cloned().unwrap_or_else(Principal::anonymous);
-        let session = self.engine.session_as(principal);
-        match request.remote_addr() {
-            Some(addr) => session.with_client(addr.to_string()),
-            None => session,
+        let mut session = self.engine.session_as(principal).with_protocol("flight-sql");
+        if let Some(addr) = request.remote_addr() {
+            session = session.with_client(addr.to_string());
         }
+        let header = |name: &str| request.metadata().get(name).and_then(|v| v.to_str().ok());
+        if let Some(purpose) = header("x-agora-purpose") {
+            session = session.with_purpose(purpose);
+        }
+        if let Some(traceparent) = header("traceparent") {
+            session = session.with_traceparent(traceparent);
+        }
+        session
     }
 
     /// Records a request that is not a query before serving it; it is
@@ -172,37 +177,20 @@ impl AgoraFlightSqlService {
         }
     }
 
-    /// Plans and streams `handle` as Flight data, logging rows and duration when
-    /// the stream ends or the client goes away.
+    /// Plans and streams `handle` as Flight data. The engine follows the
+    /// query to its end (history, log line, metrics), also when the client
+    /// goes away.
     async fn stream(&self, session: Session, handle: &Statement) -> Result<Response<DoGetStream>, Status> {
-        let started = Instant::now();
-        let principal = session.principal().user.clone();
         let query = self.plan(&session, handle).await?;
-        let queued_ms = query.queued().as_millis() as u64;
-        let query_id = query.id().to_string();
         let batches = query.stream().await.map_err(status)?;
         let target = self.types.schema(&batches.schema());
         let types = self.types;
-        let log = StreamLog {
-            query_id,
-            principal,
-            sql: handle.sql.clone(),
-            rows: 0,
-            bytes: 0,
-            started,
-            queued_ms,
-            failure: None,
-            ended: false,
-        };
         let converted_target = Arc::clone(&target);
         let batches = batches.map(move |batch| {
             let batch = batch.map_err(|e| FlightError::Tonic(Box::new(status(EngineError::from(e)))))?;
             types.batch(batch, &converted_target).map_err(FlightError::Arrow)
         });
-        // The log is dropped (and logs, and counts) when the stream ends or
-        // the client goes away.
-        let counted = Observed { inner: batches, log };
-        let flight = FlightDataEncoderBuilder::new().with_schema(target).build(counted).map_err(Status::from);
+        let flight = FlightDataEncoderBuilder::new().with_schema(target).build(batches).map_err(Status::from);
         Ok(Response::new(Box::pin(flight)))
     }
 
@@ -328,6 +316,7 @@ fn engine_status(err: EngineError) -> Status {
         EngineError::ResourcesExhausted(_) => Status::resource_exhausted(message),
         EngineError::Timeout(_) => Status::deadline_exceeded(message),
         EngineError::ShuttingDown(_) => Status::unavailable(message),
+        EngineError::Cancelled(_) => Status::cancelled(message),
         EngineError::Denied(_) => Status::permission_denied(message),
         EngineError::Policy(_) => Status::failed_precondition(message),
         EngineError::Execution(_) | EngineError::Internal(_) => Status::internal(message),

@@ -67,9 +67,12 @@ def test_metrics_count_a_known_workload(server):
     def delta(name, **labels):
         return sample(after, name, **labels) - sample(before, name, **labels)
 
-    # Three streams read to their end, 75 rows; the failed statement never
-    # produced a stream (it failed in GetFlightInfo).
+    # Three queries read to their end, 75 rows; the statement naming a
+    # product that does not exist was refused as denied (on a governed mesh a
+    # missing product and an ungranted one get the same answer). Planning a
+    # query for GetFlightInfo is not a query of its own.
     assert delta("agora_queries_total", outcome="ok") == 3
+    assert delta("agora_queries_total", outcome="denied") == 1
     assert delta("agora_query_duration_seconds_count", outcome="ok") == 3
     assert delta("agora_result_rows_total") == 75
     assert delta("agora_result_bytes_total") > 0
@@ -148,6 +151,15 @@ def test_memory_and_spill_gauges_move_under_a_spilling_query(agora_bin, mesh_con
         after = scrape(server)
         assert sample(after, "agora_memory_pool_reserved_bytes") == 0
         assert sample(after, "agora_spill_bytes") == 0
+        # The query history has what the query itself held and spilled.
+        with FlightSession(server, ADMIN) as admin:
+            (row,) = admin.query(
+                "SELECT peak_memory_bytes, spilled_bytes, state FROM system.queries "
+                "WHERE sql LIKE '%ORDER BY l_comment, n%' AND sql NOT LIKE '%system.queries%'"
+            ).to_pylist()
+        assert row["state"] == "finished", row
+        assert 0 < row["peak_memory_bytes"] <= SMALL_MEMORY, row
+        assert row["spilled_bytes"] > 0, row
 
 
 def test_grpc_health_answers_without_credentials(server):

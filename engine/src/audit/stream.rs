@@ -177,14 +177,7 @@ impl Stream for AuditedStream {
                 }
                 Some(Err(e)) => {
                     self.held = None;
-                    let text = e.to_string();
-                    let status = if text.contains("limits.statement_timeout_seconds") {
-                        "timeout"
-                    } else if text.contains(crate::query_runtime::SHUTTING_DOWN) {
-                        "cancelled"
-                    } else {
-                        "failed"
-                    };
+                    let status = EngineError::from(&e).audit_status();
                     match self.audit.take() {
                         Some(a) => {
                             self.writing = Some((Box::pin(a.finish_async(status, Some(e.to_string()))), Some(e)))

@@ -44,6 +44,8 @@ pub struct MeshConfig {
     pub quality: PathBuf,
     /// What one request may consume (`limits`); defaults when absent.
     pub limits: crate::limits::LimitsConfig,
+    /// How much query history is kept (`history`; see `system.queries`).
+    pub history: crate::history::HistoryConfig,
 }
 
 /// The `lineage` section: where each query's OpenLineage run events are sent.

@@ -6,10 +6,8 @@
 //! query). Results are appended to a JSON Lines file, which is
 //! `system.quality_results`.
 
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array, RecordBatch, StringArray, UInt64Array};
 use arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef, TimeUnit, TimestampSecondType};
@@ -17,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Literal, QualityRule, RuleKind};
 use crate::ProductRef;
+use crate::jsonl::{JsonlFile, Rotation};
 
 /// The outcome of one rule on one run, as recorded.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -176,54 +175,33 @@ pub(crate) fn newest_time(batches: &[RecordBatch]) -> Result<Option<i64>, String
     Ok(if seconds.is_null(0) { None } else { Some(seconds.value(0)) })
 }
 
-/// The append-only history of quality results (`system.quality_results`).
+/// The append-only history of quality results (`system.quality_results`),
+/// rotated by size like the other JSON Lines files (see [`crate::jsonl`]).
 #[derive(Debug)]
 pub struct QualityLog {
-    path: PathBuf,
-    lock: Mutex<()>,
+    file: JsonlFile,
 }
 
 impl QualityLog {
     /// The log at `path`; nothing is created until results are appended.
     pub fn new(path: impl Into<PathBuf>) -> Arc<Self> {
-        Arc::new(QualityLog { path: path.into(), lock: Mutex::new(()) })
+        Arc::new(QualityLog { file: JsonlFile::new(path, Rotation::default()) })
     }
 
-    /// The file.
+    /// The current file.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.file.path()
     }
 
     /// Appends results, creating the file and its directory as needed.
     pub fn append(&self, results: &[QualityResult]) -> std::io::Result<()> {
-        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let mut file = OpenOptions::new().create(true).append(true).open(&self.path)?;
-        let mut text = Vec::new();
-        for r in results {
-            serde_json::to_writer(&mut text, r).map_err(std::io::Error::other)?;
-            text.push(b'\n');
-        }
-        file.write_all(&text)?;
-        file.sync_data()
+        let lines = results.iter().map(serde_json::to_vec).collect::<Result<Vec<_>, _>>()?;
+        self.file.append(&lines, true)
     }
 
     /// Every recorded result, oldest first; a missing file is an empty history.
     pub fn read_all(&self) -> std::io::Result<Vec<QualityResult>> {
-        let file = match File::open(&self.path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
-        let mut out = Vec::new();
-        for line in BufReader::new(file).lines() {
-            if let Ok(r) = serde_json::from_str::<QualityResult>(&line?) {
-                out.push(r);
-            }
-        }
-        Ok(out)
+        Ok(self.file.read_lines()?.iter().filter_map(|line| serde_json::from_str(line).ok()).collect())
     }
 }
 

@@ -9,6 +9,7 @@
 //! | `sensitive_columns`  | columns classified or tagged sensitive                 | columns you may read                |
 //! | `sensitive_access`   | who read which sensitive column, masked or not         | admins all, owners their domain     |
 //! | `audit_log`          | every request                                          | admins all, owners their domain     |
+//! | `queries`            | running and recent queries (the query history)         | admins all, others their own        |
 //!
 //! plus the table function `search_products('text')`. The tables are built when
 //! scanned, from the configuration, the contracts, the opened sources and the
@@ -31,6 +32,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use crate::audit::table::{audit_batch, audit_schema, merge_requests, owner_view};
 use crate::catalog::MeshCatalog;
 use crate::governance::catalog::Viewer;
+use crate::history::{queries_batch, queries_schema};
 
 pub(crate) use self::search::SearchFunction;
 
@@ -42,8 +44,16 @@ pub(crate) struct SystemContext {
 }
 
 /// The system tables' names, in listing order.
-const TABLES: &[&str] =
-    &["domains", "products", "columns", "quality_results", "sensitive_columns", "sensitive_access", "audit_log"];
+const TABLES: &[&str] = &[
+    "domains",
+    "products",
+    "columns",
+    "quality_results",
+    "sensitive_columns",
+    "sensitive_access",
+    "audit_log",
+    "queries",
+];
 
 /// The `system` schema for one session.
 #[derive(Debug)]
@@ -70,6 +80,7 @@ impl SchemaProvider for SystemSchema {
         }
         let schema = match name {
             "audit_log" => audit_schema(),
+            "queries" => queries_schema(),
             "quality_results" => crate::contract::quality::results_schema(),
             other => catalogue::schema(other),
         };
@@ -94,6 +105,14 @@ impl SystemTable {
         let external = |e: Box<dyn std::error::Error + Send + Sync>| DataFusionError::External(e);
         let c = &self.context;
         match self.name.as_str() {
+            "queries" => {
+                // Without governance there are no administrators: everyone
+                // sees their own queries only.
+                let all = c.viewer.policies.is_some() && c.viewer.is_admin();
+                let user = &c.viewer.principal.user;
+                let visible: Vec<_> = c.mesh.history().all().into_iter().filter(|q| all || q.user == *user).collect();
+                Ok(queries_batch(&visible)?)
+            }
             "audit_log" => {
                 let Some(log) = c.viewer.audit.clone() else { return audit_batch(&[]) };
                 // Only admins and domain owners see any of it: for anyone

@@ -1,7 +1,7 @@
 //! Prometheus metrics: what the server counts, and the exporter that renders it.
 //!
 //! Counters and histograms are recorded through the `metrics` facade where
-//! things happen (requests here, audit writes in the engine); gauges of the
+//! things happen (requests here, queries and audit writes in the engine); gauges of the
 //! engine's resources are read from [`Engine::usage`] when Prometheus scrapes.
 //! Label values come from fixed sets only (never a client's text), so a
 //! client cannot grow the registry.
@@ -71,11 +71,11 @@ fn describe() {
     );
     describe_counter!(
         "agora_queries_total",
-        "Result streams ended, by outcome: ok, failed, denied, timeout, resource_exhausted, cancelled."
+        "Queries ended (system.queries), by outcome: ok, failed, denied, timeout, resource_exhausted, cancelled."
     );
     describe_histogram!(
         "agora_query_duration_seconds",
-        "From the start of a DoGet to the end of its stream, by outcome."
+        "From a query's arrival to its end (queued, planning and execution), by outcome."
     );
     describe_counter!("agora_result_rows_total", "Rows sent to clients.");
     describe_counter!("agora_result_bytes_total", "Arrow memory size of the batches sent to clients.");
@@ -107,28 +107,9 @@ pub(crate) fn record_rpc(rpc: &'static str, code: tonic::Code, elapsed: Duration
     metrics::histogram!("agora_rpc_duration_seconds", "rpc" => rpc).record(elapsed.as_secs_f64());
 }
 
-/// Counts a result stream that ended with `outcome`.
-pub(crate) fn record_query(outcome: &'static str, elapsed: Duration, rows: u64, bytes: u64) {
-    metrics::counter!("agora_queries_total", "outcome" => outcome).increment(1);
-    metrics::histogram!("agora_query_duration_seconds", "outcome" => outcome).record(elapsed.as_secs_f64());
-    metrics::counter!("agora_result_rows_total").increment(rows);
-    metrics::counter!("agora_result_bytes_total").increment(bytes);
-}
-
 /// Counts a Handshake.
 pub(crate) fn record_login(outcome: &'static str) {
     metrics::counter!("agora_logins_total", "outcome" => outcome).increment(1);
-}
-
-/// The outcome label of a stream that failed with `code`.
-pub(crate) fn failure_outcome(code: tonic::Code) -> &'static str {
-    match code {
-        tonic::Code::DeadlineExceeded => "timeout",
-        tonic::Code::ResourceExhausted => "resource_exhausted",
-        tonic::Code::PermissionDenied => "denied",
-        tonic::Code::Cancelled => "cancelled",
-        _ => "failed",
-    }
 }
 
 /// Renders every metric, with the engine's gauges read now.

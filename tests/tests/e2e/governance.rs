@@ -395,6 +395,7 @@ async fn catalogue_shows_only_what_a_principal_may_read() {
         "system.domains",
         "system.products",
         "system.quality_results",
+        "system.queries",
         "system.sensitive_access",
         "system.sensitive_columns",
     ];
@@ -573,4 +574,37 @@ async fn every_request_is_audited_exactly_once() {
 fn assert_audit_file_has(dir: &Path, sql: &str) {
     let text = std::fs::read_to_string(dir.join("audit/audit.jsonl")).unwrap();
     assert!(text.lines().any(|l| l.contains(&format!("\"sql\":\"{sql}\""))), "{text}");
+}
+
+#[tokio::test]
+async fn the_query_history_shows_each_principal_its_own_and_cancel_stops_a_query() {
+    use futures::StreamExt;
+
+    let g = governed();
+    let slow = "SELECT count(*) AS n FROM sales.orders a JOIN sales.orders b ON a.o_orderkey < b.o_orderkey";
+    let query = g.engine.session_as(ann()).query(slow).await.unwrap();
+    let id = query.id().to_string();
+    let mut stream = query.stream().await.unwrap();
+    let reader = tokio::spawn(async move { stream.next().await.map(|r| r.map(|b| b.num_rows())) });
+    let find = format!("SELECT query_id, user, state FROM system.queries WHERE query_id = '{id}'");
+    assert_eq!(values(&run(&g.engine, ann(), &find).await, "state"), ["running"]);
+    assert_eq!(values(&run(&g.engine, admin(), &find).await, "user"), ["ann"]);
+    let bob = principal("bob", &["analysts"], &[("region", "EUROPE")]);
+    assert!(values(&run(&g.engine, bob.clone(), &find).await, "state").is_empty());
+    // Bob may not cancel it, and is told what an unknown id would get.
+    let refused = g.engine.session_as(bob).collect(&format!("CALL cancel_query('{id}')")).await.unwrap_err();
+    assert!(matches!(refused, EngineError::NotFound(_)), "{refused}");
+    let answer = run(&g.engine, ann(), &format!("CALL cancel_query('{id}')")).await;
+    assert_eq!(values(&answer, "cancelled"), ["true"]);
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(30), reader).await.unwrap().unwrap();
+    match ended {
+        Some(Err(e)) => {
+            let e = EngineError::from(e);
+            assert!(matches!(e, EngineError::Cancelled(ref m) if m.contains("cancelled by ann")), "{e}")
+        }
+        other => panic!("the query was not cancelled: {other:?}"),
+    }
+    assert_eq!(values(&run(&g.engine, admin(), &find).await, "state"), ["cancelled"]);
+    let info = g.engine.queries().into_iter().find(|q| q.query_id == id).unwrap();
+    assert_eq!((info.protocol.as_str(), info.products.clone()), ("embedded", vec!["sales.orders".to_string()]));
 }

@@ -25,6 +25,7 @@ use super::{
     MeshConfig, Owner, ProductConfig, RESERVED_SCHEMAS, SchemaAttachment, location,
 };
 use crate::contract::Contract;
+use crate::history::HistoryConfig;
 
 mod limits;
 
@@ -42,6 +43,7 @@ pub(super) fn parse(text: &str, file: &Path, env: &dyn Fn(&str) -> Option<String
     let lineage = walker.lineage(&root);
     let quality = walker.quality(&root);
     let limits = walker.limits(&root);
+    let history = walker.history(&root);
     if governance.is_none() && root.get("governance").is_none() {
         for d in domains.iter().filter(|d| d.policies.is_some()) {
             walker.problem(
@@ -52,7 +54,7 @@ pub(super) fn parse(text: &str, file: &Path, env: &dyn Fn(&str) -> Option<String
         }
     }
     if walker.problems.is_empty() {
-        Ok(MeshConfig { file: Some(file.to_path_buf()), domains, auth, governance, lineage, quality, limits })
+        Ok(MeshConfig { file: Some(file.to_path_buf()), domains, auth, governance, lineage, quality, limits, history })
     } else {
         Err(ConfigError { file: file.to_path_buf(), problems: walker.problems })
     }
@@ -255,7 +257,8 @@ impl Walker<'_> {
     }
 
     fn mesh(&mut self, root: &Value) -> Vec<DomainConfig> {
-        let Some(map) = self.mapping(root, "", &["domains", "auth", "governance", "lineage", "quality", "limits"])
+        let Some(map) =
+            self.mapping(root, "", &["domains", "auth", "governance", "lineage", "quality", "limits", "history"])
         else {
             return Vec::new();
         };
@@ -448,6 +451,26 @@ impl Walker<'_> {
         let Some(value) = root.get("quality") else { return default };
         let Some(map) = self.mapping(value, "quality", &["results"]) else { return default };
         self.file_path(map, "results", "quality").unwrap_or(default)
+    }
+
+    fn history(&mut self, root: &Value) -> HistoryConfig {
+        let mut config = HistoryConfig { path: Some(self.base.join("history/queries.jsonl")), ..Default::default() };
+        let Some(value) = root.get("history") else { return config };
+        let keys = ["path", "keep", "max_file_bytes", "keep_files"];
+        let Some(map) = self.mapping(value, "history", &keys) else { return config };
+        if let Some(path) = self.file_path(map, "path", "history") {
+            config.path = Some(path);
+        }
+        if let Some(keep) = self.positive(map, "keep", "history") {
+            config.keep = usize::try_from(keep).unwrap_or(usize::MAX).min(1_000_000);
+        }
+        if let Some(bytes) = self.positive(map, "max_file_bytes", "history") {
+            config.rotation.max_bytes = bytes;
+        }
+        if let Some(files) = self.positive(map, "keep_files", "history") {
+            config.rotation.keep = files;
+        }
+        config
     }
 
     fn owner(&mut self, value: &Value, path: &str) -> Option<Owner> {

@@ -1,0 +1,180 @@
+"""Packaging: the Dockerfile, compose.yaml and the systemd unit.
+
+No container runtime can run on the test machines (no Docker daemon, and no
+image registry to pull a base image from), so the image is not built here.
+What can be checked without one is: the files parse, the image's last stage
+runs an unprivileged user, and every Agora command line the three files
+contain is accepted by the real binary and serves.
+"""
+
+import re
+import shlex
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from conftest import ADMIN, ROOT, FlightSession, free_port
+
+
+def dockerfile_instructions():
+    """(instruction, arguments) of the Dockerfile, continuations joined."""
+    text = (ROOT / "Dockerfile").read_text()
+    joined = re.sub(r"\\\n", " ", text)
+    lines = [line.strip() for line in joined.splitlines()]
+    return [tuple(line.split(None, 1)) for line in lines if line and not line.startswith("#")]
+
+
+def exec_form(arguments):
+    import json
+
+    value = json.loads(arguments)
+    assert isinstance(value, list) and all(isinstance(v, str) for v in value), arguments
+    return value
+
+
+def test_the_image_is_multi_stage_and_runs_unprivileged():
+    instructions = dockerfile_instructions()
+    stages = [args for op, args in instructions if op == "FROM"]
+    assert len(stages) == 2 and stages[0].endswith(" AS build") and stages[1].endswith(" AS runtime"), stages
+    runtime = instructions[[i for i, (op, _) in enumerate(instructions) if op == "FROM"][1] :]
+    users = [args for op, args in runtime if op == "USER"]
+    assert users and users[-1].split(":")[0] not in ("0", "root"), users
+    # Only the stripped binary comes over from the build stage.
+    copies = [args for op, args in runtime if op == "COPY"]
+    assert copies == ["--from=build /usr/local/bin/agora /usr/local/bin/agora"], copies
+    assert any("strip" in args for op, args in instructions if op == "RUN")
+    assert not any(op == "ADD" for op, _ in instructions)
+    assert exec_form(dict(runtime)["ENTRYPOINT"]) == ["/usr/local/bin/agora"]
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert "target/" in ignored and ".git/" in ignored
+
+
+def with_loopback(arguments, mesh_dir, port, metrics_port):
+    """The arguments with listen addresses moved to free loopback ports and
+    the demo directory to the tests' demo mesh."""
+    out = []
+    for argument in arguments:
+        if re.fullmatch(r"0\.0\.0\.0:50051|127\.0\.0\.1:50051", argument):
+            argument = f"127.0.0.1:{port}"
+        elif re.fullmatch(r"(0\.0\.0\.0|127\.0\.0\.1):9464", argument):
+            argument = f"127.0.0.1:{metrics_port}"
+        elif argument == "/var/lib/agora/demo-mesh":
+            argument = str(mesh_dir)
+        out.append(argument)
+    return out
+
+
+def assert_serves(agora_bin, arguments, log_path):
+    """Runs the command line and checks that it answers a Flight SQL query."""
+    import time
+
+    port = free_port()
+    log = open(log_path, "wb")
+    proc = subprocess.Popen([agora_bin, *arguments(port)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while "over Arrow Flight SQL at grpc://" not in log_path.read_text(errors="replace"):
+            assert proc.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.2)
+        server = {"uri": f"grpc://127.0.0.1:{port}"}
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with FlightSession(server, ADMIN) as admin:
+                    assert admin.query("SELECT count(*) AS n FROM customers.nation").to_pylist() == [{"n": 25}]
+                break
+            except Exception:
+                assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
+                time.sleep(0.2)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def test_the_images_default_command_serves_the_demo(agora_bin, mesh_dir, tmp_path):
+    instructions = dict(
+        dockerfile_instructions()[[i for i, (op, _) in enumerate(dockerfile_instructions()) if op == "FROM"][1] :]
+    )
+    command = exec_form(instructions["CMD"])
+    assert command[0] == "demo"
+    metrics = free_port()
+    assert_serves(agora_bin, lambda port: with_loopback(command, mesh_dir, port, metrics), tmp_path / "image.log")
+
+
+def test_the_compose_file_starts_agora_after_postgresql_with_the_demo_on_it(agora_bin, tmp_path):
+    import os
+
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    services = compose["services"]
+    assert set(services) == {"agora", "postgres"}
+    agora = services["agora"]
+    assert agora["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert services["postgres"]["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
+    # Published on the host's loopback only.
+    assert all(p.startswith("127.0.0.1:") for p in agora["ports"]), agora["ports"]
+    command = agora["command"]
+    url = command[command.index("--postgres") + 1]
+    assert re.fullmatch(r"postgres://agora:[^@]+@postgres:5432/agora", url), url
+    host = os.environ.get("AGORA_TEST_PG_HOST")
+    if not host:
+        pytest.skip("no PostgreSQL for the tests (AGORA_TEST_PG_HOST is unset; ./scripts/test sets it)")
+    # The same command against a database of its own in the tests'
+    # PostgreSQL, in a fresh demo directory.
+    import glob
+    import uuid
+
+    psql = shutil.which("psql") or sorted(glob.glob("/usr/lib/postgresql/*/bin/psql"))[-1]
+    user, port = os.environ["AGORA_TEST_PG_USER"], os.environ["AGORA_TEST_PG_PORT"]
+    database = f"agora_compose_{uuid.uuid4().hex[:8]}"
+
+    def sql(statement):
+        subprocess.run([psql, "-h", host, "-p", port, "-U", user, "-d", "postgres", "-c", statement], check=True,
+                       capture_output=True)
+
+    sql(f"CREATE DATABASE {database}")
+    local = f"postgres://{user}@{host}:{port}/{database}"
+    metrics = free_port()
+    demo_dir = tmp_path / "compose-demo"
+
+    def arguments(port):
+        args = with_loopback(command, demo_dir, port, metrics)
+        args[args.index("--postgres") + 1] = local
+        return [*args, "--scale", "0.01"]
+
+    try:
+        assert_serves(agora_bin, arguments, tmp_path / "compose.log")
+    finally:
+        sql(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+
+
+def test_the_systemd_unit_verifies_and_its_command_serves(agora_bin, mesh_config, tmp_path):
+    unit = (ROOT / "deploy" / "agora.service").read_text()
+    analyze = shutil.which("systemd-analyze")
+    if analyze:
+        local = tmp_path / "agora.service"
+        local.write_text(unit.replace("/usr/local/bin/agora", agora_bin))
+        checked = subprocess.run([analyze, "verify", str(local)], capture_output=True, text=True)
+        assert checked.returncode == 0 and checked.stdout + checked.stderr == "", checked.stdout + checked.stderr
+    exec_start = re.search(r"^ExecStart=(.*)$", unit, re.M).group(1)
+    command = shlex.split(exec_start)
+    assert command[0] == "/usr/local/bin/agora" and command[1] == "serve"
+    metrics = free_port()
+
+    def arguments(port):
+        args = with_loopback(command[1:], None, port, metrics)
+        args[args.index("--config") + 1] = str(mesh_config)
+        return args
+
+    assert_serves(agora_bin, arguments, tmp_path / "unit.log")
+    # JSON logs, one object per line.
+    import json
+
+    lines = [line for line in (tmp_path / "unit.log").read_text().splitlines() if line.startswith("{")]
+    assert lines and all(isinstance(json.loads(line), dict) for line in lines)

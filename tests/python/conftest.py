@@ -341,8 +341,9 @@ class FlightSession:
 def derived_config(mesh_config, name, limits=None, auth=None, domains="", audit=None):
     """The demo mesh with a `limits:` section, extra `auth:` keys, extra
     domains (YAML list items) and extra `governance.audit` keys, written next
-    to the demo mesh so that relative locations still resolve, with audit and
-    lineage files of its own (the audit file is `<name>-audit/audit.jsonl`)."""
+    to the demo mesh so that relative locations still resolve, with audit,
+    lineage and query-history files of its own (the audit file is
+    `<name>-audit/audit.jsonl`)."""
     import json
 
     text = mesh_config.read_text()
@@ -359,6 +360,8 @@ def derived_config(mesh_config, name, limits=None, auth=None, domains="", audit=
     for old, new in replacements:
         assert text.count(old) == 1, f"the demo's mesh.yaml changed: expected one {old!r} in it"
         text = text.replace(old, new)
+    assert not re.search(r"^history:", text, re.M), "the demo's mesh.yaml has a history section already"
+    text += f"\nhistory: {{ path: {name}-history/queries.jsonl }}\n"
     if limits is not None:
         assert not re.search(r"^limits:", text, re.M), "the demo's mesh.yaml has a limits section already"
         # JSON is YAML's flow style.

@@ -31,7 +31,7 @@ def expensive(marker):
 
 def history_config(agora_bin, mesh_config, name):
     """The demo mesh with a user `mallory`, and audit, lineage and history
-    files of its own; returns (config, its directory)."""
+    files of its own (see `derived_config`); returns (config, its directory)."""
     hashed = subprocess.run(
         [agora_bin, "hash-password"], input="mallory-demo", capture_output=True, text=True, check=True
     ).stdout.strip()
@@ -43,7 +43,6 @@ def history_config(agora_bin, mesh_config, name):
     )
     assert text.count("\n  users:\n") == 1
     text = text.replace("\n  users:\n", "\n  users:\n" + mallory)
-    text += f"\nhistory: {{ path: {name}-history/queries.jsonl }}\n"
     config.write_text(text)
     return config, config.parent
 

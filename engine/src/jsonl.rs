@@ -115,23 +115,39 @@ impl JsonlFile {
     /// Missing files are empty; a torn last line (a crash mid-write) is
     /// skipped by the caller's parser like any line that does not parse.
     pub(crate) fn read_lines(&self) -> std::io::Result<Vec<String>> {
-        let mut files: Vec<PathBuf> =
-            (1..=self.rotation.keep).rev().map(|n| crate::audit::log::rotated(&self.path, n)).collect();
-        files.push(self.path.clone());
-        let mut lines = Vec::new();
-        for path in files {
+        self.read_last(usize::MAX)
+    }
+
+    /// The last `n` lines, oldest first, reading only the newest files that
+    /// hold them (a history of `keep` entries does not read every rotated
+    /// file at start).
+    pub(crate) fn read_last(&self, n: usize) -> std::io::Result<Vec<String>> {
+        let newest_first = std::iter::once(self.path.clone())
+            .chain((1..=self.rotation.keep).map(|k| crate::audit::log::rotated(&self.path, k)));
+        let mut files: Vec<Vec<String>> = Vec::new();
+        let mut count = 0;
+        for path in newest_first {
+            if count >= n {
+                break;
+            }
             let file = match File::open(&path) {
                 Ok(file) => file,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
             };
+            let mut lines = Vec::new();
             for line in BufReader::new(file).lines() {
                 let line = line?;
                 if !line.trim().is_empty() {
                     lines.push(line);
                 }
             }
+            count += lines.len();
+            files.push(lines);
         }
+        let mut lines: Vec<String> = files.into_iter().rev().flatten().collect();
+        let skip = lines.len().saturating_sub(n);
+        lines.drain(..skip);
         Ok(lines)
     }
 }
@@ -152,6 +168,8 @@ mod tests {
         // and the oldest two were deleted.
         let lines = file.read_lines().unwrap();
         assert_eq!(lines, vec!["{\"n\":4}", "{\"n\":5}", "{\"n\":6}", "{\"n\":7}", "{\"n\":8}", "{\"n\":9}"]);
+        assert_eq!(file.read_last(3).unwrap(), vec!["{\"n\":7}", "{\"n\":8}", "{\"n\":9}"]);
+        assert_eq!(file.read_last(100).unwrap(), lines);
         assert!(crate::audit::log::rotated(&path, 2).exists());
         assert!(!crate::audit::log::rotated(&path, 3).exists());
         for p in [path.clone(), crate::audit::log::rotated(&path, 1), crate::audit::log::rotated(&path, 2)] {

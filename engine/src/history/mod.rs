@@ -180,11 +180,8 @@ impl QueryHistory {
         let file = config.path.as_ref().map(|p| JsonlFile::new(p, config.rotation));
         let mut finished = VecDeque::new();
         if let Some(file) = &file {
-            match file.read_lines() {
-                Ok(lines) => {
-                    let skip = lines.len().saturating_sub(config.keep);
-                    finished.extend(lines[skip..].iter().filter_map(|l| serde_json::from_str::<QueryInfo>(l).ok()));
-                }
+            match file.read_last(config.keep) {
+                Ok(lines) => finished.extend(lines.iter().filter_map(|l| serde_json::from_str::<QueryInfo>(l).ok())),
                 Err(e) => tracing::warn!(path = %file.path().display(), error = %e, "cannot read the query history"),
             }
         }

@@ -624,10 +624,8 @@ pub struct Session {
 
 /// A planned query: its result schema is known before it runs.
 pub struct Query {
-    /// The query's identity: its audit records' `query_id`, its OpenLineage
-    /// `runId` and its `system.queries` row (a UUIDv7).
-    id: String,
-    /// Its entry in the query history.
+    /// Its entry in the query history, which holds its identity (see
+    /// [`Query::id`]).
     history: HistoryEntry,
     frame: DataFrame,
     audit: Option<PendingAudit>,
@@ -716,9 +714,8 @@ impl Session {
         match run.within("planning", planning).await {
             Ok(frame) => {
                 history.planned();
-                let id = history.entry().context.id.clone();
-                let lineage = self.pending_lineage(&id, sql);
-                Ok(Query { id, history, frame, audit, lineage, run })
+                let lineage = self.pending_lineage(&history.entry().context.id, sql);
+                Ok(Query { history, frame, audit, lineage, run })
             }
             Err(e) => Err(fail(audit, history, e).await),
         }
@@ -1016,11 +1013,11 @@ impl Query {
         fail(self.audit, self.history, error).await
     }
 
-    /// The query's id: the `query_id` of its audit records and the `runId`
-    /// of its OpenLineage events, for joining the two (and the server's
-    /// log line of the query).
+    /// The query's id (a UUIDv7): the `query_id` of its audit records, the
+    /// `runId` of its OpenLineage events, its `system.queries` row and its
+    /// log line, for joining them.
     pub fn id(&self) -> &str {
-        &self.id
+        &self.history.entry().context.id
     }
 
     /// How long the query waited for a slot (see `limits.max_concurrent_queries`).
@@ -1060,10 +1057,10 @@ impl Query {
             Ok((stream, physical, reads, optimized))
         });
         let started = started.map(|(stream, physical, reads, optimized)| {
-            let label = reads.products.iter().filter(|p| !p.starts_with("information_schema.")).cloned();
-            let label: Vec<String> = label.collect();
+            let shown: Vec<String> =
+                reads.products.iter().filter(|p| !p.starts_with("information_schema.")).cloned().collect();
             // Errors carry the products' names before lineage records them.
-            let stream = name_products_in_errors(stream, label);
+            let stream = name_products_in_errors(stream, shown.clone());
             let stream = match lineage {
                 Some(l) => {
                     let masked: Vec<(String, String)> = reads
@@ -1083,7 +1080,6 @@ impl Query {
                 }
                 None => stream,
             };
-            let shown = reads.products.iter().filter(|p| !p.starts_with("information_schema.")).cloned().collect();
             if let Some(r) = audit.as_mut().and_then(PendingAudit::record_mut) {
                 r.products = reads.products;
                 r.columns = reads.columns;

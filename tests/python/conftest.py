@@ -259,6 +259,26 @@ def grpc_code(error):
     return None
 
 
+def refusal(call):
+    """Runs `call`, which must fail; returns the error's gRPC code and message."""
+    try:
+        result = call()
+    except Exception as error:  # every failure is classified by the caller
+        return grpc_code(error), str(error)
+    pytest.fail(f"expected an error, got {result!r:.300}")
+
+
+def wait_for(predicate, timeout=30.0, what="the condition"):
+    """Polls `predicate` until it returns something true, and returns that."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    pytest.fail(f"{what} did not happen within {timeout} s")
+
+
 # Hand-encoded protobuf, enough for Flight SQL commands.
 FLIGHT_SQL = "type.googleapis.com/arrow.flight.protocol.sql."
 

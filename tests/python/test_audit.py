@@ -11,8 +11,8 @@ import uuid
 import pytest
 
 from conftest import (ADMIN, ANALYST, FlightSession, connect, derived_config, grpc_code, pb_any, pb_bytes,
-                      serving, statement_command)
-from test_limits import EXPENSIVE, ExpensiveClient, refusal
+                      refusal, serving, statement_command, wait_for)
+from test_limits import EXPENSIVE, ExpensiveClient
 
 
 def audit_file(config):
@@ -54,14 +54,6 @@ def finishes(marker, rows, planned=False):
     return [r for r in marked(marker, rows) if r["status"] != "started" and (planned or r["status"] != "planned")]
 
 
-def wait_for(predicate, timeout=30.0, what="the condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    pytest.fail(f"{what} did not happen within {timeout} s")
 
 
 def test_every_request_on_every_path_has_a_record_and_the_chain_verifies(agora_bin, mesh_config, tmp_path):

@@ -40,6 +40,7 @@ from conftest import (
     pb_any,
     pb_bytes,
     pb_varint,
+    refusal,
     serving,
     statement_command,
 )
@@ -93,13 +94,6 @@ def alive(server):
     assert counted.column("n").to_pylist() == [TRUTH["orders"]]
 
 
-def refusal(call):
-    """Runs `call`, which must fail; returns the error's gRPC code and message."""
-    try:
-        result = call()
-    except Exception as error:  # every failure is classified by the caller
-        return grpc_code(error), str(error)
-    pytest.fail(f"expected an error, got {result!r:.300}")
 
 
 # --- protobuf decoding and Flight SQL plumbing ------------------------------

@@ -38,7 +38,8 @@ import adbc_driver_manager
 import pyarrow.flight as flight
 import pytest
 
-from conftest import ADMIN, ANALYST, FlightSession, connect, derived_config, grpc_code, serving, statement_command
+from conftest import (ADMIN, ANALYST, FlightSession, connect, derived_config, grpc_code, refusal, serving,
+                      statement_command)
 
 # A non-equi join of lineitem with itself: a nested-loop join of ~60k x 60k
 # rows, minutes of work at the demo's scale 0.01. Only a limit or a
@@ -66,13 +67,6 @@ def limited_server(agora_bin, mesh_config, tmp_path, name, limits=None, auth=Non
         yield started
 
 
-def refusal(call):
-    """Runs `call`, which must fail; returns the error's gRPC code and message."""
-    try:
-        result = call()
-    except Exception as error:  # classified by the caller
-        return grpc_code(error), str(error)
-    pytest.fail(f"expected an error, got {result!r:.300}")
 
 
 def timed(call):

@@ -14,7 +14,8 @@ import uuid
 
 import pytest
 
-from conftest import ADMIN, ANALYST, FlightSession, connect, derived_config, grpc_code, serving, statement_command
+from conftest import (ADMIN, ANALYST, FlightSession, connect, derived_config, grpc_code, refusal, serving,
+                      statement_command, wait_for)
 
 MALLORY = ("mallory", "mallory-demo")
 UUID7 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
@@ -62,20 +63,8 @@ def queries(server, user, where="true"):
         return session.query(sql).to_pylist()
 
 
-def wait_for(predicate, what, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
-def refusal(call):
-    with pytest.raises(Exception) as caught:
-        call()
-    return grpc_code(caught.value), str(caught.value)
 
 
 class Background:
@@ -108,7 +97,7 @@ def test_a_running_query_is_listed_then_cancelled_by_its_owner_and_not_by_anothe
     running = Background(server, ANALYST, expensive(marker))
     try:
         row = wait_for(
-            lambda: [q for q in queries(server, ANALYST, mine) if q["state"] == "running"], "the running query"
+            lambda: [q for q in queries(server, ANALYST, mine) if q["state"] == "running"], what="the running query"
         )[0]
         query_id = row["query_id"]
         assert UUID7.fullmatch(query_id), query_id
@@ -158,7 +147,7 @@ def test_an_admin_cancels_anyones_query(history_server):
     try:
         row = wait_for(
             lambda: [q for q in queries(server, ADMIN, f"sql LIKE '%{marker}%'") if q["state"] == "running"],
-            "the running query",
+            what="the running query",
         )[0]
         assert row["user"] == "mallory"
         with FlightSession(server, ADMIN) as admin:

@@ -206,3 +206,34 @@ async fn new_delta_commits_become_visible_without_a_restart() {
     tokio::time::sleep(std::time::Duration::from_millis(5_200)).await;
     assert_eq!(scalar_i64(&engine, "SELECT count(*) FROM d.region").await, 10);
 }
+
+#[tokio::test]
+async fn without_governance_everyone_sees_and_cancels_only_their_own_queries() {
+    use agora_engine::Principal;
+    use futures::StreamExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    crate::support::copy_dir(&crate::support::demo_dir().join("customers/region"), &dir.path().join("region"));
+    let yaml = "domains:\n  - name: open\n    description: An open mesh\n    owner: { name: T, contact: t@example.com }\n    products:\n      - { name: region, description: r, source: { kind: delta, location: region } }\n";
+    let path = dir.path().join("mesh.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let engine = agora_engine::Engine::open(&path).unwrap();
+    let (ann, bob) = (Principal::user("ann"), Principal::user("bob"));
+    let slow = "SELECT count(*) AS n FROM open.region, generate_series(1, 10000000000)";
+    let query = engine.session_as(ann.clone()).query(slow).await.unwrap();
+    let id = query.id().to_string();
+    let mut stream = query.stream().await.unwrap();
+    let reader = tokio::spawn(async move { stream.next().await.map(|r| r.map(|b| b.num_rows())) });
+    let list = format!("SELECT count(*) AS n FROM system.queries WHERE query_id = '{id}'");
+    let count = |batches: Vec<arrow::array::RecordBatch>| {
+        batches[0].column(0).as_any().downcast_ref::<arrow::array::Int64Array>().unwrap().value(0)
+    };
+    assert_eq!(count(engine.session_as(ann.clone()).collect(&list).await.unwrap()), 1);
+    assert_eq!(count(engine.session_as(bob.clone()).collect(&list).await.unwrap()), 0);
+    let refused = engine.session_as(bob).collect(&format!("CALL cancel_query('{id}')")).await.unwrap_err();
+    assert!(matches!(refused, EngineError::NotFound(_)), "{refused}");
+    assert!(!reader.is_finished(), "bob's attempt stopped ann's query");
+    engine.session_as(ann).collect(&format!("CALL cancel_query('{id}')")).await.unwrap();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(30), reader).await.unwrap().unwrap();
+    assert!(matches!(ended, Some(Err(ref e)) if e.to_string().contains("cancelled by ann")), "{ended:?}");
+}

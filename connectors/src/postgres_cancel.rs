@@ -152,19 +152,27 @@ impl Drop for StatementGuard {
 }
 
 /// `stream`, with its statement cancelled if it is dropped before its end.
-pub(crate) fn guarded(stream: SendableRecordBatchStream, guard: StatementGuard) -> SendableRecordBatchStream {
-    Box::pin(GuardedStream { inner: stream, guard: Some(guard) })
+pub(crate) fn guarded(
+    stream: SendableRecordBatchStream,
+    guard: StatementGuard,
+    span: tracing::Span,
+) -> SendableRecordBatchStream {
+    Box::pin(GuardedStream { inner: stream, guard: Some(guard), span })
 }
 
 struct GuardedStream {
     inner: SendableRecordBatchStream,
     guard: Option<StatementGuard>,
+    /// The statement's span, open until its result is read or dropped.
+    span: tracing::Span,
 }
 
 impl Stream for GuardedStream {
     type Item = datafusion::error::Result<RecordBatch>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let span = self.span.clone();
+        let _entered = span.enter();
         let next = self.inner.as_mut().poll_next(cx);
         if let Poll::Ready(None) = next
             && let Some(mut guard) = self.guard.take()
@@ -229,8 +237,19 @@ async fn query_guarded(
     // for the first rows inside the call, and a query abandoned while it
     // waits must be cancelled too.
     let mut guard = StatementGuard::new(Arc::clone(&connection), tls, name);
-    match AsyncDbConnection::<Pooled, Param>::query_arrow(connection.as_ref(), sql, &[], schema).await {
-        Ok(stream) => Ok(guarded(stream, guard)),
+    // A client span per statement, as OpenTelemetry's database conventions
+    // describe it (the text is the governed statement Agora sends).
+    let span = tracing::info_span!(
+        "postgresql.query",
+        otel.name = %format!("postgresql {name}"),
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        agora.domain = %name,
+        db.query.text = sql,
+    );
+    let query = AsyncDbConnection::<Pooled, Param>::query_arrow(connection.as_ref(), sql, &[], schema);
+    match tracing::Instrument::instrument(query, span.clone()).await {
+        Ok(stream) => Ok(guarded(stream, guard, span)),
         Err(e) => {
             // The statement failed: it is no longer running.
             guard.disarm();

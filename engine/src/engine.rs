@@ -639,6 +639,8 @@ struct Run {
     engine: Engine,
     /// The query's history entry, whose cancel stops it.
     entry: Arc<QueryEntry>,
+    /// The query's span: the parent of its planning and execution spans.
+    span: tracing::Span,
     slot: QuerySlot,
     deadline: Instant,
     limits: EffectiveLimits,
@@ -710,7 +712,16 @@ impl Session {
         };
         history.planning(slot.queued);
         let deadline = Instant::now() + limits.statement_timeout;
-        let run = Run { engine: self.engine.clone(), entry, slot, deadline, limits };
+        let text: Option<String> = sql.map(|s| s.chars().take(4096).collect());
+        let span = tracing::info_span!(
+            "agora.query",
+            otel.name = "agora.query",
+            agora.query_id = %entry.context.id,
+            db.system.name = "agora",
+            db.query.text = text.as_deref(),
+            enduser.id = %entry.context.user,
+        );
+        let run = Run { engine: self.engine.clone(), entry, span, slot, deadline, limits };
         match run.within("planning", planning).await {
             Ok(frame) => {
                 history.planned();
@@ -815,6 +826,14 @@ impl Session {
     /// `traceparent` header (ignored when malformed).
     pub fn with_traceparent(mut self, traceparent: &str) -> Self {
         self.origin.trace_id = crate::query_context::trace_id_of(traceparent);
+        self
+    }
+
+    /// Records the trace the session's queries belong to (32 lower-case hex
+    /// digits, as OpenTelemetry writes a trace id; anything else is ignored).
+    pub fn with_trace_id(mut self, trace_id: &str) -> Self {
+        let valid = trace_id.len() == 32 && trace_id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        self.origin.trace_id = valid.then(|| trace_id.to_string());
         self
     }
 
@@ -1110,8 +1129,10 @@ impl Run {
     ) -> Result<T, EngineError> {
         let deadline = tokio::time::Instant::from_std(self.deadline);
         let runtime = self.engine.inner.lane(&self.slot);
+        let span = tracing::info_span!(parent: &self.span, "agora.plan", otel.name = "agora.plan", agora.step = what);
+        let work = tracing::Instrument::instrument(runtime.run(what, work), span);
         tokio::select! {
-            result = tokio::time::timeout_at(deadline, runtime.run(what, work)) => match result {
+            result = tokio::time::timeout_at(deadline, work) => match result {
                 Ok(result) => result,
                 Err(_) => Err(EngineError::Timeout(self.timeout_message())),
             },
@@ -1161,6 +1182,9 @@ impl Run {
             }
             Ok(())
         };
+        // The query's task runs in its execution span.
+        let span = tracing::info_span!(parent: &self.span, "agora.execute", otel.name = "agora.execute");
+        let _entered = span.enter();
         runtime.drive(stream, self.deadline, cancelled, message, hint, check)
     }
 }

@@ -96,6 +96,8 @@ impl QueryRuntime {
         what: &'static str,
         work: impl Future<Output = Result<T, EngineError>> + Send + 'static,
     ) -> Result<T, EngineError> {
+        // The task runs in the caller's span (a query's planning span).
+        let work = tracing::Instrument::instrument(work, tracing::Span::current());
         let task = AbortOnDrop(self.handle()?.spawn(work));
         match task.await {
             Ok(result) => result,
@@ -123,26 +125,30 @@ impl QueryRuntime {
         let (sender, receiver) = mpsc::channel(CHANNEL_BATCHES);
         // The deadline is kept by the reading end (see `Received`), which
         // aborts this task when it passes.
-        let task = self.handle()?.spawn(async move {
-            loop {
-                let next = tokio::select! {
-                    // The reader went away: stop now, dropping the plan.
-                    _ = sender.closed() => return,
-                    next = AssertUnwindSafe(stream.next()).catch_unwind() => next,
-                };
-                let item = match next {
-                    Err(panic) => Some(Err(DataFusionError::External(Box::new(Panicked(panic_message(&*panic)))))),
-                    Ok(None) => None,
-                    Ok(Some(Ok(batch))) => Some(limit(&batch).map(|()| batch)),
-                    Ok(Some(Err(e))) => Some(Err(explain_exhausted(e, &exhausted_hint))),
-                };
-                let Some(item) = item else { return };
-                let last = item.is_err();
-                if sender.send(item).await.is_err() || last {
-                    return;
+        let span = tracing::Span::current();
+        let task = self.handle()?.spawn(tracing::Instrument::instrument(
+            async move {
+                loop {
+                    let next = tokio::select! {
+                        // The reader went away: stop now, dropping the plan.
+                        _ = sender.closed() => return,
+                        next = AssertUnwindSafe(stream.next()).catch_unwind() => next,
+                    };
+                    let item = match next {
+                        Err(panic) => Some(Err(DataFusionError::External(Box::new(Panicked(panic_message(&*panic)))))),
+                        Ok(None) => None,
+                        Ok(Some(Ok(batch))) => Some(limit(&batch).map(|()| batch)),
+                        Ok(Some(Err(e))) => Some(Err(explain_exhausted(e, &exhausted_hint))),
+                    };
+                    let Some(item) = item else { return };
+                    let last = item.is_err();
+                    if sender.send(item).await.is_err() || last {
+                        return;
+                    }
                 }
-            }
-        });
+            },
+            span,
+        ));
         let received = Received {
             stopped: Box::pin(self.stop.clone().cancelled_owned()),
             cancelled,

@@ -222,10 +222,22 @@ where
             }
         };
         let engine = self.engine.clone();
+        // The request's span (a trace's server span when traces are
+        // exported); its name and method come from the fixed set of RPCs.
+        let span = tracing::info_span!(
+            "rpc",
+            otel.name = %format!("FlightService/{rpc}"),
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.service = "arrow.flight.protocol.FlightService",
+            rpc.method = rpc,
+            enduser.id = %user,
+        );
+        crate::telemetry::continue_trace(&span, request.headers());
         // The clone taken by `poll_ready` must serve this call (tower's contract).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let future: BoxFuture<'static, _> = Box::pin(async move {
+        let future = async move {
             // A panic while serving one request fails that request alone.
             let response = match AssertUnwindSafe(inner.call(request)).catch_unwind().await {
                 Ok(Ok(response)) => {
@@ -255,7 +267,8 @@ where
                 crate::ops::metrics::record_rpc(rpc, grpc_code(r), started.elapsed());
             }
             response
-        });
+        };
+        let future: BoxFuture<'static, _> = Box::pin(tracing::Instrument::instrument(future, span));
         future
     }
 }

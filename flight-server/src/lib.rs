@@ -9,6 +9,7 @@ pub mod ops;
 mod pattern;
 mod prepared;
 mod service;
+pub mod telemetry;
 mod types;
 
 use std::net::SocketAddr;

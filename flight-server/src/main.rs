@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use agora_engine::Engine;
 use agora_flight_server::demo::{self, DemoOptions};
+use agora_flight_server::telemetry::Telemetry;
 use agora_flight_server::{FlightServer, ServeOptions, TlsFiles, TypePolicy};
 use anyhow::{Context, Result};
 use arrow::record_batch::RecordBatch;
@@ -22,6 +23,10 @@ struct Cli {
     /// collectors. The level is set with AGORA_LOG (e.g. `info`, `agora=debug`).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Export traces over OTLP/HTTP (JSON) to this collector, e.g.
+    /// http://127.0.0.1:4318 (spans go to its /v1/traces). Off by default.
+    #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    otlp_endpoint: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -211,11 +216,29 @@ fn main() -> ExitCode {
             "warn,buoyant_kernel=off,agora=info,agora_engine=info,agora_flight_server=info,agora_connectors=info",
         )
     });
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Json => logs.json().flatten_event(true).with_current_span(false).init(),
-        LogFormat::Text => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
-    }
+    use tracing_subscriber::filter::FilterExt;
+    use tracing_subscriber::prelude::*;
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match cli.log_format {
+        LogFormat::Json => logs.json().flatten_event(true).with_current_span(false).boxed(),
+        LogFormat::Text => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).boxed(),
+    };
+    let (telemetry, traces) = match cli.otlp_endpoint.as_deref().filter(|e| !e.is_empty()).map(Telemetry::start) {
+        Some(Ok((telemetry, layer))) => (Some(telemetry), Some(layer)),
+        Some(Err(e)) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+        None => (None, None),
+    };
+    // Traces cover Agora's own spans (requests, queries, source statements).
+    let traced = tracing_subscriber::filter::Targets::new()
+        .with_target("agora_flight_server", tracing::Level::INFO)
+        .with_target("agora_engine", tracing::Level::INFO)
+        .with_target("agora_connectors", tracing::Level::INFO);
+    // Log lines stand alone: spans (which repeat the statement) are for traces.
+    let lines = filter.and(tracing_subscriber::filter::filter_fn(|meta| meta.is_event()));
+    tracing_subscriber::registry().with(logs.with_filter(lines)).with(traces.with_filter(traced)).init();
     // The network runtime: gRPC, logins, metadata. Queries run on the engine's
     // own runtime; the larger stacks only cover deep plans handled here
     // (parameter inference, dropping a refused statement).
@@ -231,13 +254,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    let code = match runtime.block_on(run(cli.command)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    };
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown();
     }
+    code
 }
 
 async fn run(command: Command) -> Result<ExitCode> {

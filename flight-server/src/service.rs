@@ -131,7 +131,11 @@ impl AgoraFlightSqlService {
         if let Some(purpose) = header("x-agora-purpose") {
             session = session.with_purpose(purpose);
         }
-        if let Some(traceparent) = header("traceparent") {
+        // The trace of the request's span when traces are exported (it
+        // continues the client's `traceparent`), else the client's.
+        if let Some(trace) = crate::telemetry::trace_id(&tracing::Span::current()) {
+            session = session.with_trace_id(&trace);
+        } else if let Some(traceparent) = header("traceparent") {
             session = session.with_traceparent(traceparent);
         }
         session

@@ -4,10 +4,14 @@ use std::sync::{Arc, Once};
 
 use chrono::{DateTime, Utc};
 use datafusion::catalog::{Session, TableProvider};
-use deltalake::DeltaTableBuilder;
+use deltalake::logstore::{
+    LogStore, LogStoreFactory, ObjectStoreRef, StorageConfig, default_logstore, logstore_factories,
+};
+use deltalake::{DeltaResult, DeltaTableBuilder};
 use url::Url;
 
-use crate::{ConnectorError, ObjectStoreSettings, register_object_store};
+use crate::storage::object_store_for;
+use crate::{ConnectorError, ObjectStoreSettings};
 
 /// A Delta Lake table at a location.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,6 +23,35 @@ pub struct DeltaSource {
 }
 
 static REGISTER_S3: Once = Once::new();
+
+/// Delta's log store for `s3://` tables, over the store Agora registered.
+///
+/// `deltalake`'s own S3 support (the `s3` feature) brings the AWS SDK
+/// (credential chain, STS, DynamoDB commit locking) to build its own client;
+/// Agora only reads Delta tables, through the same `object_store` client its
+/// Parquet products use, so the default log store over that client is all it
+/// needs (and the SDK's crates are not part of the build).
+struct ReadLogStoreFactory;
+
+impl LogStoreFactory for ReadLogStoreFactory {
+    fn with_options(
+        &self,
+        prefixed_store: ObjectStoreRef,
+        root_store: ObjectStoreRef,
+        location: &Url,
+        options: &StorageConfig,
+    ) -> DeltaResult<Arc<dyn LogStore>> {
+        Ok(default_logstore(prefixed_store, root_store, location, options))
+    }
+}
+
+fn register_s3_log_store() {
+    for scheme in ["s3://", "s3a://"] {
+        if let Ok(url) = Url::parse(scheme) {
+            logstore_factories().insert(url, Arc::new(ReadLogStoreFactory));
+        }
+    }
+}
 
 impl DeltaSource {
     pub(crate) async fn open(&self, session: &dyn Session) -> Result<Arc<dyn TableProvider>, ConnectorError> {
@@ -40,8 +73,8 @@ impl DeltaSource {
     }
 
     async fn load(&self, session: &dyn Session) -> Result<deltalake::DeltaTable, ConnectorError> {
-        REGISTER_S3.call_once(|| deltalake::aws::register_handlers(None));
-        register_object_store(session.runtime_env(), &self.location, &self.store)?;
+        REGISTER_S3.call_once(register_s3_log_store);
+        let store = object_store_for(session.runtime_env(), &self.location, &self.store)?;
 
         let mut url = self.location.clone();
         if !url.path().ends_with('/') {
@@ -50,7 +83,7 @@ impl DeltaSource {
         let invalid = |cause: String| ConnectorError::InvalidSource { location: self.location.to_string(), cause };
         let table = DeltaTableBuilder::from_url(url)
             .map_err(|e| invalid(e.to_string()))?
-            .with_storage_options(self.store.delta_storage_options())
+            .with_storage_backend(store, self.location.clone())
             .load()
             .await
             .map_err(|e| self.classify(e))?;

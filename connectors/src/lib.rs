@@ -12,9 +12,11 @@
 
 mod delta;
 mod error;
+mod observed_store;
 mod parquet;
 mod postgres;
 mod postgres_cancel;
+mod postgres_metrics;
 mod postgres_ranges;
 mod postgres_sql;
 mod pushable;

@@ -128,7 +128,7 @@ impl PostgresConnection {
         self.pool
             .get_or_try_init(|| async {
                 let tls = CancelTls::for_sslmode(&self.sslmode).map_err(|e| self.unavailable(e))?;
-                Ok(Arc::new(CancellingPool::new(self.new_pool().await?, tls, &self.name)))
+                Ok(Arc::new(CancellingPool::new(self.new_pool().await?, tls, &self.name, self.pool_size)))
             })
             .await
             .cloned()

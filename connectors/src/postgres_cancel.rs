@@ -21,7 +21,7 @@ use std::any::Any;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
@@ -37,6 +37,8 @@ use futures::Stream;
 use postgres_native_tls::MakeTlsConnector;
 use tokio_postgres::CancelToken;
 use tokio_postgres::types::ToSql;
+
+use crate::postgres_metrics::{Checkout, counted};
 
 /// The pooled connection type of datafusion-table-providers.
 type Pooled = datafusion_table_providers::sql::db_connection_pool::dbconnection::postgresconn::PostgresPooledConnection;
@@ -120,13 +122,13 @@ async fn settle(connection: &PgConnection) {
 /// it cancels the statement and returns the connection to the pool only
 /// once the backend is idle.
 pub(crate) struct StatementGuard {
-    connection: Option<Arc<PgConnection>>,
+    connection: Option<Arc<Checkout>>,
     canceller: Option<Canceller>,
 }
 
 impl StatementGuard {
     /// Guards the statement about to be sent on `connection`.
-    pub(crate) fn new(connection: Arc<PgConnection>, tls: &CancelTls, name: &Arc<str>) -> Self {
+    pub(crate) fn new(connection: Arc<Checkout>, tls: &CancelTls, name: &Arc<str>) -> Self {
         let canceller = Canceller::of(&connection, tls, name);
         StatementGuard { connection: Some(connection), canceller: Some(canceller) }
     }
@@ -195,18 +197,22 @@ pub(crate) struct CancellingPool {
     inner: Arc<PostgresConnectionPool>,
     tls: CancelTls,
     name: Arc<str>,
+    /// The most connections `inner` opens.
+    size: u32,
 }
 
 impl CancellingPool {
-    pub(crate) fn new(inner: Arc<PostgresConnectionPool>, tls: CancelTls, name: &str) -> Self {
-        CancellingPool { inner, tls, name: Arc::from(name) }
+    pub(crate) fn new(inner: Arc<PostgresConnectionPool>, tls: CancelTls, name: &str, size: u32) -> Self {
+        CancellingPool { inner, tls, name: Arc::from(name), size }
     }
 
     /// A connection of the pool, read with the same type mapping as the
     /// connections it hands to datafusion-table-providers.
-    pub(crate) async fn connect_direct(&self) -> Result<PgConnection, dbconnection::GenericError> {
+    pub(crate) async fn connect_direct(&self) -> Result<Checkout, dbconnection::GenericError> {
+        let started = Instant::now();
         let connection = self.inner.connect_direct().await?;
-        Ok(connection.with_unsupported_type_action(UnsupportedTypeAction::String))
+        let connection = connection.with_unsupported_type_action(UnsupportedTypeAction::String);
+        Ok(Checkout::new(connection, &self.name, self.size, started.elapsed()))
     }
 
     /// What cancels the statement `connection` is about to run.
@@ -218,7 +224,7 @@ impl CancellingPool {
     /// is dropped (or the call abandoned) before its end.
     pub(crate) async fn query(
         &self,
-        connection: PgConnection,
+        connection: Checkout,
         sql: &str,
         schema: Option<SchemaRef>,
     ) -> Result<SendableRecordBatchStream, dbconnection::GenericError> {
@@ -227,7 +233,7 @@ impl CancellingPool {
 }
 
 async fn query_guarded(
-    connection: Arc<PgConnection>,
+    connection: Arc<Checkout>,
     tls: &CancelTls,
     name: &Arc<str>,
     sql: &str,
@@ -247,9 +253,10 @@ async fn query_guarded(
         agora.domain = %name,
         db.query.text = sql,
     );
-    let query = AsyncDbConnection::<Pooled, Param>::query_arrow(connection.as_ref(), sql, &[], schema);
+    let pg: &PgConnection = &connection;
+    let query = AsyncDbConnection::<Pooled, Param>::query_arrow(pg, sql, &[], schema);
     match tracing::Instrument::instrument(query, span.clone()).await {
-        Ok(stream) => Ok(guarded(stream, guard, span)),
+        Ok(stream) => Ok(counted(guarded(stream, guard, span), name)),
         Err(e) => {
             // The statement failed: it is no longer running.
             guard.disarm();
@@ -276,11 +283,17 @@ impl DbConnectionPool<Pooled, Param> for CancellingPool {
 
 /// A pooled connection whose `query_arrow` streams are guarded.
 struct CancellingConnection {
-    inner: Arc<PgConnection>,
+    inner: Arc<Checkout>,
     /// `None` for a connection made without its pool: its statements are
     /// not guarded.
     tls: Option<CancelTls>,
     name: Arc<str>,
+}
+
+impl CancellingConnection {
+    fn pg(&self) -> &PgConnection {
+        &self.inner
+    }
 }
 
 impl DbConnection<Pooled, Param> for CancellingConnection {
@@ -307,19 +320,19 @@ impl AsyncDbConnection<Pooled, Param> for CancellingConnection {
 
     fn new_with_schemas(conn: Pooled, schemas: Arc<dbconnection::TableSchemas>) -> Self {
         let inner = <PgConnection as AsyncDbConnection<Pooled, Param>>::new_with_schemas(conn, schemas);
-        CancellingConnection { inner: Arc::new(inner), tls: None, name: Arc::from("postgres") }
+        CancellingConnection { inner: Arc::new(Checkout::untracked(inner)), tls: None, name: Arc::from("postgres") }
     }
 
     async fn tables(&self, schema: &str) -> Result<Vec<String>, dbconnection::Error> {
-        AsyncDbConnection::<Pooled, Param>::tables(self.inner.as_ref(), schema).await
+        AsyncDbConnection::<Pooled, Param>::tables(self.pg(), schema).await
     }
 
     async fn schemas(&self) -> Result<Vec<String>, dbconnection::Error> {
-        AsyncDbConnection::<Pooled, Param>::schemas(self.inner.as_ref()).await
+        AsyncDbConnection::<Pooled, Param>::schemas(self.pg()).await
     }
 
     async fn get_schema(&self, table_reference: &TableReference) -> Result<SchemaRef, dbconnection::Error> {
-        AsyncDbConnection::<Pooled, Param>::get_schema(self.inner.as_ref(), table_reference).await
+        AsyncDbConnection::<Pooled, Param>::get_schema(self.pg(), table_reference).await
     }
 
     async fn query_arrow(
@@ -332,15 +345,12 @@ impl AsyncDbConnection<Pooled, Param> for CancellingConnection {
             Some(tls) if params.is_empty() => {
                 query_guarded(Arc::clone(&self.inner), tls, &self.name, sql, projected_schema).await
             }
-            _ => {
-                AsyncDbConnection::<Pooled, Param>::query_arrow(self.inner.as_ref(), sql, params, projected_schema)
-                    .await
-            }
+            _ => AsyncDbConnection::<Pooled, Param>::query_arrow(self.pg(), sql, params, projected_schema).await,
         }
     }
 
     async fn execute(&self, sql: &str, params: &[Param]) -> Result<u64, dbconnection::GenericError> {
-        AsyncDbConnection::<Pooled, Param>::execute(self.inner.as_ref(), sql, params).await
+        AsyncDbConnection::<Pooled, Param>::execute(self.pg(), sql, params).await
     }
 }
 

@@ -34,6 +34,7 @@ use datafusion_table_providers::sql::db_connection_pool::dbconnection::postgresc
 use futures::{StreamExt, TryStreamExt};
 
 use crate::postgres_cancel::{Canceller, CancellingPool};
+use crate::postgres_metrics::{Checkout, counted};
 use crate::postgres_sql::TableNames;
 use tokio_postgres::types::ToSql;
 
@@ -307,7 +308,7 @@ async fn read_ranges(
             transaction.commit().await.map_err(|e| pg_error(&name, e))
         });
     }
-    Ok(builder.build())
+    Ok(counted(builder.build(), &name))
 }
 
 /// A pooled connection inside a read-only transaction. It must not go back to
@@ -315,7 +316,7 @@ async fn read_ranges(
 /// query) cancels the range's statement if it is still running, then rolls
 /// back.
 struct Transaction {
-    connection: Option<PgConnection>,
+    connection: Option<Checkout>,
     canceller: Option<Canceller>,
     /// Its range's statement has been sent and not read to the end.
     running: bool,
@@ -323,7 +324,7 @@ struct Transaction {
 
 impl Transaction {
     async fn begin(
-        connection: PgConnection,
+        connection: Checkout,
         canceller: Canceller,
         begin: &str,
     ) -> std::result::Result<Self, tokio_postgres::Error> {
@@ -334,7 +335,7 @@ impl Transaction {
 
     fn connection(&self) -> &PgConnection {
         // Only `commit` and `drop` take the connection out, and both consume the guard.
-        self.connection.as_ref().unwrap_or_else(|| unreachable!("transaction used after commit"))
+        self.connection.as_deref().unwrap_or_else(|| unreachable!("transaction used after commit"))
     }
 
     async fn commit(mut self) -> std::result::Result<(), tokio_postgres::Error> {

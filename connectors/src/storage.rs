@@ -1,14 +1,16 @@
 //! Object-store access settings shared by the Parquet and Delta connectors.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
 use datafusion::execution::runtime_env::RuntimeEnv;
+use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
 use url::Url;
 
 use crate::ConnectorError;
+use crate::observed_store::ObservedStore;
 
 /// How to reach an S3-compatible object store.
 ///
@@ -43,43 +45,35 @@ impl fmt::Debug for ObjectStoreSettings {
     }
 }
 
-impl ObjectStoreSettings {
-    /// The settings as `deltalake` storage options (`AWS_*` keys).
-    pub(crate) fn delta_storage_options(&self) -> HashMap<String, String> {
-        let mut options = HashMap::new();
-        let mut put = |key: &str, value: &Option<String>| {
-            if let Some(v) = value {
-                options.insert(key.to_string(), v.clone());
-            }
-        };
-        put("AWS_ENDPOINT_URL", &self.endpoint);
-        put("AWS_REGION", &self.region);
-        put("AWS_ACCESS_KEY_ID", &self.access_key_id);
-        put("AWS_SECRET_ACCESS_KEY", &self.secret_access_key);
-        put("AWS_SESSION_TOKEN", &self.session_token);
-        if self.allow_http {
-            options.insert("AWS_ALLOW_HTTP".to_string(), "true".to_string());
-        }
-        if self.endpoint.is_some() {
-            // S3-compatible servers rarely support virtual-hosted buckets.
-            options.insert("AWS_VIRTUAL_HOSTED_STYLE_REQUEST".to_string(), "false".to_string());
-        }
-        options
-    }
-}
-
 /// Registers the object store that serves `location` in `runtime`, so that
 /// DataFusion scans of that location find it.
 ///
-/// Local paths need nothing (DataFusion registers the local file system). S3 stores
-/// are registered per bucket: all products in one bucket share one client.
+/// Local paths are served by the local file system, S3 stores per bucket: all
+/// products in one bucket share one client. Either is wrapped in an
+/// [`ObservedStore`], so that its requests show in metrics and traces.
 pub fn register_object_store(
     runtime: &RuntimeEnv,
     location: &Url,
     settings: &ObjectStoreSettings,
 ) -> Result<(), ConnectorError> {
+    object_store_for(runtime, location, settings).map(|_| ())
+}
+
+/// The store that serves `location`, registered in `runtime` first (see
+/// [`register_object_store`]).
+pub(crate) fn object_store_for(
+    runtime: &RuntimeEnv,
+    location: &Url,
+    settings: &ObjectStoreSettings,
+) -> Result<Arc<dyn ObjectStore>, ConnectorError> {
     match location.scheme() {
-        "file" => Ok(()),
+        "file" => {
+            let root = Url::parse("file://")
+                .map_err(|e| ConnectorError::InvalidSource { location: location.to_string(), cause: e.to_string() })?;
+            let store: Arc<dyn ObjectStore> = Arc::new(ObservedStore::new(Arc::new(LocalFileSystem::new()), "file"));
+            runtime.register_object_store(&root, Arc::clone(&store));
+            Ok(store)
+        }
         "s3" | "s3a" => {
             let bucket = location.host_str().unwrap_or_default();
             if bucket.is_empty() {
@@ -107,8 +101,9 @@ pub fn register_object_store(
                 .map_err(|e| ConnectorError::InvalidSource { location: location.to_string(), cause: e.to_string() })?;
             let root = Url::parse(&format!("{}://{bucket}", location.scheme()))
                 .map_err(|e| ConnectorError::InvalidSource { location: location.to_string(), cause: e.to_string() })?;
-            runtime.register_object_store(&root, Arc::new(store));
-            Ok(())
+            let store: Arc<dyn ObjectStore> = Arc::new(ObservedStore::new(Arc::new(store), root.as_str()));
+            runtime.register_object_store(&root, Arc::clone(&store));
+            Ok(store)
         }
         other => Err(ConnectorError::InvalidSource {
             location: location.to_string(),

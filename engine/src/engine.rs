@@ -137,6 +137,7 @@ impl Engine {
     /// schema cannot be listed starts with its explicit products only, and the
     /// failure is reported by [`Engine::attach_failures`]).
     pub fn new(mut config: MeshConfig) -> Result<Self, EngineError> {
+        crate::span_propagation::install();
         let attach_failures = attach_schemas(&mut config);
         // SQL sent to PostgreSQL is planned with the mesh's names.
         for domain in &mut config.domains {
@@ -220,6 +221,12 @@ impl Engine {
     /// The lineage emitter, if lineage is configured: counts delivered and failed events.
     pub fn lineage(&self) -> Option<&LineageEmitter> {
         self.inner.lineage.as_deref()
+    }
+
+    /// Whether no query is queued, running or streaming: a draining server
+    /// may stop.
+    pub fn is_idle(&self) -> bool {
+        self.inner.admission.busy() == 0
     }
 
     /// Stops every running query, and any started from now on: their result

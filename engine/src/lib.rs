@@ -30,6 +30,7 @@ mod login_throttle;
 mod product;
 mod query_context;
 mod query_runtime;
+mod span_propagation;
 mod system;
 
 pub use crate::config::{ConfigError, ConfigProblem, MeshConfig};

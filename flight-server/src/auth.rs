@@ -11,6 +11,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -139,12 +140,15 @@ fn principal(auth: &Authenticator, headers: &HeaderMap) -> Result<Principal, Sta
 pub struct AuthLayer {
     auth: Arc<Authenticator>,
     engine: Engine,
+    draining: Arc<AtomicBool>,
 }
 
 impl AuthLayer {
-    /// Authenticates requests with `auth`; records refusals in `engine`'s audit log.
-    pub fn new(auth: Arc<Authenticator>, engine: Engine) -> Self {
-        AuthLayer { auth, engine }
+    /// Authenticates requests with `auth`; records refusals in `engine`'s
+    /// audit log. Once `draining` is set, requests that would start new work
+    /// are refused (see [`starts_work`]).
+    pub fn new(auth: Arc<Authenticator>, engine: Engine, draining: Arc<AtomicBool>) -> Self {
+        AuthLayer { auth, engine, draining }
     }
 }
 
@@ -152,7 +156,12 @@ impl<S> Layer<S> for AuthLayer {
     type Service = AuthService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        AuthService { inner, auth: Arc::clone(&self.auth), engine: self.engine.clone() }
+        AuthService {
+            inner,
+            auth: Arc::clone(&self.auth),
+            engine: self.engine.clone(),
+            draining: Arc::clone(&self.draining),
+        }
     }
 }
 
@@ -162,6 +171,16 @@ pub struct AuthService<S> {
     inner: S,
     auth: Arc<Authenticator>,
     engine: Engine,
+    draining: Arc<AtomicBool>,
+}
+
+/// The Flight methods that start work: what a draining server refuses. The
+/// others stay open until it stops: `DoGet` (its ticket was issued before
+/// the drain, so its query belongs to a client already served),
+/// `DoAction` (closing prepared statements and sessions, cancelling) and
+/// the listings.
+fn starts_work(method: &str) -> bool {
+    matches!(method, "Handshake" | "GetFlightInfo" | "PollFlightInfo" | "GetSchema" | "DoPut" | "DoExchange")
 }
 
 impl<S, B> Service<http::Request<B>> for AuthService<S>
@@ -200,6 +219,17 @@ where
             .get::<tonic::transport::server::TcpConnectInfo>()
             .and_then(|info| info.remote_addr)
             .map(|a| a.to_string());
+        if self.draining.load(Ordering::SeqCst) && starts_work(&method) {
+            let status =
+                Status::unavailable("the server is shutting down and takes no new queries; retry on another server");
+            crate::ops::metrics::record_rpc(rpc, status.code(), started.elapsed());
+            let engine = self.engine.clone();
+            let event = rpc_event(&method, ("-", &[]), client, Outcome::Failed(status.message().to_string()));
+            return Box::pin(async move {
+                let _ = engine.record_event(event).await;
+                Ok(status.into_http())
+            });
+        }
         let (user, groups) = if path == HANDSHAKE_PATH {
             ("-".to_string(), Vec::new())
         } else {

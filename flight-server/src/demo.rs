@@ -29,6 +29,9 @@ use tpchgen_arrow::{
     CustomerArrow, LineItemArrow, NationArrow, OrderArrow, PartArrow, PartSuppArrow, RegionArrow, SupplierArrow,
 };
 
+mod s3;
+pub use s3::S3Target;
+
 /// Version of the demo's layout and configuration; a demo directory written by
 /// another version is generated again.
 const DEMO_FORMAT: &str = "agora-demo-5";
@@ -66,17 +69,32 @@ pub struct DemoOptions {
     /// Put the `supply` domain into this PostgreSQL database
     /// (`postgres://user[:password]@host[:port]/database`) and register it from there.
     pub postgres: Option<url::Url>,
+    /// Put the `sales` domain into this S3 bucket and register it from there.
+    pub s3: Option<S3Target>,
 }
 
 /// Generates the demo mesh unless a complete one is already in `options.dir`,
-/// and returns the path of its `mesh.yaml`.
+/// and returns the path of its `mesh.yaml`. With `--s3` the `sales` files
+/// are copied to the bucket at every start (see [`s3`]).
 pub async fn ensure(options: &DemoOptions) -> Result<PathBuf> {
+    let mesh = generate(options).await?;
+    if let Some(target) = &options.s3 {
+        s3::upload_sales(&options.dir, target).await?;
+    }
+    Ok(mesh)
+}
+
+async fn generate(options: &DemoOptions) -> Result<PathBuf> {
     let dir = &options.dir;
     let mesh = dir.join(MESH_FILE);
     let marker = dir.join(COMPLETE_MARKER);
-    let stamp =
-        format!("{DEMO_FORMAT} {} {}", options.scale, options.postgres.as_ref().map(redacted).unwrap_or_default());
-    if marker.exists() && mesh.exists() && std::fs::read_to_string(&marker).unwrap_or_default().trim() == stamp {
+    let stamp = format!(
+        "{DEMO_FORMAT} {} {} {}",
+        options.scale,
+        options.postgres.as_ref().map(redacted).unwrap_or_default(),
+        options.s3.as_ref().map(S3Target::stamp).unwrap_or_default()
+    );
+    if marker.exists() && mesh.exists() && std::fs::read_to_string(&marker).unwrap_or_default().trim() == stamp.trim() {
         return Ok(mesh);
     }
     for domain in ["sales", "customers", "supply"] {
@@ -138,11 +156,11 @@ pub async fn ensure(options: &DemoOptions) -> Result<PathBuf> {
     }
     bar.finish_with_message("done");
 
-    std::fs::write(&mesh, mesh_yaml(options.postgres.as_ref())?)
+    std::fs::write(&mesh, mesh_yaml(options.postgres.as_ref(), options.s3.as_ref())?)
         .with_context(|| format!("cannot write {}", mesh.display()))?;
     write_policies(dir)?;
     write_contracts(dir)?;
-    std::fs::write(&marker, stamp).with_context(|| format!("cannot write {}", marker.display()))?;
+    std::fs::write(&marker, stamp.trim()).with_context(|| format!("cannot write {}", marker.display()))?;
     Ok(mesh)
 }
 
@@ -515,7 +533,7 @@ grants:
 "#;
 
 /// The demo mesh's configuration with freshly hashed demo passwords.
-fn mesh_yaml(postgres: Option<&url::Url>) -> Result<String> {
+fn mesh_yaml(postgres: Option<&url::Url>, s3: Option<&S3Target>) -> Result<String> {
     let mut users = String::from("auth:\n  token_ttl_seconds: 28800\n  users:\n");
     for (name, password, _) in DEMO_USERS {
         let hash = agora_engine::identity::hash_password(password)
@@ -532,6 +550,14 @@ fn mesh_yaml(postgres: Option<&url::Url>) -> Result<String> {
             format!("{}{}", &MESH_YAML[..start], supply_from_postgres(url)?)
         }
         None => MESH_YAML.to_string(),
+    };
+    let domains = match s3 {
+        Some(target) => {
+            let start = domains.find("  - name: sales").context("demo mesh has no sales domain")?;
+            let end = domains.find("  - name: customers").context("demo mesh has no customers domain")?;
+            format!("{}{}{}", &domains[..start], target.sales_yaml(), &domains[end..])
+        }
+        None => domains,
     };
     Ok(format!(
         "{domains}\n{users}\ngovernance:\n  policies: policies.yaml\n  audit: {{ path: audit/audit.jsonl }}\n\

@@ -12,9 +12,11 @@ mod service;
 pub mod telemetry;
 mod types;
 
+use futures::FutureExt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use agora_engine::jwt::{JwksSource, JwtVerifier};
 use agora_engine::{Authenticator, Engine};
@@ -166,6 +168,22 @@ impl FlightServer {
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send,
     ) -> Result<(), ServeError> {
+        let shutdown = shutdown.shared();
+        self.serve_draining(listener, shutdown.clone(), shutdown).await
+    }
+
+    /// Serves on `listener`; when `drain` completes the server reports
+    /// `NOT_SERVING` on the health service and refuses new queries
+    /// (`UNAVAILABLE`), but keeps its connections and answers everything
+    /// else (a client closing its prepared statements or its session after
+    /// a result it read, a cancel); when `stop` completes it stops accepting
+    /// requests and lets the ones in flight finish.
+    pub async fn serve_draining(
+        self,
+        listener: TcpListener,
+        drain: impl std::future::Future<Output = ()> + Send,
+        stop: impl std::future::Future<Output = ()> + Send,
+    ) -> Result<(), ServeError> {
         let limits = &self.engine.config().limits;
         let connections = listener::ConnectionLimits {
             max_connections: limits.max_connections,
@@ -184,14 +202,27 @@ impl FlightServer {
             .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_ENCODING_MESSAGE_SIZE);
         let incoming = listener::accept(listener, connections);
+        let draining = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&draining);
+        // tonic polls this future while it serves: the drain step runs when
+        // `drain` completes, the server stops when `stop` does.
         let shutdown = async move {
-            shutdown.await;
-            // Load balancers watching the health service stop sending first.
-            health.set_not_serving::<FlightServiceServer<AgoraFlightSqlService>>().await;
-            health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+            let draining = async move {
+                drain.await;
+                flag.store(true, Ordering::SeqCst);
+                // Load balancers watching the health service stop sending.
+                health.set_not_serving::<FlightServiceServer<AgoraFlightSqlService>>().await;
+                health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+            };
+            tokio::pin!(stop, draining);
+            tokio::select! {
+                biased;
+                _ = &mut draining => stop.await,
+                _ = &mut stop => {}
+            }
         };
         builder
-            .layer(AuthLayer::new(self.auth, self.engine))
+            .layer(AuthLayer::new(self.auth, self.engine, draining))
             .add_service(health_service)
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, shutdown)

@@ -40,6 +40,7 @@ enum LogFormat {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant, reason = "the command line is parsed once per process")]
 enum Command {
     /// Run one SQL statement in-process and print the result.
     Query {
@@ -108,6 +109,14 @@ enum Command {
         /// (postgres://user[:password]@host[:port]/database) and serve it from there.
         #[arg(long)]
         postgres: Option<url::Url>,
+        /// Put the `sales` domain into this S3 bucket (s3://bucket/prefix; the
+        /// bucket must exist) and serve it from there. Credentials come from
+        /// $AWS_ACCESS_KEY_ID and $AWS_SECRET_ACCESS_KEY.
+        #[arg(long)]
+        s3: Option<url::Url>,
+        /// The S3-compatible server `--s3` uses (http[s]://host:port); AWS when omitted.
+        #[arg(long, requires = "s3")]
+        s3_endpoint: Option<url::Url>,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -312,7 +321,7 @@ async fn run(command: Command) -> Result<ExitCode> {
             println!("{}", agora_engine::identity::hash_password(&password).map_err(anyhow::Error::msg)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo { dir, scale, bind, generate_only, postgres, server } => {
+        Command::Demo { dir, scale, bind, generate_only, postgres, s3, s3_endpoint, server } => {
             if !(scale > 0.0 && scale <= 100.0) {
                 anyhow::bail!("--scale must be greater than 0 and at most 100, got {scale}");
             }
@@ -323,7 +332,8 @@ async fn run(command: Command) -> Result<ExitCode> {
                     demo::DEMO_PG_PASSWORD_ENV
                 );
             }
-            let options = DemoOptions { dir, scale, progress: true, postgres };
+            let s3 = s3.map(|url| demo::S3Target::parse(&url, s3_endpoint)).transpose()?;
+            let options = DemoOptions { dir, scale, progress: true, postgres, s3 };
             let mesh = demo::ensure(&options).await?;
             if generate_only {
                 println!("Demo mesh written to {}", mesh.display());
@@ -575,38 +585,70 @@ async fn serve(engine: Engine, bind: SocketAddr, server: &ServerArgs, demo_mesh:
     if let Some(mesh) = demo_mesh {
         print_demo_help(&mesh, bind);
     }
-    let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
-    let shutdown = async move {
-        shutdown_signal().await;
-        let _ = stop.send(true);
-        let _ = signalled.send(());
-    };
-    let serving = flight.serve_on(listener, shutdown);
+    // First signal: drain (new queries refused, connections kept, running
+    // queries finish); then stop once nothing runs, the drain time is over,
+    // or at a second signal.
+    let (begin_drain, drain) = tokio::sync::oneshot::channel::<()>();
+    let (begin_stop, stopping) = tokio::sync::oneshot::channel::<()>();
+    let serving = flight.serve_draining(
+        listener,
+        async move {
+            let _ = drain.await;
+        },
+        async move {
+            let _ = stopping.await;
+        },
+    );
     tokio::pin!(serving);
     tokio::select! {
         result = &mut serving => return Ok(result?),
-        _ = on_signal => {}
+        _ = shutdown_signal() => {}
     }
+    let _ = stop.send(true);
+    let _ = begin_drain.send(());
     let drain = std::time::Duration::try_from_secs_f64(server.drain_seconds.max(0.0)).unwrap_or_default();
     tracing::info!(drain_seconds = drain.as_secs_f64(), "shutdown requested; running queries may finish");
     let drained = tokio::select! {
-        result = &mut serving => Some(result),
-        _ = tokio::time::sleep(drain) => None,
-        _ = shutdown_signal() => None,
+        result = &mut serving => return Ok(result?),
+        _ = idle(&engine) => true,
+        _ = tokio::time::sleep(drain) => false,
+        _ = shutdown_signal() => false,
     };
-    if let Some(result) = drained {
-        return Ok(result?);
+    if !drained {
+        let running = engine.usage().running_queries;
+        tracing::warn!(running, "stopping the running queries: drain time over or second signal");
+        engine.stop_queries();
     }
-    let running = engine.usage().running_queries;
-    tracing::warn!(running, "stopping the running queries: drain time over or second signal");
-    engine.stop_queries();
-    // Their streams end with an error, and are audited, within moments.
+    let _ = begin_stop.send(());
+    // Streams stopped end with an error, and are audited, within moments.
     match tokio::time::timeout(std::time::Duration::from_secs(5), &mut serving).await {
         Ok(result) => Ok(result?),
         Err(_) => {
             tracing::warn!("exiting with requests still open");
             Ok(())
         }
+    }
+}
+
+/// How long a draining server must have had no query before it stops: a
+/// client that just read its result closes its statement and its session
+/// right after, and those calls must still find the server.
+const QUIET_BEFORE_STOP: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// Completes once `engine` has had no query queued, running or streaming for
+/// [`QUIET_BEFORE_STOP`].
+async fn idle(engine: &Engine) {
+    let mut quiet_since: Option<std::time::Instant> = None;
+    loop {
+        if engine.is_idle() {
+            let since = *quiet_since.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() >= QUIET_BEFORE_STOP {
+                return;
+            }
+        } else {
+            quiet_since = None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
 

@@ -15,7 +15,7 @@ import urllib.request
 
 import pytest
 
-from conftest import ADMIN, ANALYST, FlightSession, derived_config, serving
+from conftest import ADMIN, ANALYST, FlightSession, derived_config, grpc_code, serving, wait_for
 
 NATIONS = "SELECT n_nationkey, n_name FROM customers.nation"
 
@@ -96,6 +96,41 @@ def test_metrics_count_a_known_workload(server):
     assert [v for k, v in after.items() if k.startswith('agora_build_info{version="')] == [1.0]
     assert sample(after, "agora_queries_running") == 0
     assert sample(after, "agora_memory_pool_limit_bytes") > 0
+    # The nations are read from local files (a Delta table): every query
+    # made requests to the local store and read bytes from it.
+    reads = sum(
+        after[k] - before.get(k, 0.0)
+        for k in after
+        if k.startswith("agora_object_store_requests_total{")
+        and 'store="file"' in k
+        and 'outcome="ok"' in k
+        and re.search(r'operation="(get|get_ranges)"', k)
+    )
+    assert reads >= 3, reads
+    assert delta("agora_object_store_read_bytes_total", store="file") > 0
+
+
+def test_postgresql_pool_and_reads_are_measured_per_domain(agora_bin, pg_mesh_config, tmp_path):
+    with serving(agora_bin, pg_mesh_config, tmp_path / "ops-pg.log") as server:
+        before = scrape(server)
+        with FlightSession(server, ADMIN) as admin:
+            suppliers = admin.query("SELECT s_suppkey, s_name FROM supply.supplier")
+            assert suppliers.num_rows > 0
+        # Connections go back to the pool once the statement has been read.
+        wait_for(lambda: sample(scrape(server), "agora_postgres_connections_in_use", domain="supply") == 0,
+                 what="the connection back in the pool")
+        after = scrape(server)
+
+    def delta(name, **labels):
+        return sample(after, name, **labels) - sample(before, name, **labels)
+
+    # The supply domain's pool (its size is the demo's default).
+    assert sample(after, "agora_postgres_pool_size", domain="supply") >= 1
+    assert delta("agora_postgres_read_rows_total", domain="supply") == suppliers.num_rows
+    assert delta("agora_postgres_read_bytes_total", domain="supply") > 0
+    assert delta("agora_postgres_pool_wait_seconds_count", domain="supply") >= 1
+    # Nothing of another domain was read from PostgreSQL.
+    assert not any("agora_postgres_read_rows_total" in k and 'domain="supply"' not in k for k in after)
 
 
 def test_a_client_cannot_grow_the_metrics(server):
@@ -270,3 +305,37 @@ def test_a_second_signal_stops_the_server_at_once(agora_bin, mesh_config, tmp_pa
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=15)
             assert time.monotonic() - signalled < 8.0
+
+
+def test_clients_that_finished_before_the_signal_close_without_an_error(agora_bin, mesh_config, tmp_path):
+    """A BI tool or a notebook closes its statements and its connection after
+    reading a result; when that happens during the drain it must succeed:
+    the query was answered, the client should not see an error for it."""
+    from conftest import connect
+    from test_limits import ExpensiveClient
+
+    config = derived_config(mesh_config, "ops-drain-close")
+    with serving(agora_bin, config, tmp_path / "ops-drain-close.log", extra=["--drain-seconds", "3"]) as server:
+        process = server["process"]
+        plain, prepared = connect(server, ANALYST), connect(server, ANALYST)
+        plain_cursor, prepared_cursor = plain.cursor(), prepared.cursor()
+        plain_cursor.execute(NATIONS)
+        assert len(plain_cursor.fetchall()) == 25
+        # A parameterised query is a prepared statement held by the server.
+        prepared_cursor.execute("SELECT n_name FROM customers.nation WHERE n_nationkey = ?", parameters=(7,))
+        assert prepared_cursor.fetchall() == [("GERMANY",)]
+        with FlightSession(server, ADMIN) as admin, ExpensiveClient(server, admin.header) as heavy:
+            # A query still running keeps the server in its drain time.
+            heavy.wait_streaming()
+            process.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            assert process.poll() is None, "the server drains"
+            # New work is refused, on a connection that stays open.
+            with pytest.raises(Exception) as refused:
+                admin.query(NATIONS)
+            assert grpc_code(refused.value) == "UNAVAILABLE" and "shutting down" in str(refused.value), refused.value
+            for cursor, connection in ((plain_cursor, plain), (prepared_cursor, prepared)):
+                cursor.close()
+                connection.close()
+            process.wait(timeout=20)
+    assert process.returncode == 0

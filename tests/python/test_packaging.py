@@ -66,8 +66,9 @@ def with_loopback(arguments, mesh_dir, port, metrics_port):
     return out
 
 
-def assert_serves(agora_bin, arguments, log_path):
-    """Runs the command line and checks that it answers a Flight SQL query."""
+def assert_serves(agora_bin, arguments, log_path, check=None):
+    """Runs the command line and checks that it answers a Flight SQL query
+    (and `check(session)`, when given)."""
     import time
 
     port = free_port()
@@ -85,6 +86,8 @@ def assert_serves(agora_bin, arguments, log_path):
             try:
                 with FlightSession(server, ADMIN) as admin:
                     assert admin.query("SELECT count(*) AS n FROM customers.nation").to_pylist() == [{"n": 25}]
+                    if check:
+                        check(admin)
                 break
             except Exception:
                 assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
@@ -108,48 +111,90 @@ def test_the_images_default_command_serves_the_demo(agora_bin, mesh_dir, tmp_pat
     assert_serves(agora_bin, lambda port: with_loopback(command, mesh_dir, port, metrics), tmp_path / "image.log")
 
 
-def test_the_compose_file_starts_agora_after_postgresql_with_the_demo_on_it(agora_bin, tmp_path):
+def test_the_compose_file_starts_agora_after_postgresql_and_s3_with_the_demo_on_them(agora_bin, tmp_path,
+                                                                                   monkeypatch):
     import os
 
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
     services = compose["services"]
-    assert set(services) == {"agora", "postgres"}
+    assert set(services) == {"agora", "postgres", "s3", "s3-bucket"}
     agora = services["agora"]
     assert agora["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert agora["depends_on"]["s3-bucket"]["condition"] == "service_completed_successfully"
     assert services["postgres"]["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
+    # The same moto release the tests run against; the bucket is made by the
+    # init service, with the credentials Agora reads.
+    moto = [line for line in (ROOT / "tests/python/requirements.txt").read_text().splitlines()
+            if line.startswith("moto")][0]
+    assert services["s3"]["image"] == "motoserver/moto:" + moto.split("==")[1]
+    init = " ".join(services["s3-bucket"]["command"])
+    assert "create-bucket --bucket agora-demo" in init and "http://s3:5000" in init, init
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert services["s3-bucket"]["environment"][key] == agora["environment"][key]
     # Published on the host's loopback only.
     assert all(p.startswith("127.0.0.1:") for p in agora["ports"]), agora["ports"]
     command = agora["command"]
     url = command[command.index("--postgres") + 1]
     assert re.fullmatch(r"postgres://agora:[^@]+@postgres:5432/agora", url), url
+    assert command[command.index("--s3") + 1] == "s3://agora-demo/mesh"
+    assert command[command.index("--s3-endpoint") + 1] == "http://s3:5000"
     host = os.environ.get("AGORA_TEST_PG_HOST")
-    if not host:
-        pytest.skip("no PostgreSQL for the tests (AGORA_TEST_PG_HOST is unset; ./scripts/test sets it)")
+    endpoint, bucket = os.environ.get("AGORA_TEST_S3_ENDPOINT"), os.environ.get("AGORA_TEST_S3_BUCKET")
+    if not host or not endpoint:
+        pytest.skip("no PostgreSQL or S3 server for the tests (./scripts/test starts both)")
     # The same command against a database of its own in the tests'
-    # PostgreSQL, in a fresh demo directory.
+    # PostgreSQL and a prefix of its own in the tests' S3 server, in a fresh
+    # demo directory.
     import glob
     import uuid
+
+    import boto3
 
     psql = shutil.which("psql") or sorted(glob.glob("/usr/lib/postgresql/*/bin/psql"))[-1]
     user, port = os.environ["AGORA_TEST_PG_USER"], os.environ["AGORA_TEST_PG_PORT"]
     database = f"agora_compose_{uuid.uuid4().hex[:8]}"
+    prefix = f"compose-{uuid.uuid4().hex[:8]}"
 
     def sql(statement):
         subprocess.run([psql, "-h", host, "-p", port, "-U", user, "-d", "postgres", "-c", statement], check=True,
                        capture_output=True)
 
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
+                      aws_secret_access_key="testing")
+
+    def keys():
+        listed = s3.list_objects_v2(Bucket=bucket, Prefix=prefix + "/")
+        return sorted(o["Key"] for o in listed.get("Contents", []))
+
     sql(f"CREATE DATABASE {database}")
     local = f"postgres://{user}@{host}:{port}/{database}"
     metrics = free_port()
     demo_dir = tmp_path / "compose-demo"
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(key, "testing")
 
     def arguments(port):
         args = with_loopback(command, demo_dir, port, metrics)
         args[args.index("--postgres") + 1] = local
+        args[args.index("--s3") + 1] = f"s3://{bucket}/{prefix}"
+        args[args.index("--s3-endpoint") + 1] = endpoint
         return [*args, "--scale", "0.01"]
 
+    def sales_from_s3(admin):
+        assert admin.query("SELECT count(*) AS n FROM sales.orders").to_pylist() == [{"n": 15000}]
+        assert admin.query("SELECT count(*) AS n FROM supply.supplier").to_pylist() == [{"n": 100}]
+
     try:
-        assert_serves(agora_bin, arguments, tmp_path / "compose.log")
+        assert_serves(agora_bin, arguments, tmp_path / "compose.log", check=sales_from_s3)
+        uploaded = keys()
+        assert f"{prefix}/sales/lineitem/part-1.parquet" in uploaded and any("/orders/" in k for k in uploaded)
+        assert "s3://" in (demo_dir / "mesh.yaml").read_text() and "testing" not in (demo_dir / "mesh.yaml").read_text()
+        # An S3 server that lost the files (moto keeps them in memory) gets
+        # them back at the next start.
+        for key in uploaded:
+            s3.delete_object(Bucket=bucket, Key=key)
+        assert_serves(agora_bin, arguments, tmp_path / "compose-again.log", check=sales_from_s3)
+        assert keys() == uploaded
     finally:
         sql(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
 

@@ -110,6 +110,19 @@ def test_a_query_is_one_trace_continued_from_the_client(agora_bin, mesh_config, 
     assert attributes(query)["db.query.text"] == sql
     below = {s["name"] for s in children(spans, query)}
     assert {"agora.plan", "agora.execute"} <= below, below
+    # The nations are a Delta table on local files: the object-store
+    # requests that read them are client spans in the query's trace.
+    by_id = {s["spanId"]: s for s in spans}
+    store = [s for s in spans if s["name"].startswith("object_store ")]
+    assert store, sorted({s["name"] for s in spans})
+    for span in store:
+        assert span["kind"] == 3 and attributes(span)["agora.store"] == "file", span
+        ancestors, current = [], span
+        while current.get("parentSpanId") in by_id:
+            current = by_id[current["parentSpanId"]]
+            ancestors.append(current["name"])
+        assert "agora.query" in ancestors, (span["name"], ancestors)
+    assert any(int(attributes(s).get("object_store.bytes", 0)) > 0 for s in store)
     # GetFlightInfo is in the same trace, with the query it planned.
     assert any(s["name"] == "FlightService/GetFlightInfo" for s in spans)
     # The audit record and the lineage run of the query carry its id.

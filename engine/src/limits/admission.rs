@@ -72,6 +72,11 @@ impl Admission {
         }
     }
 
+    /// Queries waiting, running or streaming now, in either lane.
+    pub(crate) fn busy(&self) -> usize {
+        self.queued() + self.running() + CONSTANT_LANE.saturating_sub(self.constant.available_permits())
+    }
+
     /// Queries waiting for a slot now.
     pub(crate) fn queued(&self) -> usize {
         self.queued.load(Ordering::SeqCst)
@@ -149,6 +154,19 @@ impl Admission {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn busy_counts_both_lanes_until_their_slots_are_dropped() {
+        let admission = Admission::new(4, 8, Duration::from_secs(5));
+        assert_eq!(admission.busy(), 0);
+        let running = admission.admit("a", 4).await.unwrap();
+        let constant = admission.admit_constant().await.unwrap();
+        assert_eq!(admission.busy(), 2);
+        drop(running);
+        assert_eq!(admission.busy(), 1);
+        drop(constant);
+        assert_eq!(admission.busy(), 0);
+    }
 
     #[tokio::test]
     async fn a_principal_over_its_quota_waits_then_is_refused_while_others_run() {

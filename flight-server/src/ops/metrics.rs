@@ -92,6 +92,19 @@ fn describe() {
     describe_gauge!("agora_spill_bytes", "Bytes of spill files on disk.");
     describe_gauge!("agora_spill_limit_bytes", "limits.max_spill_bytes.");
     describe_gauge!("agora_audit_retention_drops", "Times retention deleted audit records that were not archived.");
+    describe_counter!(
+        "agora_object_store_requests_total",
+        "Object-store requests (get, get_ranges, head, list…), by store and outcome."
+    );
+    describe_counter!("agora_object_store_read_bytes_total", "Bytes object stores returned, by store.");
+    describe_gauge!("agora_postgres_pool_size", "Most connections a domain's PostgreSQL pool opens.");
+    describe_gauge!("agora_postgres_connections_in_use", "Connections checked out of a domain's PostgreSQL pool.");
+    describe_histogram!(
+        "agora_postgres_pool_wait_seconds",
+        "Time a checkout waited for a connection of a domain's PostgreSQL pool."
+    );
+    describe_counter!("agora_postgres_read_rows_total", "Rows read from a domain's PostgreSQL server.");
+    describe_counter!("agora_postgres_read_bytes_total", "Arrow bytes read from a domain's PostgreSQL server.");
     metrics::gauge!("agora_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 

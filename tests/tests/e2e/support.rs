@@ -28,7 +28,7 @@ pub fn demo_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("demo-mesh-{SCALE}"));
-        let options = DemoOptions { dir: dir.clone(), scale: SCALE, progress: false, postgres: None };
+        let options = DemoOptions { dir: dir.clone(), scale: SCALE, progress: false, postgres: None, s3: None };
         // Generated on a runtime of its own: tests run on their own runtimes.
         std::thread::spawn(move || {
             let rt = tokio::runtime::Runtime::new().unwrap();

@@ -117,6 +117,15 @@ pub struct ResourceUsage {
     pub spill_limit_bytes: u64,
 }
 
+/// A product's descriptions, as catalog browsers show them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProductRemarks {
+    /// The product's description (`description` in `mesh.yaml`).
+    pub description: String,
+    /// Column name → description, from the product's contract.
+    pub columns: std::collections::HashMap<String, String>,
+}
+
 /// The outcome of opening one product, as reported by [`Engine::check`].
 #[derive(Debug)]
 pub struct ProductCheck {
@@ -743,7 +752,7 @@ impl Session {
         let state = self.ctx.state();
         let dialect = state.config().options().sql_parser.dialect;
         let sql = number_question_marks(sql);
-        let statement = state.sql_to_statement(&sql, &dialect)?;
+        let statement = state.sql_to_statement(&sql, &dialect).map_err(|e| with_end_position(e, &sql))?;
         if let DFStatement::Statement(call) = &statement
             && let Some(cancel) = CancelQuery::plan(call, self.engine.inner.catalog.history(), &self.viewer)
         {
@@ -854,9 +863,36 @@ impl Session {
         self.catalog().schema(domain).map(|s| s.table_names()).unwrap_or_default()
     }
 
-    /// A product's schema as the principal sees it: readable columns only.
+    /// A product's schema as the principal sees it: readable columns only
+    /// (also of the engine's `system` tables).
     pub async fn product_schema(&self, product: &ProductRef) -> Result<SchemaRef, EngineError> {
+        if product.domain == "system" {
+            use datafusion::catalog::CatalogProvider;
+            let missing = || EngineError::NotFound(format!("system.{} does not exist", product.product));
+            let schema = self.catalog().schema("system").ok_or_else(missing)?;
+            let table = schema.table(&product.product).await?.ok_or_else(missing)?;
+            return Ok(table.schema());
+        }
         Ok(self.catalog().table(product).await?.schema())
+    }
+
+    /// What a product says about itself, for catalog browsers (Flight SQL
+    /// and JDBC `REMARKS`): its description and its columns' descriptions
+    /// from its contract. `None` for a product the principal may not see (or
+    /// that does not exist): the same answer, so it confirms nothing.
+    pub fn product_remarks(&self, product: &ProductRef) -> Option<ProductRemarks> {
+        if !self.viewer.may_see(product) {
+            return None;
+        }
+        let entry = self.engine.inner.catalog.product(product)?;
+        let columns = entry
+            .config
+            .contract
+            .iter()
+            .flat_map(|c| c.columns.iter())
+            .filter_map(|c| Some((c.name.clone(), c.description.clone()?)))
+            .collect();
+        Some(ProductRemarks { description: entry.config.description.clone(), columns })
     }
 
     fn catalog(&self) -> SessionCatalog {
@@ -1289,6 +1325,19 @@ impl Reads {
             Ok(TreeNodeRecursion::Continue)
         });
     }
+}
+
+/// A parse error at the end of the statement (`SELECT * FROM`), which the
+/// parser reports without a position, gets the position of the end, so
+/// that every syntax error says where it is.
+fn with_end_position(err: DataFusionError, sql: &str) -> EngineError {
+    let message = err.strip_backtrace();
+    if !message.contains("found: EOF") || message.contains(" at Line: ") {
+        return EngineError::from(err);
+    }
+    let line = sql.lines().count().max(1);
+    let column = sql.lines().last().map(|l| l.chars().count() + 1).unwrap_or(1);
+    EngineError::Sql(format!("{message} at Line: {line}, Column: {column} (the end of the statement)"))
 }
 
 /// Rewrites JDBC-style `?` placeholders as `$1`, `$2`… in order of appearance.

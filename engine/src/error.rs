@@ -1,6 +1,7 @@
 //! The engine's error type.
 
 use agora_connectors::ConnectorError;
+use datafusion::arrow::error::ArrowError;
 use datafusion::error::DataFusionError;
 
 use crate::query_runtime::{Cancelled, Panicked, Timeout};
@@ -42,6 +43,12 @@ pub enum EngineError {
         /// What its connector reported (already part of the message).
         cause: ConnectorError,
     },
+    /// A source failed while the query read it (a file deleted or
+    /// rewritten under a running server, an object store or a database
+    /// that stopped answering) where the failure does not say which product
+    /// it belongs to; retry later.
+    #[error("a source could not be read: {0}")]
+    SourceUnavailable(String),
     /// The query exceeded a memory or other resource limit.
     #[error("resources exhausted: {0}")]
     ResourcesExhausted(String),
@@ -88,6 +95,20 @@ pub(crate) struct ProductFailure {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub(crate) struct PolicyFailure(pub(crate) EngineError);
+
+/// Errors an expression raises on the data it meets: the query's own
+/// mistake (a cast of text that is not a number, a division by zero), not
+/// the engine's.
+fn is_data_error(err: &ArrowError) -> bool {
+    matches!(
+        err,
+        ArrowError::CastError(_)
+            | ArrowError::DivideByZero
+            | ArrowError::ArithmeticOverflow(_)
+            | ArrowError::ParseError(_)
+            | ArrowError::InvalidArgumentError(_)
+    )
+}
 
 impl From<DataFusionError> for EngineError {
     fn from(err: DataFusionError) -> Self {
@@ -141,7 +162,48 @@ impl From<&DataFusionError> for EngineError {
             | DataFusionError::SchemaError(..)
             | DataFusionError::NotImplemented(_) => EngineError::Sql(err.strip_backtrace()),
             DataFusionError::ResourcesExhausted(m) => EngineError::ResourcesExhausted(m.clone()),
+            DataFusionError::ArrowError(e, _) if is_data_error(e) => EngineError::Sql(err.strip_backtrace()),
+            DataFusionError::ArrowError(e, _) if matches!(**e, ArrowError::IoError(..)) => {
+                EngineError::SourceUnavailable(err.strip_backtrace())
+            }
+            DataFusionError::ObjectStore(_) | DataFusionError::ParquetError(_) | DataFusionError::IoError(_) => {
+                EngineError::SourceUnavailable(err.strip_backtrace())
+            }
             _ => EngineError::Execution(err.strip_backtrace()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_errors_are_the_querys_and_source_errors_are_unavailable() {
+        let arrow = |e| DataFusionError::ArrowError(Box::new(e), None);
+        for user in [
+            arrow(ArrowError::DivideByZero),
+            arrow(ArrowError::CastError("Cannot cast string 'x' to value of Int32 type".into())),
+            DataFusionError::Context(
+                "while evaluating".into(),
+                Box::new(arrow(ArrowError::ArithmeticOverflow("x".into()))),
+            ),
+        ] {
+            assert!(matches!(EngineError::from(&user), EngineError::Sql(_)), "{user}");
+        }
+        let gone = datafusion::object_store::Error::NotFound {
+            path: "sales/lineitem/part-1.parquet".into(),
+            source: "gone".into(),
+        };
+        for source in [
+            DataFusionError::ObjectStore(Box::new(gone)),
+            DataFusionError::ParquetError(Box::new(datafusion::parquet::errors::ParquetError::EOF("truncated".into()))),
+            arrow(ArrowError::IoError("reset".into(), std::io::Error::other("reset"))),
+        ] {
+            let classified = EngineError::from(&source);
+            assert!(matches!(classified, EngineError::SourceUnavailable(_)), "{source} -> {classified:?}");
+        }
+        let other = DataFusionError::Internal("a bug".into());
+        assert!(matches!(EngineError::from(&other), EngineError::Execution(_)));
     }
 }

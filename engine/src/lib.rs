@@ -34,7 +34,7 @@ mod span_propagation;
 mod system;
 
 pub use crate::config::{ConfigError, ConfigProblem, MeshConfig};
-pub use crate::engine::{CATALOG, Engine, ProductCheck, Query, ResourceUsage, Session};
+pub use crate::engine::{CATALOG, Engine, ProductCheck, ProductRemarks, Query, ResourceUsage, Session};
 pub use crate::error::EngineError;
 pub use crate::history::{QueryInfo, QueryState};
 pub use crate::identity::{AuthError, Authenticator, Principal};

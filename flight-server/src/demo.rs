@@ -34,7 +34,7 @@ pub use s3::S3Target;
 
 /// Version of the demo's layout and configuration; a demo directory written by
 /// another version is generated again.
-const DEMO_FORMAT: &str = "agora-demo-5";
+const DEMO_FORMAT: &str = "agora-demo-6";
 
 /// The demo's users and their passwords, printed by `agora demo`. The demo
 /// serves loopback only; these are not secrets.
@@ -53,6 +53,9 @@ const COMPLETE_MARKER: &str = ".agora-demo-complete";
 
 /// The demo mesh's configuration file inside the demo directory.
 pub const MESH_FILE: &str = "mesh.yaml";
+
+/// A batch as tpchgen-arrow's generators yield it.
+type Batch = std::result::Result<RecordBatch, arrow::error::ArrowError>;
 
 /// Files `lineitem` is split into, so that scans run in parallel.
 const LINEITEM_FILES: i32 = 4;
@@ -144,8 +147,8 @@ async fn generate(options: &DemoOptions) -> Result<PathBuf> {
 
     bar.set_message("customers.customer");
     let customers =
-        CustomerArrow::new(CustomerGenerator::new(sf, 1, 1)).map(|b| with_region(&b)).collect::<Result<Vec<_>>>()?;
-    write_delta(&dir.join("customers/customer"), customers.into_iter(), &bar).await?;
+        CustomerArrow::new(CustomerGenerator::new(sf, 1, 1)).map(|b| with_region(&b?)).collect::<Result<Vec<_>>>()?;
+    write_delta(&dir.join("customers/customer"), customers.into_iter().map(Ok), &bar).await?;
     bar.set_message("customers.nation");
     write_delta(&dir.join("customers/nation"), NationArrow::new(NationGenerator::new(sf, 1, 1)), &bar).await?;
     bar.set_message("customers.region");
@@ -212,9 +215,10 @@ fn writer_properties() -> WriterProperties {
         .build()
 }
 
-fn write_parquet(path: &Path, batches: impl Iterator<Item = RecordBatch>, bar: &ProgressBar) -> Result<()> {
+fn write_parquet(path: &Path, batches: impl Iterator<Item = Batch>, bar: &ProgressBar) -> Result<()> {
     let mut writer: Option<ArrowWriter<File>> = None;
     for batch in batches {
+        let batch = batch?;
         let batch = plain_types(&batch)?;
         if writer.is_none() {
             writer = Some(new_writer(path, batch.schema())?);
@@ -242,6 +246,7 @@ fn new_writer(path: &Path, schema: SchemaRef) -> Result<ArrowWriter<File>> {
 fn write_orders_by_year(dir: &Path, batches: OrderArrow, bar: &ProgressBar) -> Result<()> {
     let mut writers: BTreeMap<i32, ArrowWriter<File>> = BTreeMap::new();
     for batch in batches {
+        let batch = batch?;
         let batch = plain_types(&batch)?;
         let dates = batch.column_by_name("o_orderdate").context("orders have no o_orderdate column")?;
         let years = date_part(dates, DatePart::Year)?;
@@ -268,9 +273,10 @@ fn write_orders_by_year(dir: &Path, batches: OrderArrow, bar: &ProgressBar) -> R
     Ok(())
 }
 
-async fn write_delta(dir: &Path, batches: impl Iterator<Item = RecordBatch>, bar: &ProgressBar) -> Result<()> {
+async fn write_delta(dir: &Path, batches: impl Iterator<Item = Batch>, bar: &ProgressBar) -> Result<()> {
     let mut plain = Vec::new();
     for batch in batches {
+        let batch = batch?;
         bar.inc(batch.num_rows() as u64);
         plain.push(plain_types(&batch)?);
     }

@@ -3,6 +3,7 @@
 
 mod auth;
 pub mod demo;
+mod flight_service;
 mod listener;
 mod metadata;
 pub mod ops;
@@ -25,6 +26,7 @@ use tokio::net::TcpListener;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 pub use crate::auth::AuthLayer;
+pub use crate::flight_service::AgoraFlightService;
 pub use crate::service::AgoraFlightSqlService;
 pub use crate::types::TypePolicy;
 
@@ -197,8 +199,8 @@ impl FlightServer {
             builder = builder.tls_config(tls)?;
         }
         let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_serving::<FlightServiceServer<AgoraFlightSqlService>>().await;
-        let service = FlightServiceServer::new(self.flight)
+        health.set_serving::<FlightServiceServer<AgoraFlightService>>().await;
+        let service = FlightServiceServer::new(AgoraFlightService::new(self.flight))
             .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_ENCODING_MESSAGE_SIZE);
         let incoming = listener::accept(listener, connections);
@@ -211,7 +213,7 @@ impl FlightServer {
                 drain.await;
                 flag.store(true, Ordering::SeqCst);
                 // Load balancers watching the health service stop sending.
-                health.set_not_serving::<FlightServiceServer<AgoraFlightSqlService>>().await;
+                health.set_not_serving::<FlightServiceServer<AgoraFlightService>>().await;
                 health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
             };
             tokio::pin!(stop, draining);

@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod cli;
+
 use agora_engine::Engine;
 use agora_flight_server::demo::{self, DemoOptions};
 use agora_flight_server::telemetry::Telemetry;
@@ -11,6 +13,8 @@ use agora_flight_server::{FlightServer, ServeOptions, TlsFiles, TypePolicy};
 use anyhow::{Context, Result};
 use arrow::record_batch::RecordBatch;
 use clap::{Parser, Subcommand, ValueEnum};
+use cli::backend::{Backend, Login};
+use cli::output::Format;
 use futures::TryStreamExt;
 use tracing_subscriber::EnvFilter;
 
@@ -42,20 +46,31 @@ enum LogFormat {
 #[derive(Subcommand)]
 #[allow(clippy::large_enum_variant, reason = "the command line is parsed once per process")]
 enum Command {
-    /// Run one SQL statement in-process and print the result.
+    /// Run SQL statements (in-process on a mesh, or on a server with --url)
+    /// and print their results.
     Query {
-        /// The mesh configuration file.
-        #[arg(long, short, default_value = "mesh.yaml")]
-        config: PathBuf,
+        #[command(flatten)]
+        connection: ConnectionArgs,
         /// Output format.
         #[arg(long, short, value_enum, default_value_t = Format::Table)]
         format: Format,
-        /// Run as this configured user or service (its groups and attributes),
-        /// under the mesh's policies. Without it the query runs as `local`.
-        #[arg(long = "as", value_name = "USER")]
-        run_as: Option<String>,
-        /// The SQL statement.
-        sql: String,
+        /// Read the statements from this file (`-`: standard input).
+        #[arg(long, conflicts_with = "sql")]
+        file: Option<PathBuf>,
+        /// Write the results here instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// The SQL: one or more statements separated by `;` (`-`: read
+        /// them from standard input).
+        sql: Option<String>,
+    },
+    /// An interactive SQL shell, in-process on a mesh or on a server with --url.
+    Shell {
+        #[command(flatten)]
+        connection: ConnectionArgs,
+        /// Output format.
+        #[arg(long, short, value_enum, default_value_t = Format::Table)]
+        format: Format,
     },
     /// Validate the configuration, open every product and compare it with its
     /// contract (schema drift); with --quality, also run the contracts' quality rules.
@@ -206,16 +221,60 @@ impl ServerArgs {
     }
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum Format {
-    /// An aligned text table.
-    Table,
-    /// CSV with a header row.
-    Csv,
-    /// JSON Lines, one object per row.
-    Json,
-    /// An Arrow IPC stream (exact types; for piping into other Arrow tools).
-    Arrow,
+/// Where `agora query` and `agora shell` run their statements.
+#[derive(clap::Args)]
+struct ConnectionArgs {
+    /// The mesh configuration file (in-process).
+    #[arg(long, short, default_value = "mesh.yaml")]
+    config: PathBuf,
+    /// Run on this server instead (grpc://host:port or grpc+tls://host:port).
+    #[arg(long)]
+    url: Option<String>,
+    /// With --url: log in as this user; the password comes from
+    /// $AGORA_PASSWORD. Without --user, $AGORA_TOKEN holds a bearer token.
+    #[arg(long, requires = "url")]
+    user: Option<String>,
+    /// With --url and grpc+tls: the server's certificate authority (PEM);
+    /// the system's roots otherwise.
+    #[arg(long, requires = "url")]
+    tls_ca: Option<PathBuf>,
+    /// In-process: run as this configured user or service (its groups and
+    /// attributes), under the mesh's policies. Without it statements run as
+    /// `local`.
+    #[arg(long = "as", value_name = "USER", conflicts_with = "url")]
+    run_as: Option<String>,
+}
+
+impl ConnectionArgs {
+    /// The backend, and the engine when it runs in this process.
+    async fn backend(&self) -> Result<(Backend, Option<Engine>, String)> {
+        match &self.url {
+            Some(url) => {
+                let login = match &self.user {
+                    Some(user) => Login::Password {
+                        user: user.clone(),
+                        password: std::env::var("AGORA_PASSWORD")
+                            .context("--user reads the password from $AGORA_PASSWORD, which is not set")?,
+                    },
+                    None => Login::Token(
+                        std::env::var("AGORA_TOKEN")
+                            .context("--url needs --user (password in $AGORA_PASSWORD) or a token in $AGORA_TOKEN")?,
+                    ),
+                };
+                let backend = Backend::remote(url, login, self.tls_ca.as_deref()).await?;
+                Ok((backend, None, format!("Connected to {url}")))
+            }
+            None => {
+                let engine = Engine::open(&self.config)?;
+                let principal = match &self.run_as {
+                    Some(name) => configured_principal(&engine, name)?,
+                    None => agora_engine::Principal::user("local"),
+                };
+                let banner = format!("Mesh {} in-process, as {}", self.config.display(), principal.user);
+                Ok((Backend::Local { engine: engine.clone(), principal }, Some(engine), banner))
+            }
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -278,14 +337,54 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> Result<ExitCode> {
     match command {
-        Command::Query { config, format, run_as, sql } => {
-            let engine = Engine::open(&config)?;
-            let principal = match run_as {
-                Some(name) => configured_principal(&engine, &name)?,
-                None => agora_engine::Principal::user("local"),
+        Command::Query { connection, format, file, output, sql } => {
+            let text = match (file, sql) {
+                (Some(path), _) if path.as_os_str() == "-" => read_stdin()?,
+                (Some(path), _) => {
+                    std::fs::read_to_string(&path).with_context(|| format!("cannot read --file {}", path.display()))?
+                }
+                (None, Some(sql)) if sql == "-" => read_stdin()?,
+                (None, Some(sql)) => sql,
+                (None, None) => anyhow::bail!("no SQL: give a statement, --file FILE, or - to read standard input"),
             };
-            let result = query(&engine, principal, &sql, format).await;
-            if let Some(lineage) = engine.lineage() {
+            let statements = match cli::statements::split(&text) {
+                cli::statements::Script::Statements(list) if !list.is_empty() => list,
+                cli::statements::Script::Statements(_) => anyhow::bail!("no SQL statement in the input"),
+                cli::statements::Script::Incomplete => {
+                    anyhow::bail!("the SQL ends inside a string, a quoted name or a comment")
+                }
+            };
+            if statements.len() > 1 && matches!(format, Format::Arrow | Format::Parquet) {
+                anyhow::bail!("--format {format:?} writes one result: give one statement");
+            }
+            let (mut backend, engine, _) = connection.backend().await?;
+            let mut out: Box<dyn std::io::Write + Send> = match &output {
+                Some(path) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(path)
+                        .with_context(|| format!("cannot create --output {}", path.display()))?,
+                )),
+                None => Box::new(std::io::stdout()),
+            };
+            let result = async {
+                for sql in &statements {
+                    let rows = cli::output::write(backend.run(sql).await?, format, &mut out).await?;
+                    if format == Format::Table {
+                        eprintln!("{rows} row{}", if rows == 1 { "" } else { "s" });
+                    }
+                }
+                Ok::<_, anyhow::Error>(())
+            }
+            .await;
+            if let Some(lineage) = engine.as_ref().and_then(Engine::lineage) {
+                lineage.flush(std::time::Duration::from_secs(10)).await;
+            }
+            result?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Shell { connection, format } => {
+            let (backend, engine, banner) = connection.backend().await?;
+            let result = cli::shell::run(backend, format, &banner).await;
+            if let Some(lineage) = engine.as_ref().and_then(Engine::lineage) {
                 lineage.flush(std::time::Duration::from_secs(10)).await;
             }
             result?;
@@ -303,7 +402,18 @@ async fn run(command: Command) -> Result<ExitCode> {
                 "SELECT domain || '.' || product AS product, round(score, 1) AS score, matched, description \
                  FROM search_products('{words}')"
             );
-            let result = query(&engine, principal, &sql, Format::Table).await;
+            let mut backend = Backend::Local { engine: engine.clone(), principal };
+            let result = async {
+                let rows = backend.run(&sql).await?;
+                let collected: Vec<RecordBatch> = rows.batches.try_collect().await?;
+                if collected.iter().all(|b| b.num_rows() == 0) {
+                    println!("No product matches '{}' (among those you may read).", text.join(" "));
+                } else {
+                    println!("{}", arrow::util::pretty::pretty_format_batches(&collected)?);
+                }
+                Ok::<_, anyhow::Error>(())
+            }
+            .await;
             if let Some(lineage) = engine.lineage() {
                 lineage.flush(std::time::Duration::from_secs(10)).await;
             }
@@ -399,43 +509,11 @@ fn configured_principal(engine: &Engine, name: &str) -> Result<agora_engine::Pri
     anyhow::bail!("--as {name}: no such user or service in the mesh's auth section; known: {}", known.join(", "))
 }
 
-async fn query(engine: &Engine, principal: agora_engine::Principal, sql: &str, format: Format) -> Result<()> {
-    let mut stream = engine.session_as(principal).sql(sql).await?;
-    let schema = stream.schema();
-    let stdout = std::io::stdout();
-    match format {
-        Format::Table => {
-            let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(agora_engine::EngineError::from)?;
-            let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-            if batches.is_empty() {
-                println!("{}", arrow::util::pretty::pretty_format_batches(&[RecordBatch::new_empty(schema)])?);
-            } else {
-                println!("{}", arrow::util::pretty::pretty_format_batches(&batches)?);
-            }
-            eprintln!("{rows} row{}", if rows == 1 { "" } else { "s" });
-        }
-        Format::Csv => {
-            let mut writer = arrow::csv::WriterBuilder::new().with_header(true).build(stdout.lock());
-            while let Some(batch) = stream.try_next().await.map_err(agora_engine::EngineError::from)? {
-                writer.write(&batch)?;
-            }
-        }
-        Format::Arrow => {
-            let mut writer = arrow::ipc::writer::StreamWriter::try_new(stdout.lock(), &schema)?;
-            while let Some(batch) = stream.try_next().await.map_err(agora_engine::EngineError::from)? {
-                writer.write(&batch)?;
-            }
-            writer.finish()?;
-        }
-        Format::Json => {
-            let mut writer = arrow::json::LineDelimitedWriter::new(stdout.lock());
-            while let Some(batch) = stream.try_next().await.map_err(agora_engine::EngineError::from)? {
-                writer.write(&batch)?;
-            }
-            writer.finish()?;
-        }
-    }
-    Ok(())
+/// All of standard input, as text.
+fn read_stdin() -> Result<String> {
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).context("cannot read standard input")?;
+    Ok(text)
 }
 
 async fn check(config: &std::path::Path, quality: bool) -> Result<ExitCode> {

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
+use agora_engine::ProductRemarks;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow_flight::sql::metadata::{
     SqlInfoData, SqlInfoDataBuilder, XdbcTypeInfo, XdbcTypeInfoData, XdbcTypeInfoDataBuilder,
@@ -267,7 +268,13 @@ pub fn sql_type_name(data_type: &DataType) -> String {
 
 /// A product's schema with the `ARROW:FLIGHT:SQL:*` column metadata that JDBC's
 /// `getColumns` and ADBC's `GetObjects` read.
-pub fn table_schema_with_metadata(schema: &Schema, catalog: &str, domain: &str, product: &str) -> Schema {
+pub fn table_schema_with_metadata(
+    schema: &Schema,
+    catalog: &str,
+    domain: &str,
+    product: &str,
+    remarks: Option<&ProductRemarks>,
+) -> Schema {
     let fields: Vec<Field> = schema
         .fields()
         .iter()
@@ -293,6 +300,11 @@ pub fn table_schema_with_metadata(schema: &Schema, catalog: &str, domain: &str, 
             );
             m.insert("ARROW:FLIGHT:SQL:IS_READ_ONLY".into(), "1".into());
             m.insert("ARROW:FLIGHT:SQL:IS_SEARCHABLE".into(), "1".into());
+            // The column's description from the product's contract: JDBC's
+            // `REMARKS`, ADBC's `remarks`.
+            if let Some(remark) = remarks.and_then(|r| r.columns.get(f.name())) {
+                m.insert("ARROW:FLIGHT:SQL:REMARKS".into(), remark.clone());
+            }
             f.as_ref().clone().with_metadata(m)
         })
         .collect();

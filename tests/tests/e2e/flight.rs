@@ -111,7 +111,8 @@ async fn metadata_commands_describe_the_mesh() {
         client.get_db_schemas(CommandGetDbSchemas { catalog: None, db_schema_filter_pattern: None }).await.unwrap();
     let (_, batches) = fetch(&mut client, info).await;
     let schemas: Vec<&str> = batches[0].column(1).as_string::<i32>().iter().flatten().collect();
-    assert_eq!(schemas, ["customers", "sales", "supply"]);
+    // The domains, and the engine's own schema.
+    assert_eq!(schemas, ["customers", "sales", "supply", "system"]);
 
     let info = client
         .get_tables(CommandGetTables {
@@ -138,7 +139,8 @@ async fn metadata_commands_describe_the_mesh() {
 
     let info = client.get_table_types().await.unwrap();
     let (_, batches) = fetch(&mut client, info).await;
-    assert_eq!(batches[0].column(0).as_string::<i32>().value(0), "TABLE");
+    let types: Vec<&str> = batches[0].column(0).as_string::<i32>().iter().flatten().collect();
+    assert_eq!(types, ["SYSTEM TABLE", "TABLE"]);
 
     let info =
         client.get_sql_info(vec![SqlInfo::FlightSqlServerName, SqlInfo::FlightSqlServerTransaction]).await.unwrap();

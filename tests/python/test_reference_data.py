@@ -35,15 +35,21 @@ TABLES = {
 }
 
 
-@pytest.fixture(scope="module")
-def dbgen():
-    """DuckDB with dbgen's tables at the demo's scale (the tpch extension
+def with_tpch():
+    """A DuckDB connection with its tpch extension loaded (the extension
     comes from PyPI: extensions.duckdb.org is not reachable here)."""
     import duckdb_extension_tpch
 
     extension = next(pathlib.Path(duckdb_extension_tpch.__file__).parent.glob("extensions/*/tpch.duckdb_extension"))
     con = duckdb.connect(config={"allow_unsigned_extensions": "true"})
     con.execute(f"LOAD '{extension}'")
+    return con
+
+
+@pytest.fixture(scope="module")
+def dbgen():
+    """DuckDB with dbgen's tables at the demo's scale."""
+    con = with_tpch()
     con.execute(f"CALL dbgen(sf={SCALE})")
     yield con
     con.close()
@@ -82,13 +88,10 @@ def test_every_column_equals_dbgen(table, dbgen, agora_bin, mesh_config):
 
 
 def tpch_queries():
-    con = duckdb.connect()
-    import duckdb_extension_tpch
-
-    extension = next(pathlib.Path(duckdb_extension_tpch.__file__).parent.glob("extensions/*/tpch.duckdb_extension"))
-    con = duckdb.connect(config={"allow_unsigned_extensions": "true"})
-    con.execute(f"LOAD '{extension}'")
-    return {f"q{n:02d}": sql.strip().rstrip(";") for n, sql in con.execute("SELECT query_nr, query FROM tpch_queries()").fetchall()}
+    con = with_tpch()
+    queries = con.execute("SELECT query_nr, query FROM tpch_queries()").fetchall()
+    con.close()
+    return {f"q{n:02d}": sql.strip().rstrip(";") for n, sql in queries}
 
 
 QUERIES = tpch_queries()

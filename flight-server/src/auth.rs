@@ -223,12 +223,8 @@ where
             let status =
                 Status::unavailable("the server is shutting down and takes no new queries; retry on another server");
             crate::ops::metrics::record_rpc(rpc, status.code(), started.elapsed());
-            let engine = self.engine.clone();
             let event = rpc_event(&method, ("-", &[]), client, Outcome::Failed(status.message().to_string()));
-            return Box::pin(async move {
-                let _ = engine.record_event(event).await;
-                Ok(status.into_http())
-            });
+            return refused(self.engine.clone(), event, status);
         }
         let (user, groups) = if path == HANDSHAKE_PATH {
             ("-".to_string(), Vec::new())
@@ -242,12 +238,8 @@ where
                 Err(status) => {
                     tracing::warn!(rpc = ?method, "request refused: unauthenticated");
                     crate::ops::metrics::record_rpc(rpc, status.code(), started.elapsed());
-                    let engine = self.engine.clone();
                     let event = rpc_event(&method, ("-", &[]), client, Outcome::Denied(status.message().to_string()));
-                    return Box::pin(async move {
-                        let _ = engine.record_event(event).await;
-                        Ok(status.into_http())
-                    });
+                    return refused(self.engine.clone(), event, status);
                 }
             }
         };
@@ -301,6 +293,19 @@ where
         let future: BoxFuture<'static, _> = Box::pin(tracing::Instrument::instrument(future, span));
         future
     }
+}
+
+/// Answers a request the service never sees with `status`, after
+/// recording `event` in the audit log.
+fn refused<E>(
+    engine: Engine,
+    event: RequestEvent,
+    status: Status,
+) -> Pin<Box<dyn std::future::Future<Output = Result<http::Response<tonic::body::Body>, E>> + Send>> {
+    Box::pin(async move {
+        let _ = engine.record_event(event).await;
+        Ok(status.into_http())
+    })
 }
 
 /// The gRPC status of a response as far as its headers tell: a stream that

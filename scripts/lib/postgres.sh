@@ -21,6 +21,17 @@ start_throwaway_postgres() {
     id postgres >/dev/null 2>&1 || useradd --system --no-create-home postgres
     chown postgres "$PG_ROOT"
     as_pg="runuser -u postgres --"
+    # initdb sends its probes to /dev/null as that user. A root process that
+    # once treated /dev/null as a file (chmod 600 by a history writer, say)
+    # leaves it unwritable for everyone else: restore the device's usual mode.
+    if ! $as_pg sh -c ': >/dev/null' 2>/dev/null; then
+      echo "postgres cannot write /dev/null ($(ls -l /dev/null))" >&2
+      if [ -c /dev/null ] && [ "$(stat -c %t:%T /dev/null)" = "1:3" ]; then
+        chmod 666 /dev/null && echo "restored /dev/null to mode 666" >&2
+      else
+        return 1
+      fi
+    fi
   fi
   local options="-p $PG_PORT -k $PG_ROOT -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off"
   options="$options -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all -c max_connections=200"

@@ -18,7 +18,7 @@ def agora(agora_bin, *args, stdin=None, env=None, check=True):
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, **(env or {}), "AGORA_HISTORY": os.devnull},
+        env={**os.environ, "AGORA_HISTORY": "", **(env or {})},
     )
     if check:
         assert run.returncode == 0, run.stderr[-3000:]
@@ -74,7 +74,7 @@ def test_query_and_shell_on_a_remote_server_as_the_analyst(agora_bin, server):
     assert "| 25 |" in out and "Name of the nation, in capitals." in out, out
 
 
-def test_the_shell_runs_multi_line_statements_and_describes_products(agora_bin, mesh_config):
+def test_the_shell_runs_multi_line_statements_and_describes_products(agora_bin, mesh_config, tmp_path):
     session = "\n".join([
         "\\timing",
         "SELECT n_name",
@@ -86,11 +86,32 @@ def test_the_shell_runs_multi_line_statements_and_describes_products(agora_bin, 
         "SELECT r_name FROM customers.region ORDER BY r_regionkey LIMIT 1;",
         "\\q",
     ]) + "\n"
-    run = agora(agora_bin, "shell", "--config", str(mesh_config), "--as", "analyst", stdin=session)
+    history = tmp_path / "history"
+    run = agora(agora_bin, "shell", "--config", str(mesh_config), "--as", "analyst", stdin=session,
+                env={"AGORA_HISTORY": str(history)})
     assert "GERMANY" in run.stdout and "(1 row, " in run.stdout, run.stdout
     assert "Line: 1, Column: 1" in run.stderr, run.stderr
     assert "sales" in run.stdout and "lineitem" in run.stdout, "\\d lists the products"
     assert "r_name\nAFRICA\n" in run.stdout, run.stdout
+    # The history keeps whole statements, readable by its owner only.
+    kept = history.read_text()
+    assert "SELECT n_name\nFROM customers.nation\nWHERE n_nationkey = 7;" in kept.replace("\\n", "\n"), kept
+    assert history.stat().st_mode & 0o077 == 0, oct(history.stat().st_mode)
+
+
+def test_the_shell_keeps_no_history_in_a_device_or_pipe(agora_bin, mesh_config, tmp_path):
+    # Saving history truncates the file and restricts it to its owner: run as
+    # root with AGORA_HISTORY=/dev/null, that once locked every other user out
+    # of /dev/null. A named pipe stands in for the device here (a regression
+    # blocks on opening it and times out rather than damaging the machine).
+    pipe = tmp_path / "history"
+    os.mkfifo(pipe, 0o666)
+    before = os.stat(pipe)
+    run = agora(agora_bin, "shell", "--config", str(mesh_config), "--as", "analyst",
+                stdin="\\format csv\nSELECT 41 + 1 AS answer;\n\\q\n", env={"AGORA_HISTORY": str(pipe)})
+    assert "answer\n42\n" in run.stdout, run.stdout
+    after = os.stat(pipe)
+    assert (after.st_mode, after.st_uid) == (before.st_mode, before.st_uid), oct(after.st_mode)
 
 
 def test_a_search_without_a_match_says_so(agora_bin, mesh_config):

@@ -2,7 +2,8 @@
 //! configuration or on a remote server over Flight SQL.
 //!
 //! Statements end with `;` and may span lines; history is kept in
-//! `~/.agora_history` (or `$AGORA_HISTORY`). Backslash commands:
+//! `~/.agora_history` (or `$AGORA_HISTORY`, a regular file; empty keeps
+//! none). Backslash commands:
 //! `\d` lists the products, `\d domain.product` describes one (owner,
 //! contract, columns with their descriptions and masks), `\timing` toggles
 //! timings, `\format table|csv|json` picks the output, `\q` quits.
@@ -153,9 +154,44 @@ fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
+/// Where the shell keeps its history: `$AGORA_HISTORY`, else `~/.agora_history`;
+/// none when `AGORA_HISTORY` is empty.
 fn history_file() -> Option<std::path::PathBuf> {
-    if let Some(path) = std::env::var_os("AGORA_HISTORY") {
-        return Some(path.into());
+    let path: std::path::PathBuf = match std::env::var_os("AGORA_HISTORY") {
+        Some(path) if path.is_empty() => return None,
+        Some(path) => path.into(),
+        None => std::path::Path::new(&std::env::var_os("HOME")?).join(".agora_history"),
+    };
+    usable_history_file(path)
+}
+
+/// `path` if the shell may keep its history there: a regular file or a path
+/// not yet taken. Saving truncates the file and restricts it to its owner, so a
+/// device such as `/dev/null` must never be handed to the line editor: run as
+/// root, that would leave `/dev/null` unwritable for every other user.
+fn usable_history_file(path: std::path::PathBuf) -> Option<std::path::PathBuf> {
+    match std::fs::metadata(&path) {
+        Ok(meta) if meta.is_file() => Some(path),
+        Ok(_) => None,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(path),
+        Err(_) => None,
     }
-    std::env::var_os("HOME").map(|home| std::path::Path::new(&home).join(".agora_history"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::usable_history_file;
+
+    #[test]
+    fn history_goes_to_regular_files_or_new_paths_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let existing = dir.path().join("history");
+        std::fs::write(&existing, "SELECT 1;\n").unwrap();
+        assert_eq!(usable_history_file(existing.clone()), Some(existing));
+        let new = dir.path().join("new_history");
+        assert_eq!(usable_history_file(new.clone()), Some(new));
+        // A directory and a device are refused: saving would truncate and chmod them.
+        assert_eq!(usable_history_file(dir.path().to_path_buf()), None);
+        assert_eq!(usable_history_file("/dev/null".into()), None);
+    }
 }

@@ -2,10 +2,12 @@
 //!
 //! Products are opened **lazily**: registering a mesh reads nothing from any
 //! source. The first query that names a product opens it (lists its files, reads
-//! a Parquet footer or a Delta log) and the table is kept for later queries
-//! (a Delta table for a few seconds, so that new commits show). A
-//! product that fails to open is not cached, so it is retried on the next query,
-//! and its failure never affects other products.
+//! a Parquet footer, a Delta log or a PostgreSQL table's columns) and the table
+//! is kept for later queries for `freshness.metadata_ttl_seconds`, so that new
+//! Delta commits and schema changes show without a restart (Parquet listings
+//! follow `freshness.listing_ttl_seconds`, see [`crate::freshness`]). A product
+//! that fails to open is not cached, so it is retried on the next query, and
+//! its failure never affects other products.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,7 +17,7 @@ use datafusion::catalog::{Session, TableProvider};
 use datafusion::execution::SessionState;
 use tokio::sync::Mutex;
 
-use agora_connectors::Source;
+use agora_connectors::{ConnectorError, Source};
 
 use crate::config::{DomainConfig, MeshConfig, ProductConfig};
 use crate::contract::quality::QualityLog;
@@ -50,12 +52,15 @@ pub(crate) struct Product {
     table: Mutex<Opened>,
     /// The state used to open the source: its runtime holds the object stores.
     opener: Arc<SessionState>,
+    /// How long the opened table is used before the source is opened again.
+    metadata_ttl: Duration,
 }
 
 impl MeshCatalog {
     pub(crate) fn new(config: MeshConfig, opener: Arc<SessionState>) -> Self {
+        let ttl = config.freshness.metadata_ttl;
         let domains =
-            config.domains.iter().map(|d| (d.name.clone(), Arc::new(DomainSchema::new(d, &opener)))).collect();
+            config.domains.iter().map(|d| (d.name.clone(), Arc::new(DomainSchema::new(d, &opener, ttl)))).collect();
         let quality = QualityLog::new(&config.quality);
         let history = QueryHistory::open(&config.history);
         MeshCatalog { config, domains, quality, history, opener }
@@ -95,7 +100,7 @@ impl MeshCatalog {
 }
 
 impl DomainSchema {
-    fn new(domain: &DomainConfig, opener: &Arc<SessionState>) -> Self {
+    fn new(domain: &DomainConfig, opener: &Arc<SessionState>, metadata_ttl: Duration) -> Self {
         let products = domain
             .products
             .iter()
@@ -105,6 +110,7 @@ impl DomainSchema {
                     config: p.clone(),
                     table: Mutex::new(Opened::Not),
                     opener: Arc::clone(opener),
+                    metadata_ttl,
                 };
                 (p.name.clone(), Arc::new(product))
             })
@@ -124,16 +130,14 @@ impl DomainSchema {
 impl Product {
     /// The product's table, opening its source on first use. A source that can
     /// tell cheaply whether it is reachable is checked each time, so a query on
-    /// a database that went down fails at once, naming the product. A Delta
-    /// table is opened again when its snapshot is older than [`DELTA_REFRESH`],
-    /// so new commits become visible without a restart.
+    /// a database that went down fails at once, naming the product. The source
+    /// is opened again once the table is older than the metadata TTL, so new
+    /// Delta commits, Parquet schema changes and PostgreSQL columns become
+    /// visible without a restart.
     pub(crate) async fn table(&self) -> Result<Arc<dyn TableProvider>, EngineError> {
         let unavailable = |cause| EngineError::ProductUnavailable { product: self.reference.clone(), cause };
         let cached = match &*self.table.lock().await {
-            Opened::Table(table, opened) => {
-                let stale = matches!(self.config.source, Source::Delta(_)) && opened.elapsed() >= DELTA_REFRESH;
-                (!stale).then(|| Arc::clone(table))
-            }
+            Opened::Table(table, opened) => (opened.elapsed() < self.metadata_ttl).then(|| Arc::clone(table)),
             _ => None,
         };
         // The reachability probe runs without the lock: queries on a source
@@ -148,18 +152,23 @@ impl Product {
         let asked = Instant::now();
         let mut slot = self.table.lock().await;
         match &*slot {
-            Opened::Table(table, opened)
-                if !(matches!(self.config.source, Source::Delta(_)) && opened.elapsed() >= DELTA_REFRESH) =>
-            {
-                return Ok(Arc::clone(table));
-            }
+            Opened::Table(table, opened) if opened.elapsed() < self.metadata_ttl => return Ok(Arc::clone(table)),
             Opened::Failed(cause, at) if *at >= asked => return Err(unavailable(cause.clone())),
             _ => {}
         }
         let started = Instant::now();
-        let table = match self.config.source.open(self.opener.as_ref() as &dyn Session).await {
-            Ok(table) => table,
-            Err(cause) => {
+        let opened = self.config.source.open(self.opener.as_ref() as &dyn Session).await;
+        let table = match (opened, &*slot) {
+            (Ok(table), _) => table,
+            // Every file of a Parquet product that was serving is gone (a
+            // refresh job between its delete and its write, say): the product
+            // is empty, as its per-query listing already says, not unavailable.
+            (Err(ConnectorError::NotFound { .. }), Opened::Table(previous, _))
+                if matches!(self.config.source, Source::Parquet(_)) =>
+            {
+                Arc::clone(previous)
+            }
+            (Err(cause), _) => {
                 tracing::warn!(product = %self.reference, error = %cause, "cannot open product");
                 *slot = Opened::Failed(cause.clone(), Instant::now());
                 return Err(unavailable(cause));
@@ -181,6 +190,3 @@ enum Opened {
     /// The last attempt failed at this time.
     Failed(agora_connectors::ConnectorError, Instant),
 }
-
-/// How long a Delta snapshot is used before the table's log is read again.
-pub(crate) const DELTA_REFRESH: Duration = Duration::from_secs(5);

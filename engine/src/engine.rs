@@ -34,6 +34,7 @@ use crate::catalog::MeshCatalog;
 use crate::config::{ConfigError, ConfigProblem, DomainConfig, MeshConfig, RESERVED_SCHEMAS};
 use crate::contract::quality::{QualityResult, kind_name, measured, newest_time, rule_sql};
 use crate::contract::{QualityRule, RuleKind};
+use crate::freshness::FreshnessConfig;
 use crate::governance::PolicySet;
 use crate::governance::catalog::{SessionCatalog, Viewer};
 use crate::governance::rewrite::{BarrierPlanner, BarrierPushdown, GovernanceRule, applied_policies};
@@ -156,7 +157,7 @@ impl Engine {
                 }
             }
         }
-        let runtime = runtime_env(&config.limits)?;
+        let runtime = runtime_env(&config.limits, &config.freshness)?;
         let queries =
             QueryRuntime::new(config.limits.query_threads, "agora-query", crate::query_runtime::QUERY_NICENESS)?;
         let constants = QueryRuntime::new(1, "agora-constant", 0)?;
@@ -1235,15 +1236,19 @@ impl Run {
 /// The DataFusion runtime of an engine: a memory pool bounded by
 /// `limits.memory_limit_bytes`, shared fairly by the running queries (whose
 /// sorts, aggregates and joins spill), and spill files under `limits.spill_dir`
-/// up to `limits.max_spill_bytes`.
-fn runtime_env(limits: &LimitsConfig) -> Result<Arc<RuntimeEnv>, EngineError> {
+/// up to `limits.max_spill_bytes`; listings cached only as `freshness` allows.
+fn runtime_env(limits: &LimitsConfig, freshness: &FreshnessConfig) -> Result<Arc<RuntimeEnv>, EngineError> {
     let pool =
         TrackConsumersPool::new(FairSpillPool::new(limits.memory_limit_bytes), NonZeroUsize::MIN.saturating_add(4));
     let mut disk = DiskManagerBuilder::default().with_max_temp_directory_size(limits.max_spill_bytes);
     if let Some(dir) = &limits.spill_dir {
         disk = disk.with_mode(DiskManagerMode::Directories(vec![dir.clone()]));
     }
-    Ok(RuntimeEnvBuilder::new().with_memory_pool(Arc::new(pool)).with_disk_manager_builder(disk).build_arc()?)
+    Ok(RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(pool))
+        .with_disk_manager_builder(disk)
+        .with_cache_manager(freshness.cache_manager())
+        .build_arc()?)
 }
 
 /// Errors raised while the query runs (a source failing, a table changed under

@@ -19,6 +19,7 @@ pub mod contract;
 mod cooperative;
 mod engine;
 mod error;
+pub mod freshness;
 pub mod governance;
 pub mod history;
 pub mod identity;

@@ -46,6 +46,8 @@ pub struct MeshConfig {
     pub limits: crate::limits::LimitsConfig,
     /// How much query history is kept (`history`; see `system.queries`).
     pub history: crate::history::HistoryConfig,
+    /// How long listings and opened tables are reused (`freshness`).
+    pub freshness: crate::freshness::FreshnessConfig,
 }
 
 /// The `lineage` section: where each query's OpenLineage run events are sent.

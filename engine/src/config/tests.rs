@@ -305,3 +305,22 @@ fn audit_retention_and_quota_keys_are_read_and_checked() {
     assert_eq!(p.path, "governance.audit.quota_bytes_per_minute");
     assert!(p.message.contains("positive integer"), "{}", p.message);
 }
+
+#[test]
+fn the_freshness_section_sets_both_ttls_and_checks_their_range() {
+    let defaults = parse(VALID).unwrap().freshness;
+    assert_eq!(defaults, crate::freshness::FreshnessConfig::default());
+    assert!(defaults.listing_ttl.is_zero());
+
+    let config = parse(&format!("{VALID}freshness: {{ listing_ttl_seconds: 30, metadata_ttl_seconds: 0 }}\n")).unwrap();
+    assert_eq!(config.freshness.listing_ttl, std::time::Duration::from_secs(30));
+    assert!(config.freshness.metadata_ttl.is_zero());
+
+    let p = one_problem(&format!("{VALID}freshness: {{ listing_ttl_seconds: -1 }}\n"));
+    assert_eq!(p.path, "freshness.listing_ttl_seconds");
+    assert!(p.message.contains("from 0 to 86400"), "{}", p.message);
+    let p = one_problem(&format!("{VALID}freshness: {{ metadata_ttl_seconds: soon }}\n"));
+    assert_eq!(p.path, "freshness.metadata_ttl_seconds");
+    let p = one_problem(&format!("{VALID}freshness: {{ ttl: 5 }}\n"));
+    assert_eq!(p.path, "freshness.ttl");
+}

@@ -5,6 +5,7 @@
 
 mod faults;
 mod flight;
+mod freshness;
 mod governance;
 mod local;
 mod postgres;

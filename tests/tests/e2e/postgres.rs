@@ -436,6 +436,34 @@ async fn a_table_dropped_after_it_was_opened_fails_naming_the_product() {
 }
 
 #[tokio::test]
+async fn columns_added_and_dropped_in_postgresql_show_without_a_restart() {
+    let db = database("columns");
+    psql(&db, "CREATE TABLE meters (id int, reading int); INSERT INTO meters VALUES (1, 10), (2, 20)");
+    let pg = pg();
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "domains:\n  - name: ops\n    description: Operational data\n    owner: {{ name: Ops, contact: ops@example.com }}\n    \
+         postgres: {{ host: {}, port: {}, database: {db}, user: {}, sslmode: disable }}\n    products:\n      \
+         - {{ name: meters, description: Meters, source: {{ kind: postgres, table: public.meters }} }}\n\
+         freshness: {{ metadata_ttl_seconds: 0 }}\n",
+        pg.host, pg.port, pg.user
+    );
+    let file = dir.path().join("mesh.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let engine = Engine::open(&file).unwrap();
+    assert_eq!(scalar_i64(&engine, "SELECT sum(reading) FROM ops.meters").await, 30);
+
+    psql(&db, "ALTER TABLE meters ADD COLUMN site text NOT NULL DEFAULT 'north'");
+    assert_eq!(scalar_i64(&engine, "SELECT count(*) FROM ops.meters WHERE site = 'north'").await, 2);
+
+    psql(&db, "ALTER TABLE meters DROP COLUMN reading");
+    let rows = render(&engine, "SELECT * FROM ops.meters ORDER BY id").await;
+    assert_eq!(rows, "+----+-------+\n| id | site  |\n+----+-------+\n| 1  | north |\n| 2  | north |\n+----+-------+");
+    let err = engine.session().collect("SELECT reading FROM ops.meters").await.unwrap_err().to_string();
+    assert!(err.contains("reading"), "{err}");
+}
+
+#[tokio::test]
 async fn a_changed_postgres_column_type_is_reported_as_drift() {
     let db = database("drift");
     psql(&db, "CREATE TABLE items (id bigint NOT NULL, name text, price numeric(10,2))");

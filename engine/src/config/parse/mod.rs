@@ -27,6 +27,7 @@ use super::{
 use crate::contract::Contract;
 use crate::history::HistoryConfig;
 
+mod freshness;
 mod limits;
 
 pub(super) fn parse(text: &str, file: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<MeshConfig, ConfigError> {
@@ -44,6 +45,7 @@ pub(super) fn parse(text: &str, file: &Path, env: &dyn Fn(&str) -> Option<String
     let quality = walker.quality(&root);
     let limits = walker.limits(&root);
     let history = walker.history(&root);
+    let freshness = walker.freshness(&root);
     if governance.is_none() && root.get("governance").is_none() {
         for d in domains.iter().filter(|d| d.policies.is_some()) {
             walker.problem(
@@ -54,7 +56,17 @@ pub(super) fn parse(text: &str, file: &Path, env: &dyn Fn(&str) -> Option<String
         }
     }
     if walker.problems.is_empty() {
-        Ok(MeshConfig { file: Some(file.to_path_buf()), domains, auth, governance, lineage, quality, limits, history })
+        Ok(MeshConfig {
+            file: Some(file.to_path_buf()),
+            domains,
+            auth,
+            governance,
+            lineage,
+            quality,
+            limits,
+            history,
+            freshness,
+        })
     } else {
         Err(ConfigError { file: file.to_path_buf(), problems: walker.problems })
     }
@@ -257,9 +269,11 @@ impl Walker<'_> {
     }
 
     fn mesh(&mut self, root: &Value) -> Vec<DomainConfig> {
-        let Some(map) =
-            self.mapping(root, "", &["domains", "auth", "governance", "lineage", "quality", "limits", "history"])
-        else {
+        let Some(map) = self.mapping(
+            root,
+            "",
+            &["domains", "auth", "governance", "lineage", "quality", "limits", "history", "freshness"],
+        ) else {
             return Vec::new();
         };
         let items = self.sequence(map, "domains", "", true);

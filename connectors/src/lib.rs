@@ -12,6 +12,7 @@
 
 mod delta;
 mod error;
+mod join_inputs;
 mod observed_store;
 mod parquet;
 mod postgres;

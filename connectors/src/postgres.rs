@@ -308,11 +308,20 @@ pub fn with_federation(builder: SessionStateBuilder) -> SessionStateBuilder {
     // comma-separated FROM list is still a chain of cross joins there, so a run
     // of tables of one database would be sent as a cartesian product (TPC-H
     // Q8/Q9 with the dimensions in PostgreSQL: 20 s instead of 40 ms at scale
-    // 0.1). Turning the WHERE clause's equalities into join keys first keeps
-    // every pushed join an equi-join.
-    rules.insert(federation, Arc::new(EliminateCrossJoin::new()));
+    // 0.1). Before federating: the conditions above a decorrelated
+    // sub-query's join go down onto the chain below it, the WHERE clause's
+    // equalities become join keys, and what is left of the conditions goes
+    // back above the sub-query's join (see `join_inputs`), so that every
+    // pushed join is an equi-join, in a shape the SQL unparser writes right.
+    let before: [Arc<dyn OptimizerRule + Send + Sync>; 3] = [
+        Arc::new(crate::join_inputs::FiltersOntoPreservedSide),
+        Arc::new(EliminateCrossJoin::new()),
+        Arc::new(crate::join_inputs::ResidualFiltersAboveJoin),
+    ];
+    let after = federation + before.len() + 1;
+    rules.splice(federation..federation, before);
     // Right after federation: functions PostgreSQL lacks stay in the engine.
-    rules.insert(federation + 2, Arc::new(crate::pushable::KeepForeignFunctionsLocal));
+    rules.insert(after, Arc::new(crate::pushable::KeepForeignFunctionsLocal));
     builder.with_optimizer_rules(rules)
 }
 

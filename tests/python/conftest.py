@@ -148,12 +148,13 @@ def engine_answer(agora_bin, mesh_config, sql):
     """The in-process engine's answer (agora query --format arrow) as a pyarrow Table."""
     import pyarrow as pa
 
-    out = subprocess.run(
+    run = subprocess.run(
         [agora_bin, "query", "--config", str(mesh_config), "--format", "arrow", sql],
-        check=True,
         capture_output=True,
-    ).stdout
-    return pa.ipc.open_stream(out).read_all()
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr.decode(errors="replace")[-3000:]
+    return pa.ipc.open_stream(run.stdout).read_all()
 
 
 @pytest.fixture(scope="session")
@@ -171,6 +172,75 @@ def pg_mesh_config(agora_bin, tmp_path_factory) -> Path:
         capture_output=True,
     )
     return directory / "mesh.yaml"
+
+
+# Where each TPC-H product of the demo lives: (domain, product, source kind, directory).
+DEMO_PRODUCTS = [
+    ("customers", "customer", "delta"), ("customers", "nation", "delta"), ("customers", "region", "delta"),
+    ("sales", "orders", "parquet"), ("sales", "lineitem", "parquet"),
+    ("supply", "part", "parquet"), ("supply", "supplier", "parquet"), ("supply", "partsupp", "parquet"),
+]
+
+
+def pg_layout_mesh(mesh_dir, duck, directory, name, in_postgres):
+    """A mesh over the demo's data with the products named in `in_postgres`
+    ("domain.product") copied into PostgreSQL (database `agora_layout_<name>`,
+    one schema per domain) and the others read in place: the benchmark's
+    layouts (W3: the facts in Parquet, the six others in PostgreSQL; W4: all
+    in PostgreSQL) at the tests' scale."""
+    port = os.environ.get("AGORA_TEST_PG_PORT")
+    if not port:
+        pytest.fail("AGORA_TEST_PG_PORT is not set: run the tests through ./scripts/test, which starts PostgreSQL")
+    user = os.environ.get("AGORA_TEST_PG_USER", "postgres")
+    database = f"agora_layout_{name}"
+
+    def psql(db, sql):
+        subprocess.run(["psql", "-h", "127.0.0.1", "-p", port, "-U", user, "-d", db, "-v", "ON_ERROR_STOP=1",
+                        "-q", "-c", sql], check=True, capture_output=True, timeout=120)
+
+    psql("postgres", f"DROP DATABASE IF EXISTS {database}")
+    psql("postgres", f"CREATE DATABASE {database}")
+    for product in sorted(in_postgres):
+        schema = product.split(".")[0]
+        columns = duck.execute(f"DESCRIBE {product}").fetchall()
+        csv = directory / f"{product}.csv"
+        duck.execute(f"COPY (SELECT * FROM {product}) TO '{csv}' (FORMAT csv, HEADER false)")
+        definition = ", ".join(f"{c[0]} {c[1]}" for c in columns)
+        psql(database, f"CREATE SCHEMA IF NOT EXISTS {schema}; CREATE TABLE {product} ({definition})")
+        psql(database, f"\\copy {product} FROM '{csv}' (FORMAT csv)")
+        psql(database, f"ANALYZE {product}")
+    lines = ["domains:"]
+    for domain in ("customers", "sales", "supply"):
+        lines += [f"  - name: {domain}", f"    description: The {domain} domain",
+                  "    owner: { name: Team, contact: team@example.com }",
+                  f"    postgres: {{ host: 127.0.0.1, port: {port}, database: {database}, user: {user}, "
+                  "sslmode: disable }", "    products:"]
+        for d, product, kind in DEMO_PRODUCTS:
+            if d != domain:
+                continue
+            if f"{d}.{product}" in in_postgres:
+                source = f"{{ kind: postgres, table: {d}.{product} }}"
+            else:
+                source = f"{{ kind: {kind}, location: \"{mesh_dir / d / product}\" }}"
+            lines.append(f"      - {{ name: {product}, description: {product}, source: {source} }}")
+    mesh = directory / "mesh.yaml"
+    mesh.write_text("\n".join(lines) + "\n")
+    return mesh
+
+
+@pytest.fixture(scope="session")
+def w3_mesh_config(mesh_dir, duck, tmp_path_factory) -> Path:
+    """The benchmark's W3 layout: lineitem and orders in Parquet, the six other tables in PostgreSQL."""
+    facts = {"sales.lineitem", "sales.orders"}
+    products = {f"{d}.{p}" for d, p, _ in DEMO_PRODUCTS} - facts
+    return pg_layout_mesh(mesh_dir, duck, tmp_path_factory.mktemp("w3-mesh"), "w3", products)
+
+
+@pytest.fixture(scope="session")
+def w4_mesh_config(mesh_dir, duck, tmp_path_factory) -> Path:
+    """The benchmark's W4 layout: every table in PostgreSQL."""
+    products = {f"{d}.{p}" for d, p, _ in DEMO_PRODUCTS}
+    return pg_layout_mesh(mesh_dir, duck, tmp_path_factory.mktemp("w4-mesh"), "w4", products)
 
 
 # --- Helpers for the hardening tests (test_hostile.py, test_limits.py) --------

@@ -1,0 +1,210 @@
+//! Puts a filter's conditions on the join input they are about, before the
+//! federation boundary is drawn.
+//!
+//! `datafusion-federation` federates right after sub-queries become joins,
+//! before DataFusion pushes filters down. A comma-separated FROM list is then a
+//! chain of cross joins with the WHERE clause above it, which DataFusion's
+//! `EliminateCrossJoin` turns into equi-joins, but only when the filter sits
+//! directly on the chain. A decorrelated sub-query puts a join in between:
+//! TPC-H Q2 is `Filter → Left Join(part × supplier × partsupp × …, min(…))`,
+//! and its three PostgreSQL tables were sent to PostgreSQL as a cartesian
+//! product with every condition left in the engine. Q16–Q21 (`IN`, `EXISTS`,
+//! `NOT EXISTS`: semi and anti joins) have the same shape.
+//!
+//! This rule moves each condition that names only columns of a join's
+//! *preserved* side (the left of a left, semi or anti join; the right of the
+//! mirrored ones) onto that side, where it filters the same rows: such a join
+//! neither drops nor duplicates rows of that side because of the other. The
+//! filter then sits on the cross-join chain and `EliminateCrossJoin` (which the
+//! federation rules run next) finds the join keys. Inner joins are left to
+//! `EliminateCrossJoin` itself; volatile conditions and conditions with
+//! sub-queries stay where they are.
+
+use std::sync::Arc;
+
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::error::Result;
+use datafusion::logical_expr::utils::{conjunction, split_conjunction_owned};
+use datafusion::logical_expr::{Expr, Filter, Join, JoinType, LogicalPlan};
+use datafusion::optimizer::optimizer::ApplyOrder;
+use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
+
+/// See the module documentation.
+#[derive(Debug, Default)]
+pub(crate) struct FiltersOntoPreservedSide;
+
+impl OptimizerRule for FiltersOntoPreservedSide {
+    fn name(&self) -> &str {
+        "agora_filters_onto_preserved_side"
+    }
+
+    fn apply_order(&self) -> Option<ApplyOrder> {
+        // The filters it creates are visited in turn, so a condition travels
+        // down a stack of semi and anti joins to the chain below them.
+        Some(ApplyOrder::TopDown)
+    }
+
+    fn supports_rewrite(&self) -> bool {
+        true
+    }
+
+    fn rewrite(&self, plan: LogicalPlan, _config: &dyn OptimizerConfig) -> Result<Transformed<LogicalPlan>> {
+        let LogicalPlan::Filter(filter) = &plan else { return Ok(Transformed::no(plan)) };
+        let LogicalPlan::Join(join) = filter.input.as_ref() else { return Ok(Transformed::no(plan)) };
+        let preserved_left = matches!(join.join_type, JoinType::Left | JoinType::LeftSemi | JoinType::LeftAnti);
+        let preserved_right = matches!(join.join_type, JoinType::Right | JoinType::RightSemi | JoinType::RightAnti);
+        if !preserved_left && !preserved_right {
+            return Ok(Transformed::no(plan));
+        }
+        let side = if preserved_left { &join.left } else { &join.right };
+        let (moved, kept): (Vec<Expr>, Vec<Expr>) =
+            split_conjunction_owned(filter.predicate.clone()).into_iter().partition(|e| movable(e, side));
+        let Some(moved) = conjunction(moved) else { return Ok(Transformed::no(plan)) };
+        let filtered = Arc::new(LogicalPlan::Filter(Filter::try_new(moved, Arc::clone(side))?));
+        let (left, right) =
+            if preserved_left { (filtered, Arc::clone(&join.right)) } else { (Arc::clone(&join.left), filtered) };
+        let join = LogicalPlan::Join(Join::try_new(
+            left,
+            right,
+            join.on.clone(),
+            join.filter.clone(),
+            join.join_type,
+            join.join_constraint,
+            join.null_equality,
+            join.null_aware,
+        )?);
+        Ok(Transformed::yes(match conjunction(kept) {
+            Some(rest) => LogicalPlan::Filter(Filter::try_new(rest, Arc::new(join))?),
+            None => join,
+        }))
+    }
+}
+
+/// Lifts a filter that sits directly on the preserved side of a left, semi or
+/// anti join back above the join, after `EliminateCrossJoin` has taken the
+/// join keys out of it (the reverse of [`FiltersOntoPreservedSide`], and as
+/// valid). DataFusion 55's SQL unparser writes a semi or anti join as
+/// `WHERE EXISTS (…)` and loses a filter below it (TPC-H Q4 and Q22 with every
+/// table in PostgreSQL answered wrongly), so the federated plan keeps the
+/// shape it writes correctly: the filter above the join.
+#[derive(Debug, Default)]
+pub(crate) struct ResidualFiltersAboveJoin;
+
+impl OptimizerRule for ResidualFiltersAboveJoin {
+    fn name(&self) -> &str {
+        "agora_residual_filters_above_join"
+    }
+
+    fn apply_order(&self) -> Option<ApplyOrder> {
+        Some(ApplyOrder::BottomUp)
+    }
+
+    fn supports_rewrite(&self) -> bool {
+        true
+    }
+
+    fn rewrite(&self, plan: LogicalPlan, _config: &dyn OptimizerConfig) -> Result<Transformed<LogicalPlan>> {
+        let LogicalPlan::Join(join) = &plan else { return Ok(Transformed::no(plan)) };
+        let preserved_left = matches!(join.join_type, JoinType::Left | JoinType::LeftSemi | JoinType::LeftAnti);
+        let preserved_right = matches!(join.join_type, JoinType::Right | JoinType::RightSemi | JoinType::RightAnti);
+        let side = match (preserved_left, preserved_right) {
+            (true, _) => &join.left,
+            (_, true) => &join.right,
+            _ => return Ok(Transformed::no(plan)),
+        };
+        let LogicalPlan::Filter(filter) = side.as_ref() else { return Ok(Transformed::no(plan)) };
+        if filter.predicate.exists(|e| Ok(e.is_volatile_node()))? {
+            return Ok(Transformed::no(plan));
+        }
+        let (left, right) = if preserved_left {
+            (Arc::clone(&filter.input), Arc::clone(&join.right))
+        } else {
+            (Arc::clone(&join.left), Arc::clone(&filter.input))
+        };
+        let lifted = LogicalPlan::Join(Join::try_new(
+            left,
+            right,
+            join.on.clone(),
+            join.filter.clone(),
+            join.join_type,
+            join.join_constraint,
+            join.null_equality,
+            join.null_aware,
+        )?);
+        Ok(Transformed::yes(LogicalPlan::Filter(Filter::try_new(filter.predicate.clone(), Arc::new(lifted))?)))
+    }
+}
+
+/// Whether `condition` may move onto `side`: it names columns, all of them
+/// `side`'s, and evaluating it earlier changes nothing else (not volatile, no
+/// sub-query).
+fn movable(condition: &Expr, side: &LogicalPlan) -> bool {
+    let columns = condition.column_refs();
+    !columns.is_empty()
+        && !condition.is_volatile()
+        && !condition
+            .exists(|e| Ok(matches!(e, Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_))))
+            .unwrap_or(true)
+        && columns.iter().all(|c| side.schema().has_column(c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::logical_expr::{LogicalPlanBuilder, table_scan};
+    use datafusion::optimizer::OptimizerContext;
+    use datafusion::optimizer::eliminate_cross_join::EliminateCrossJoin;
+    use datafusion::prelude::{col, lit};
+
+    fn scan(name: &str, columns: &[&str]) -> LogicalPlan {
+        let fields: Vec<Field> = columns.iter().map(|c| Field::new(*c, DataType::Int64, false)).collect();
+        table_scan(Some(name), &Schema::new(fields), None).unwrap().build().unwrap()
+    }
+
+    /// `Filter(condition) → LeftSemi(a × b, s)`, as a decorrelated `EXISTS`
+    /// over a two-table FROM list leaves it.
+    fn semi_join_over_a_cross_join(condition: Expr) -> LogicalPlan {
+        LogicalPlanBuilder::from(scan("a", &["x", "k"]))
+            .cross_join(scan("b", &["y"]))
+            .unwrap()
+            .join(scan("s", &["k2"]), JoinType::LeftSemi, (vec!["a.k"], vec!["s.k2"]), None)
+            .unwrap()
+            .filter(condition)
+            .unwrap()
+            .build()
+            .unwrap()
+    }
+
+    /// Runs a rule over the whole plan, in its order, as the optimizer does.
+    fn apply(rule: &dyn OptimizerRule, plan: LogicalPlan) -> LogicalPlan {
+        let config = OptimizerContext::new();
+        let run = |plan: LogicalPlan| rule.rewrite(plan, &config).unwrap().data;
+        match rule.apply_order() {
+            None => run(plan),
+            Some(ApplyOrder::TopDown) => plan.transform_down(|p| Ok(Transformed::yes(run(p)))).unwrap().data,
+            Some(ApplyOrder::BottomUp) => plan.transform_up(|p| Ok(Transformed::yes(run(p)))).unwrap().data,
+        }
+    }
+
+    #[test]
+    fn the_join_keys_under_a_semi_join_are_found_and_the_rest_stays_above_it() {
+        let plan = semi_join_over_a_cross_join(col("a.x").eq(col("b.y")).and(col("a.x").gt(lit(1))));
+        let down = apply(&FiltersOntoPreservedSide, plan);
+        assert!(matches!(down, LogicalPlan::Join(_)), "every condition moved below the semi join:\n{down}");
+        let keyed = apply(&EliminateCrossJoin::new(), down);
+        let lifted = apply(&ResidualFiltersAboveJoin, keyed);
+        let text = lifted.display_indent().to_string();
+        assert!(!text.contains("Cross Join"), "{text}");
+        assert!(text.contains("Inner Join: a.x = b.y"), "{text}");
+        assert!(text.starts_with("Filter: a.x > Int32(1)\n  LeftSemi Join: a.k = s.k2"), "{text}");
+    }
+
+    #[test]
+    fn volatile_and_constant_conditions_stay_where_they_are() {
+        let random = datafusion::functions::math::random().call(vec![]);
+        let plan = semi_join_over_a_cross_join(random.gt(lit(0.5)).and(lit(true)));
+        let down = apply(&FiltersOntoPreservedSide, plan.clone());
+        assert_eq!(down, plan);
+    }
+}

@@ -17,8 +17,10 @@
 //! neither drops nor duplicates rows of that side because of the other. The
 //! filter then sits on the cross-join chain and `EliminateCrossJoin` (which the
 //! federation rules run next) finds the join keys. Inner joins are left to
-//! `EliminateCrossJoin` itself; volatile conditions and conditions with
-//! sub-queries stay where they are.
+//! `EliminateCrossJoin` itself, then [`ConditionsOntoTheirTable`] puts their
+//! single-table conditions on their table and [`ResidualFiltersAboveJoin`]
+//! lifts what is left back above the sub-query's join. Volatile conditions
+//! and conditions with sub-queries stay where they are.
 
 use std::sync::Arc;
 
@@ -66,6 +68,70 @@ impl OptimizerRule for FiltersOntoPreservedSide {
         let join = LogicalPlan::Join(Join::try_new(
             left,
             right,
+            join.on.clone(),
+            join.filter.clone(),
+            join.join_type,
+            join.join_constraint,
+            join.null_equality,
+            join.null_aware,
+        )?);
+        Ok(Transformed::yes(match conjunction(kept) {
+            Some(rest) => LogicalPlan::Filter(Filter::try_new(rest, Arc::new(join))?),
+            None => join,
+        }))
+    }
+}
+
+/// Moves each condition of a filter on an inner join that names the columns of
+/// one input only onto that input, down to the table it is about, as
+/// DataFusion's filter push-down would later, but as filter nodes and before
+/// the federation boundary is drawn: a PostgreSQL table joined in the engine
+/// with another source's (TPC-H Q17's `part` beside Parquet `lineitem`) then
+/// sends its conditions in its statement instead of all its rows.
+#[derive(Debug, Default)]
+pub(crate) struct ConditionsOntoTheirTable;
+
+impl OptimizerRule for ConditionsOntoTheirTable {
+    fn name(&self) -> &str {
+        "agora_conditions_onto_their_table"
+    }
+
+    fn apply_order(&self) -> Option<ApplyOrder> {
+        Some(ApplyOrder::TopDown)
+    }
+
+    fn supports_rewrite(&self) -> bool {
+        true
+    }
+
+    fn rewrite(&self, plan: LogicalPlan, _config: &dyn OptimizerConfig) -> Result<Transformed<LogicalPlan>> {
+        let LogicalPlan::Filter(filter) = &plan else { return Ok(Transformed::no(plan)) };
+        let LogicalPlan::Join(join) = filter.input.as_ref() else { return Ok(Transformed::no(plan)) };
+        if join.join_type != JoinType::Inner {
+            return Ok(Transformed::no(plan));
+        }
+        let (mut left, mut right, mut kept) = (Vec::new(), Vec::new(), Vec::new());
+        for condition in split_conjunction_owned(filter.predicate.clone()) {
+            if movable(&condition, &join.left) {
+                left.push(condition);
+            } else if movable(&condition, &join.right) {
+                right.push(condition);
+            } else {
+                kept.push(condition);
+            }
+        }
+        if left.is_empty() && right.is_empty() {
+            return Ok(Transformed::no(plan));
+        }
+        let onto = |conditions: Vec<Expr>, input: &Arc<LogicalPlan>| -> Result<Arc<LogicalPlan>> {
+            Ok(match conjunction(conditions) {
+                Some(c) => Arc::new(LogicalPlan::Filter(Filter::try_new(c, Arc::clone(input))?)),
+                None => Arc::clone(input),
+            })
+        };
+        let join = LogicalPlan::Join(Join::try_new(
+            onto(left, &join.left)?,
+            onto(right, &join.right)?,
             join.on.clone(),
             join.filter.clone(),
             join.join_type,
@@ -198,6 +264,23 @@ mod tests {
         assert!(!text.contains("Cross Join"), "{text}");
         assert!(text.contains("Inner Join: a.x = b.y"), "{text}");
         assert!(text.starts_with("Filter: a.x > Int32(1)\n  LeftSemi Join: a.k = s.k2"), "{text}");
+    }
+
+    #[test]
+    fn single_table_conditions_on_an_inner_join_go_onto_their_table() {
+        let plan = LogicalPlanBuilder::from(scan("a", &["x", "k"]))
+            .join(scan("b", &["y", "k"]), JoinType::Inner, (vec!["a.k"], vec!["b.k"]), None)
+            .unwrap()
+            .filter(col("a.x").gt(lit(1)).and(col("b.y").eq(lit(2))).and(col("a.x").lt(col("b.y"))))
+            .unwrap()
+            .build()
+            .unwrap();
+        let text = apply(&ConditionsOntoTheirTable, plan).display_indent().to_string();
+        assert_eq!(
+            text,
+            "Filter: a.x < b.y\n  Inner Join: a.k = b.k\n    Filter: a.x > Int32(1)\n      TableScan: a\n    \
+             Filter: b.y = Int32(2)\n      TableScan: b",
+        );
     }
 
     #[test]

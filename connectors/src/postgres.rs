@@ -310,12 +310,14 @@ pub fn with_federation(builder: SessionStateBuilder) -> SessionStateBuilder {
     // Q8/Q9 with the dimensions in PostgreSQL: 20 s instead of 40 ms at scale
     // 0.1). Before federating: the conditions above a decorrelated
     // sub-query's join go down onto the chain below it, the WHERE clause's
-    // equalities become join keys, and what is left of the conditions goes
-    // back above the sub-query's join (see `join_inputs`), so that every
+    // equalities become join keys, single-table conditions go onto their
+    // table, and what is left goes back above the sub-query's join (see
+    // `join_inputs`), so that every
     // pushed join is an equi-join, in a shape the SQL unparser writes right.
-    let before: [Arc<dyn OptimizerRule + Send + Sync>; 3] = [
+    let before: [Arc<dyn OptimizerRule + Send + Sync>; 4] = [
         Arc::new(crate::join_inputs::FiltersOntoPreservedSide),
         Arc::new(EliminateCrossJoin::new()),
+        Arc::new(crate::join_inputs::ConditionsOntoTheirTable),
         Arc::new(crate::join_inputs::ResidualFiltersAboveJoin),
     ];
     let after = federation + before.len() + 1;

@@ -53,32 +53,19 @@ impl OptimizerRule for FiltersOntoPreservedSide {
     fn rewrite(&self, plan: LogicalPlan, _config: &dyn OptimizerConfig) -> Result<Transformed<LogicalPlan>> {
         let LogicalPlan::Filter(filter) = &plan else { return Ok(Transformed::no(plan)) };
         let LogicalPlan::Join(join) = filter.input.as_ref() else { return Ok(Transformed::no(plan)) };
-        let preserved_left = matches!(join.join_type, JoinType::Left | JoinType::LeftSemi | JoinType::LeftAnti);
-        let preserved_right = matches!(join.join_type, JoinType::Right | JoinType::RightSemi | JoinType::RightAnti);
-        if !preserved_left && !preserved_right {
-            return Ok(Transformed::no(plan));
-        }
-        let side = if preserved_left { &join.left } else { &join.right };
+        let Some(preserved) = preserved_side(join.join_type) else { return Ok(Transformed::no(plan)) };
+        let side = preserved.of(join);
         let (moved, kept): (Vec<Expr>, Vec<Expr>) =
             split_conjunction_owned(filter.predicate.clone()).into_iter().partition(|e| movable(e, side));
-        let Some(moved) = conjunction(moved) else { return Ok(Transformed::no(plan)) };
-        let filtered = Arc::new(LogicalPlan::Filter(Filter::try_new(moved, Arc::clone(side))?));
-        let (left, right) =
-            if preserved_left { (filtered, Arc::clone(&join.right)) } else { (Arc::clone(&join.left), filtered) };
-        let join = LogicalPlan::Join(Join::try_new(
-            left,
-            right,
-            join.on.clone(),
-            join.filter.clone(),
-            join.join_type,
-            join.join_constraint,
-            join.null_equality,
-            join.null_aware,
-        )?);
-        Ok(Transformed::yes(match conjunction(kept) {
-            Some(rest) => LogicalPlan::Filter(Filter::try_new(rest, Arc::new(join))?),
-            None => join,
-        }))
+        if moved.is_empty() {
+            return Ok(Transformed::no(plan));
+        }
+        let moved = filtered(moved, Arc::clone(side))?;
+        let join = match preserved {
+            Side::Left => with_inputs(join, moved, Arc::clone(&join.right))?,
+            Side::Right => with_inputs(join, Arc::clone(&join.left), moved)?,
+        };
+        Ok(Transformed::yes(Arc::unwrap_or_clone(filtered(kept, Arc::new(join))?)))
     }
 }
 
@@ -123,26 +110,9 @@ impl OptimizerRule for ConditionsOntoTheirTable {
         if left.is_empty() && right.is_empty() {
             return Ok(Transformed::no(plan));
         }
-        let onto = |conditions: Vec<Expr>, input: &Arc<LogicalPlan>| -> Result<Arc<LogicalPlan>> {
-            Ok(match conjunction(conditions) {
-                Some(c) => Arc::new(LogicalPlan::Filter(Filter::try_new(c, Arc::clone(input))?)),
-                None => Arc::clone(input),
-            })
-        };
-        let join = LogicalPlan::Join(Join::try_new(
-            onto(left, &join.left)?,
-            onto(right, &join.right)?,
-            join.on.clone(),
-            join.filter.clone(),
-            join.join_type,
-            join.join_constraint,
-            join.null_equality,
-            join.null_aware,
-        )?);
-        Ok(Transformed::yes(match conjunction(kept) {
-            Some(rest) => LogicalPlan::Filter(Filter::try_new(rest, Arc::new(join))?),
-            None => join,
-        }))
+        let join =
+            with_inputs(join, filtered(left, Arc::clone(&join.left))?, filtered(right, Arc::clone(&join.right))?)?;
+        Ok(Transformed::yes(Arc::unwrap_or_clone(filtered(kept, Arc::new(join))?)))
     }
 }
 
@@ -171,34 +141,66 @@ impl OptimizerRule for ResidualFiltersAboveJoin {
 
     fn rewrite(&self, plan: LogicalPlan, _config: &dyn OptimizerConfig) -> Result<Transformed<LogicalPlan>> {
         let LogicalPlan::Join(join) = &plan else { return Ok(Transformed::no(plan)) };
-        let preserved_left = matches!(join.join_type, JoinType::Left | JoinType::LeftSemi | JoinType::LeftAnti);
-        let preserved_right = matches!(join.join_type, JoinType::Right | JoinType::RightSemi | JoinType::RightAnti);
-        let side = match (preserved_left, preserved_right) {
-            (true, _) => &join.left,
-            (_, true) => &join.right,
-            _ => return Ok(Transformed::no(plan)),
-        };
-        let LogicalPlan::Filter(filter) = side.as_ref() else { return Ok(Transformed::no(plan)) };
-        if filter.predicate.exists(|e| Ok(e.is_volatile_node()))? {
+        let Some(preserved) = preserved_side(join.join_type) else { return Ok(Transformed::no(plan)) };
+        let LogicalPlan::Filter(filter) = preserved.of(join).as_ref() else { return Ok(Transformed::no(plan)) };
+        if filter.predicate.is_volatile() {
             return Ok(Transformed::no(plan));
         }
-        let (left, right) = if preserved_left {
-            (Arc::clone(&filter.input), Arc::clone(&join.right))
-        } else {
-            (Arc::clone(&join.left), Arc::clone(&filter.input))
+        let lifted = match preserved {
+            Side::Left => with_inputs(join, Arc::clone(&filter.input), Arc::clone(&join.right))?,
+            Side::Right => with_inputs(join, Arc::clone(&join.left), Arc::clone(&filter.input))?,
         };
-        let lifted = LogicalPlan::Join(Join::try_new(
-            left,
-            right,
-            join.on.clone(),
-            join.filter.clone(),
-            join.join_type,
-            join.join_constraint,
-            join.null_equality,
-            join.null_aware,
-        )?);
         Ok(Transformed::yes(LogicalPlan::Filter(Filter::try_new(filter.predicate.clone(), Arc::new(lifted))?)))
     }
+}
+
+/// The side of a join whose rows the join neither drops nor repeats because
+/// of the other side: the left of a left, semi or anti join, the right of the
+/// mirrored ones; none for inner and full joins.
+#[derive(Debug, Clone, Copy)]
+enum Side {
+    Left,
+    Right,
+}
+
+impl Side {
+    fn of(self, join: &Join) -> &Arc<LogicalPlan> {
+        match self {
+            Side::Left => &join.left,
+            Side::Right => &join.right,
+        }
+    }
+}
+
+fn preserved_side(join_type: JoinType) -> Option<Side> {
+    match join_type {
+        JoinType::Left | JoinType::LeftSemi | JoinType::LeftAnti => Some(Side::Left),
+        JoinType::Right | JoinType::RightSemi | JoinType::RightAnti => Some(Side::Right),
+        _ => None,
+    }
+}
+
+/// `join` over new inputs, with its keys, filter and type.
+fn with_inputs(join: &Join, left: Arc<LogicalPlan>, right: Arc<LogicalPlan>) -> Result<LogicalPlan> {
+    Ok(LogicalPlan::Join(Join::try_new(
+        left,
+        right,
+        join.on.clone(),
+        join.filter.clone(),
+        join.join_type,
+        join.join_constraint,
+        join.null_equality,
+        join.null_aware,
+    )?))
+}
+
+/// `input` filtered by the conjunction of `conditions`; `input` itself when
+/// there are none.
+fn filtered(conditions: Vec<Expr>, input: Arc<LogicalPlan>) -> Result<Arc<LogicalPlan>> {
+    Ok(match conjunction(conditions) {
+        Some(condition) => Arc::new(LogicalPlan::Filter(Filter::try_new(condition, input)?)),
+        None => input,
+    })
 }
 
 /// Whether `condition` may move onto `side`: it names columns, all of them

@@ -406,6 +406,16 @@ grants:
     assert!(err.is_err(), "the admin sees id 1: the same query must fail for them");
     let err = session.collect("SELECT balance FROM ops.accounts").await.unwrap_err();
     assert!(err.to_string().contains("balance"), "{err}");
+    // The shapes whose conditions are moved before federation (a FROM list
+    // under a decorrelated sub-query's semi join): conditions on the raw phone
+    // and on hidden regions still see only masked, permitted rows.
+    for (probe, expected) in [("a.phone LIKE '+33%'", 0), ("a.region = 'ASIA'", 0), ("a.region = 'EUROPE'", 100)] {
+        let sql = format!(
+            "SELECT count(*) FROM ops.accounts a, ops.accounts b WHERE a.id = b.id AND {probe} \
+             AND EXISTS (SELECT 1 FROM ops.accounts c WHERE c.id = a.id AND c.phone IS NOT NULL)"
+        );
+        assert_eq!(scalar_i64_as(&session, &sql).await, expected, "{sql}");
+    }
     // Plans: every form that prints statistics or metrics is refused; the
     // plain one shows no hidden row's value.
     for sql in [
@@ -668,6 +678,12 @@ async fn a_large_table_is_read_in_block_ranges_under_one_snapshot() {
 
 /// How many backends of database `db` (other than the one asking) are
 /// executing a statement that mentions `table`.
+/// The single integer a query returns, run in `session`.
+async fn scalar_i64_as(session: &agora_engine::Session, sql: &str) -> i64 {
+    let batches = session.collect(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    arrow::array::cast::as_primitive_array::<arrow::datatypes::Int64Type>(batches[0].column(0)).value(0)
+}
+
 fn running_in_postgres(db: &str, table: &str) -> String {
     psql(
         db,

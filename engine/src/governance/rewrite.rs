@@ -18,7 +18,7 @@
 //! A [`GovernedTable`] refuses to be scanned directly: a path that skipped the
 //! rewrite fails instead of returning raw data.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -44,7 +44,7 @@ use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::execution_plan::CardinalityEffect;
 use datafusion::physical_plan::filter_pushdown::{
-    ChildPushdownResult, FilterDescription, FilterPushdownPhase, FilterPushdownPropagation,
+    ChildFilterDescription, ChildPushdownResult, FilterDescription, FilterPushdownPhase, FilterPushdownPropagation,
 };
 use datafusion::physical_plan::{
     ChildStats, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream, Statistics,
@@ -569,8 +569,12 @@ impl ExecutionPlan for PolicyBarrierExec {
 
     /// Before optimisation-time filters (a query's own predicates) nothing
     /// passes; afterwards only the dynamic filters operators derive at run time
-    /// (join and top-k bounds) arrive, and those cannot fail, so they may prune
-    /// the scan below.
+    /// (join keys and top-k bounds) arrive, and those cannot fail, so they may
+    /// prune the scan below (and reach PostgreSQL as join keys) — but only on
+    /// unmasked columns: above the barrier a masked column is its mask, so a
+    /// filter on it arrives as an expression of the mask over the raw value,
+    /// which below the barrier would run on the rows the row filter hides,
+    /// where a mask that can fail would reveal them by its error.
     fn gather_filters_for_pushdown(
         &self,
         phase: FilterPushdownPhase,
@@ -579,7 +583,15 @@ impl ExecutionPlan for PolicyBarrierExec {
     ) -> Result<FilterDescription> {
         match phase {
             FilterPushdownPhase::Pre => Ok(FilterDescription::all_unsupported(&parent_filters, &self.children())),
-            FilterPushdownPhase::Post => FilterDescription::from_children(parent_filters, &self.children()),
+            FilterPushdownPhase::Post => {
+                let schema = self.input.schema();
+                let unmasked: HashSet<usize> = (0..schema.fields().len())
+                    .filter(|i| !self.policy.masks.iter().any(|(column, _, _)| schema.field(*i).name() == column))
+                    .collect();
+                let child =
+                    ChildFilterDescription::from_child_with_allowed_indices(&parent_filters, unmasked, &self.input)?;
+                Ok(FilterDescription::new().with_child(child))
+            }
         }
     }
 
@@ -628,23 +640,29 @@ mod tests {
         assert!(is_leakproof(&datafusion::logical_expr::cast(col("a"), DataType::Utf8).eq(lit("1"))));
     }
 
-    #[test]
-    fn the_barrier_reports_masked_columns_statistics_as_unknown() {
+    /// The barrier of a product (`id`, `phone`) whose `phone` is masked and
+    /// whose rows are filtered.
+    fn masked_phone_barrier() -> PolicyBarrierExec {
         use arrow::datatypes::{Field, Schema};
-        use datafusion::common::stats::Precision;
-        use datafusion::common::{ColumnStatistics, ScalarValue, Statistics};
         let schema = Arc::new(Schema::new(vec![
             Field::new("id", DataType::Int64, false),
             Field::new("phone", DataType::Utf8, false),
         ]));
         let policy = AppliedPolicy {
             product: "crm.customer".into(),
-            row_filter: None,
+            row_filter: Some("region = 'EUROPE'".into()),
             filter_policies: vec![],
             masks: vec![("phone".into(), "last_n(4)".into(), "contact-last-4".into())],
         };
-        let input = Arc::new(datafusion::physical_plan::empty::EmptyExec::new(Arc::clone(&schema)));
-        let barrier = PolicyBarrierExec::new(input, Arc::new(policy));
+        let input = Arc::new(datafusion::physical_plan::empty::EmptyExec::new(schema));
+        PolicyBarrierExec::new(input, Arc::new(policy))
+    }
+
+    #[test]
+    fn the_barrier_reports_masked_columns_statistics_as_unknown() {
+        use datafusion::common::stats::Precision;
+        use datafusion::common::{ColumnStatistics, ScalarValue, Statistics};
+        let barrier = masked_phone_barrier();
         let known = |min: ScalarValue, max: ScalarValue| ColumnStatistics {
             min_value: Precision::Exact(min),
             max_value: Precision::Exact(max),
@@ -662,5 +680,32 @@ mod tests {
         assert_eq!(seen.num_rows, Precision::Exact(100), "row estimates still guide the optimiser");
         assert_eq!(seen.column_statistics[0], raw.column_statistics[0]);
         assert_eq!(seen.column_statistics[1], ColumnStatistics::new_unknown(), "the raw phone numbers stay below");
+    }
+
+    #[test]
+    fn run_time_filters_cross_the_barrier_only_on_unmasked_columns() {
+        use datafusion::physical_expr::expressions::{BinaryExpr, Column as ColumnExpr, DynamicFilterPhysicalExpr};
+        use datafusion::physical_plan::filter_pushdown::PushedDown;
+        let barrier = masked_phone_barrier();
+        let column = |name: &str, index| Arc::new(ColumnExpr::new(name, index)) as Arc<dyn PhysicalExpr>;
+        let dynamic = |on: Arc<dyn PhysicalExpr>| {
+            Arc::new(DynamicFilterPhysicalExpr::new(vec![on], datafusion::physical_expr::expressions::lit(true)))
+                as Arc<dyn PhysicalExpr>
+        };
+        // A join on `id`, one on `phone` (arriving as the mask's expression
+        // over the raw column, here `phone || phone`), and a top-k bound on
+        // `phone`.
+        let on_mask = Arc::new(BinaryExpr::new(column("phone", 1), Operator::StringConcat, column("phone", 1)));
+        let filters = vec![dynamic(column("id", 0)), dynamic(on_mask), dynamic(column("phone", 1))];
+        let config = ConfigOptions::default();
+        let pushed = |phase| {
+            let description = barrier.gather_filters_for_pushdown(phase, filters.clone(), &config).unwrap();
+            description.parent_filters()[0]
+                .iter()
+                .map(|f| matches!(f.discriminant, PushedDown::Yes))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(pushed(FilterPushdownPhase::Post), vec![true, false, false]);
+        assert_eq!(pushed(FilterPushdownPhase::Pre), vec![false, false, false]);
     }
 }

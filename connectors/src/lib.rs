@@ -17,6 +17,7 @@ mod observed_store;
 mod parquet;
 mod postgres;
 mod postgres_cancel;
+mod postgres_keys;
 mod postgres_metrics;
 mod postgres_ranges;
 mod postgres_sql;

@@ -314,6 +314,10 @@ pub fn with_federation(builder: SessionStateBuilder) -> SessionStateBuilder {
     // table, and what is left goes back above the sub-query's join (see
     // `join_inputs`), so that every
     // pushed join is an equi-join, in a shape the SQL unparser writes right.
+    // (Pruning columns here too, with DataFusion's OptimizeProjections, was
+    // tried: the projections it puts between joins are unparsed into
+    // statements PostgreSQL rejects, e.g. TPC-H Q2 on W3 "invalid reference
+    // to FROM-clause entry for table region".)
     let before: [Arc<dyn OptimizerRule + Send + Sync>; 4] = [
         Arc::new(crate::join_inputs::FiltersOntoPreservedSide),
         Arc::new(EliminateCrossJoin::new()),

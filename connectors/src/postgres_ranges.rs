@@ -43,7 +43,9 @@ use tokio_postgres::types::ToSql;
 const MIN_BLOCKS: i64 = 8192;
 
 /// A federated SQL executor that reads large single-table scans in parallel
-/// block ranges and hands everything else to `inner`.
+/// block ranges, narrows statements by the keys of the join they feed, and
+/// hands everything else to `inner`.
+#[derive(Clone)]
 pub(crate) struct RangeReadExecutor {
     inner: Arc<dyn SQLExecutor>,
     pool: Arc<CancellingPool>,
@@ -97,22 +99,32 @@ impl SQLExecutor for RangeReadExecutor {
         }))
     }
 
+    /// With run-time filters (a join's keys, see `postgres_keys`), the
+    /// statement is chosen when its stream is first polled: only then do the
+    /// filters hold the keys.
     fn execute(
         &self,
         query: &str,
         schema: SchemaRef,
         filters: &[Arc<dyn PhysicalExpr>],
     ) -> Result<SendableRecordBatchStream> {
-        if let Some(rounded) = crate::postgres_sql::round_decimals(query, &schema) {
-            return self.inner.execute(&rounded, schema, filters);
+        let query = crate::postgres_sql::round_decimals(query, &schema).unwrap_or_else(|| query.to_string());
+        if filters.is_empty() {
+            return self.execute_statement(query, schema);
         }
-        let Some(scan) = (self.partitions > 1).then(|| PlainScan::parse(query)).flatten() else {
-            return self.inner.execute(query, schema, filters);
-        };
-        let pool = Arc::clone(&self.pool);
-        let (partitions, name, output) = (self.partitions, self.name.clone(), Arc::clone(&schema));
-        let stream =
-            futures::stream::once(async move { read_ranges(pool, scan, partitions, output, name).await }).try_flatten();
+        let (this, filters, output) = (self.clone(), filters.to_vec(), Arc::clone(&schema));
+        let stream = futures::stream::once(async move {
+            match crate::postgres_keys::narrowed(&query, &output, &filters) {
+                Some(narrowed) => {
+                    tracing::debug!(connection = %this.name, "join keys sent to PostgreSQL");
+                    metrics::counter!("agora_postgres_join_key_statements_total", "domain" => this.name.clone())
+                        .increment(1);
+                    this.inner.execute(&narrowed, output, &[])
+                }
+                None => this.execute_statement(query, output),
+            }
+        })
+        .try_flatten();
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
     }
 
@@ -130,6 +142,21 @@ impl SQLExecutor for RangeReadExecutor {
 
     fn metrics(&self) -> Option<MetricsSet> {
         self.inner.metrics()
+    }
+}
+
+impl RangeReadExecutor {
+    /// `query` as one statement, or as parallel block ranges when it is a
+    /// large table's plain scan.
+    fn execute_statement(&self, query: String, schema: SchemaRef) -> Result<SendableRecordBatchStream> {
+        let Some(scan) = (self.partitions > 1).then(|| PlainScan::parse(&query)).flatten() else {
+            return self.inner.execute(&query, schema, &[]);
+        };
+        let pool = Arc::clone(&self.pool);
+        let (partitions, name, output) = (self.partitions, self.name.clone(), Arc::clone(&schema));
+        let stream =
+            futures::stream::once(async move { read_ranges(pool, scan, partitions, output, name).await }).try_flatten();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
     }
 }
 

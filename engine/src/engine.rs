@@ -896,6 +896,37 @@ impl Session {
         Some(ProductRemarks { description: entry.config.description.clone(), columns })
     }
 
+    /// The primary key of a product as its contract declares it
+    /// (`primaryKey`, in `primaryKeyPosition` order), for catalog browsers
+    /// (Flight SQL GetPrimaryKeys; Power BI relates tables by it). Empty for
+    /// a product the principal may not see or that declares no key, and when
+    /// any key column is one the principal may not read (a partial key would
+    /// mislead, and the name of a hidden column is not shown).
+    pub async fn primary_key(&self, product: &ProductRef) -> Vec<String> {
+        if product.domain == "system" || !self.viewer.may_see(product) {
+            return Vec::new();
+        }
+        let Some(entry) = self.engine.inner.catalog.product(product) else { return Vec::new() };
+        let mut key: Vec<(i64, usize, String)> = entry
+            .config
+            .contract
+            .iter()
+            .flat_map(|c| c.columns.iter())
+            .enumerate()
+            .filter(|(_, c)| c.primary_key)
+            .map(|(i, c)| (c.primary_key_position.unwrap_or(i64::MAX), i, c.name.clone()))
+            .collect();
+        if key.is_empty() {
+            return Vec::new();
+        }
+        key.sort();
+        let Ok(schema) = self.product_schema(product).await else { return Vec::new() };
+        if key.iter().any(|(_, _, name)| schema.field_with_name(name).is_err()) {
+            return Vec::new();
+        }
+        key.into_iter().map(|(_, _, name)| name).collect()
+    }
+
     fn catalog(&self) -> SessionCatalog {
         SessionCatalog { mesh: Arc::clone(&self.engine.inner.catalog), viewer: self.viewer.clone() }
     }

@@ -2,6 +2,7 @@
 //! and the demo mesh generator used by `agora demo`.
 
 mod auth;
+mod cancel;
 pub mod demo;
 mod flight_service;
 mod listener;

@@ -18,15 +18,16 @@ use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
-    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult,
-    CommandGetCatalogs, CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys,
+    ActionCancelQueryRequest, ActionCancelQueryResult, ActionClosePreparedStatementRequest,
+    ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, CommandGetCatalogs,
+    CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys,
     CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandGetXdbcTypeInfo,
     CommandPreparedStatementQuery, CommandPreparedStatementUpdate, CommandStatementQuery, CommandStatementUpdate,
     DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{
-    Action, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage,
-    SchemaAsIpc, Ticket,
+    Action, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, FlightData, FlightDescriptor,
+    FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage, SchemaAsIpc, Ticket,
 };
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
@@ -34,6 +35,7 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{Credentials, credentials, recorded, rpc_event, unauthenticated};
+use crate::cancel::RunningTickets;
 use crate::metadata::{SQL_INFO, XDBC_TYPES, foreign_keys_schema, primary_keys_schema, table_schema_with_metadata};
 use crate::pattern::NamePattern;
 use crate::prepared::{
@@ -50,6 +52,8 @@ pub struct AgoraFlightSqlService {
     types: TypePolicy,
     prepared: PreparedStore,
     tickets: TicketSigner,
+    /// The tickets DoGet is streaming, for cancels by FlightInfo.
+    running: Arc<RunningTickets>,
     /// Password checks running at once: argon2 costs tens of milliseconds of
     /// CPU each, so a flood of logins queues here instead of taking every core.
     logins: Arc<tokio::sync::Semaphore>,
@@ -66,6 +70,7 @@ impl AgoraFlightSqlService {
             types,
             prepared: PreparedStore::new(StoreLimits::default()),
             tickets: TicketSigner::new()?,
+            running: Arc::default(),
             logins: Arc::new(tokio::sync::Semaphore::new(cores.div_ceil(2).max(1))),
         })
     }
@@ -147,6 +152,34 @@ impl AgoraFlightSqlService {
         self.session(request).record_request(action).await.map_err(status)
     }
 
+    /// Cancels the queries streaming under `info`'s tickets through `CALL
+    /// cancel_query` as the requesting principal (see [`crate::cancel`]).
+    async fn cancel_flight_info(
+        &self,
+        request: &Request<Action>,
+        action: &str,
+        info: FlightInfo,
+    ) -> Result<(), Status> {
+        self.audited(request, action).await?;
+        let ids: Vec<String> = info
+            .endpoint
+            .iter()
+            .filter_map(|e| e.ticket.as_ref())
+            .flat_map(|t| self.running.running(&t.ticket))
+            .collect();
+        let session = self.session(request);
+        let mut cancelled = false;
+        for id in ids {
+            // The id is one the engine made (a UUID), never client text.
+            match session.collect(&format!("CALL cancel_query('{id}')")).await {
+                Ok(_) => cancelled = true,
+                Err(EngineError::NotFound(_)) => {}
+                Err(e) => return Err(status(e)),
+            }
+        }
+        if cancelled { Ok(()) } else { Err(crate::cancel::nothing_running()) }
+    }
+
     /// Plans `handle`'s SQL and binds its parameters, if any.
     async fn plan(&self, session: &Session, handle: &Statement) -> Result<Query, Status> {
         let query = session.query(&handle.sql).await.map_err(status)?;
@@ -181,16 +214,24 @@ impl AgoraFlightSqlService {
         }
     }
 
-    /// Plans and streams `handle` as Flight data. The engine follows the
-    /// query to its end (history, log line, metrics), also when the client
-    /// goes away.
-    async fn stream(&self, session: Session, handle: &Statement) -> Result<Response<DoGetStream>, Status> {
+    /// Plans and streams `handle` as Flight data for the DoGet of `ticket`,
+    /// which stays registered as running (for CancelFlightInfo) until the
+    /// stream ends. The engine follows the query to its end (history, log
+    /// line, metrics), also when the client goes away.
+    async fn stream(
+        &self,
+        session: Session,
+        handle: &Statement,
+        ticket: &[u8],
+    ) -> Result<Response<DoGetStream>, Status> {
         let query = self.plan(&session, handle).await?;
+        let running = self.running.register(ticket, query.id());
         let batches = query.stream().await.map_err(status)?;
         let target = self.types.schema(&batches.schema());
         let types = self.types;
         let converted_target = Arc::clone(&target);
         let batches = batches.map(move |batch| {
+            let _running = &running;
             let batch = batch.map_err(|e| FlightError::Tonic(Box::new(status(EngineError::from(e)))))?;
             types.batch(batch, &converted_target).map_err(FlightError::Arrow)
         });
@@ -502,7 +543,7 @@ impl FlightSqlService for AgoraFlightSqlService {
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let session = self.session(&request);
         let sql = self.tickets.open(&session.principal().user, &ticket.statement_handle)?;
-        self.stream(session, &Statement::adhoc(sql, None)).await
+        self.stream(session, &Statement::adhoc(sql, None), &request.get_ref().ticket).await
     }
 
     async fn get_flight_info_prepared_statement(
@@ -534,7 +575,7 @@ impl FlightSqlService for AgoraFlightSqlService {
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let session = self.session(&request);
         let handle = self.prepared.get(&session.principal().user, &query.prepared_statement_handle)?;
-        self.stream(session, &handle).await
+        self.stream(session, &handle, &request.get_ref().ticket).await
     }
 
     async fn do_action_create_prepared_statement(
@@ -623,11 +664,45 @@ impl FlightSqlService for AgoraFlightSqlService {
         Err(read_only())
     }
 
+    /// `CancelFlightInfo` (a Flight action arrow-flight does not dispatch);
+    /// any other unknown action is refused by name.
     async fn do_action_fallback(
         &self,
         request: Request<Action>,
     ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
-        Err(Status::unimplemented(format!("action {} is not supported", clipped(&request.get_ref().r#type))))
+        if request.get_ref().r#type != "CancelFlightInfo" {
+            return Err(Status::unimplemented(format!(
+                "action {} is not supported",
+                clipped(&request.get_ref().r#type)
+            )));
+        }
+        let info = CancelFlightInfoRequest::decode(request.get_ref().body.clone())
+            .ok()
+            .and_then(|r| r.info)
+            .ok_or_else(|| {
+                Status::invalid_argument(
+                    "CancelFlightInfo: the body is not a CancelFlightInfoRequest with a FlightInfo",
+                )
+            })?;
+        self.cancel_flight_info(&request, "CancelFlightInfo", info).await?;
+        let body = CancelFlightInfoResult::new(CancelStatus::Cancelled).encode_to_vec();
+        let result = arrow_flight::Result { body: body.into() };
+        Ok(Response::new(Box::pin(futures::stream::once(async move { Ok(result) }))))
+    }
+
+    /// Flight SQL's older form of CancelFlightInfo (the FlightInfo serialized
+    /// in `info`).
+    async fn do_action_cancel_query(
+        &self,
+        query: ActionCancelQueryRequest,
+        request: Request<Action>,
+    ) -> Result<ActionCancelQueryResult, Status> {
+        let info = FlightInfo::decode(query.info)
+            .map_err(|_| Status::invalid_argument("CancelQuery: `info` is not a serialized FlightInfo"))?;
+        self.cancel_flight_info(&request, "CancelQuery", info).await?;
+        // Its CancelResult numbers the outcomes as CancelStatus does
+        // (CANCELLED = 1); arrow-flight does not export that enum.
+        Ok(ActionCancelQueryResult { result: CancelStatus::Cancelled as i32 })
     }
 
     async fn do_get_fallback(
@@ -806,14 +881,45 @@ impl FlightSqlService for AgoraFlightSqlService {
         )?))
     }
 
+    /// The keys products' contracts declare, for the products the principal
+    /// may see (see [`Session::primary_key`]): `table` names a product, in
+    /// `db_schema` (a domain) when given, else in every domain.
     async fn do_get_primary_keys(
         &self,
-        _query: CommandGetPrimaryKeys,
+        query: CommandGetPrimaryKeys,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         self.audited(&request, "DoGet GetPrimaryKeys").await?;
+        let session = self.session(&request);
         let schema = primary_keys_schema();
-        Ok(self.batch_stream(Arc::clone(&schema), RecordBatch::new_empty(schema)))
+        let mut rows: Vec<(String, String, String, i32)> = Vec::new();
+        if query.catalog.as_deref().is_none_or(|c| c == CATALOG) {
+            for domain in session.schemas() {
+                if query.db_schema.as_deref().is_some_and(|s| s != domain)
+                    || !session.products(&domain).contains(&query.table)
+                {
+                    continue;
+                }
+                let key = session.primary_key(&ProductRef::new(&domain, &query.table)).await;
+                for (position, column) in (1..).zip(key) {
+                    rows.push((domain.clone(), query.table.clone(), column, position));
+                }
+            }
+        }
+        let text = |values: Vec<Option<String>>| Arc::new(arrow::array::StringArray::from(values)) as _;
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                text(rows.iter().map(|_| Some(CATALOG.to_string())).collect()),
+                text(rows.iter().map(|r| Some(r.0.clone())).collect()),
+                text(rows.iter().map(|r| Some(r.1.clone())).collect()),
+                text(rows.iter().map(|r| Some(r.2.clone())).collect()),
+                text(rows.iter().map(|r| Some(format!("{}_pkey", r.1))).collect()),
+                Arc::new(arrow::array::Int32Array::from(rows.iter().map(|r| r.3).collect::<Vec<_>>())),
+            ],
+        )
+        .map_err(|e| Status::internal(format!("cannot build the primary keys: {e}")))?;
+        Ok(self.batch_stream(schema, batch))
     }
 
     async fn get_flight_info_exported_keys(

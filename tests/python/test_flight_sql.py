@@ -322,3 +322,36 @@ def test_catalog_browsers_see_system_tables_and_column_descriptions(server):
         info = analyst.client.get_flight_info(flight.FlightDescriptor.for_command(pb_any("CommandGetTables", b"")), lower)
         listed = analyst.client.do_get(info.endpoints[0].ticket, lower).read_all().to_pylist()
         assert {t["table_type"] for t in listed} == {"table", "system table"}
+
+
+def test_primary_keys_come_from_the_products_contracts(server):
+    """GetPrimaryKeys (Power BI and JDBC tools relate tables by it) answers
+    with the key each product's contract declares, in key order, for the
+    products the principal may see."""
+    from conftest import FlightSession, pb_any, pb_bytes
+
+    def keys(user, table, schema=None, catalog=None):
+        command = b""
+        if catalog is not None:
+            command += pb_bytes(1, catalog)
+        if schema is not None:
+            command += pb_bytes(2, schema)
+        command += pb_bytes(3, table)
+        with FlightSession(server, user) as session:
+            rows = session.command(pb_any("CommandGetPrimaryKeys", command)).to_pylist()
+        return [(r["catalog_name"], r["db_schema_name"], r["table_name"], r["column_name"], r["key_sequence"])
+                for r in rows]
+
+    assert keys(ADMIN, "nation", "customers") == [("mesh", "customers", "nation", "n_nationkey", 1)]
+    # A composite key, in primaryKeyPosition order; found without a schema too.
+    lineitem = [("mesh", "sales", "lineitem", "l_orderkey", 1), ("mesh", "sales", "lineitem", "l_linenumber", 2)]
+    assert keys(ANALYST, "lineitem", "sales") == lineitem
+    assert keys(ANALYST, "lineitem") == lineitem
+    assert keys(ANALYST, "lineitem", catalog="mesh") == lineitem
+    # The analyst reads customer keys as tokens, but reads them: the key is shown.
+    assert keys(ANALYST, "customer", "customers") == [("mesh", "customers", "customer", "c_custkey", 1)]
+    # Wrong schema, catalog or table, and the engine's own tables: no key.
+    assert keys(ADMIN, "lineitem", "customers") == []
+    assert keys(ADMIN, "lineitem", catalog="other") == []
+    assert keys(ADMIN, "no_such_product", "sales") == []
+    assert keys(ADMIN, "queries", "system") == []

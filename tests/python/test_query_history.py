@@ -11,6 +11,7 @@ import subprocess
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -138,6 +139,82 @@ def test_a_running_query_is_listed_then_cancelled_by_its_owner_and_not_by_anothe
     with FlightSession(server, ANALYST) as analyst:
         assert refusal(lambda: analyst.query(f"CALL cancel_query('{query_id}')"))[0] == "NOT_FOUND"
         assert analyst.query("SELECT 1 AS one").to_pylist() == [{"one": 1}]
+
+
+STREAMING_CLIENT = r"""
+import base64, sys
+sys.path.insert(0, sys.argv[1])
+from conftest import FlightSession, statement_command
+with FlightSession({"uri": sys.argv[2]}, (sys.argv[3], sys.argv[4])) as session:
+    info = session.info(statement_command(sys.argv[5]))
+    print(base64.b64encode(info.serialize()).decode(), flush=True)
+    try:
+        session.fetch(info.endpoints[0].ticket, timeout=300)
+    except BaseException as error:  # pyarrow raises a CANCELLED stream as KeyboardInterrupt
+        print(type(error).__name__, error, file=sys.stderr)
+        sys.exit(3)
+"""
+
+
+def cancel_flight_info(session, info, action="CancelFlightInfo"):
+    """The action's result status (CancelFlightInfo: the CancelStatus; the
+    older CancelQuery: its CancelResult), sent with pyarrow's raw do_action."""
+    from conftest import pb_any, pb_bytes
+
+    if action == "CancelFlightInfo":
+        body = pb_bytes(1, info)  # CancelFlightInfoRequest { FlightInfo info = 1 }
+    else:  # a Flight SQL action: ActionCancelQueryRequest { bytes info = 1 } in an Any
+        body = pb_any("ActionCancelQueryRequest", pb_bytes(1, info))
+    results = list(session.client.do_action(session.flight.Action(action, body), session.options()))
+    assert len(results) == 1
+    data = results[0].body.to_pybytes()
+    if action == "CancelQuery":  # Any { string type_url = 1; bytes value = 2 }
+        assert data[0] == 0x0A and data[2 + data[1]] == 0x12, data
+        data = data[4 + data[1]:]
+    assert data[:1] == b"\x08", data  # field 1, the status
+    return data[1]
+
+
+@pytest.mark.parametrize("action", ["CancelFlightInfo", "CancelQuery"])
+def test_a_query_is_cancelled_by_its_flight_info_only_by_its_owner(history_server, action):
+    """JDBC's Statement.cancel() and other drivers cancel with the FlightInfo
+    the query came from. Another principal holding the same FlightInfo gets
+    the NOT_FOUND a finished or never-read one gets, and the query runs on."""
+    import base64
+    import sys
+
+    server = history_server
+    marker = uuid.uuid4().hex[:12]
+    reader = subprocess.Popen(
+        [sys.executable, "-c", STREAMING_CLIENT, str(Path(__file__).parent), server["uri"], *ANALYST, expensive(marker)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        info = base64.b64decode(reader.stdout.readline())
+        assert info, reader.stderr.read()
+        mine = f"sql LIKE '%{marker}%'"
+        wait_for(lambda: [q for q in queries(server, ANALYST, mine) if q["state"] == "running"],
+                 what="the running query")
+        with FlightSession(server, MALLORY) as mallory:
+            code, message = refusal(lambda: cancel_flight_info(mallory, info, action))
+        assert code == "NOT_FOUND", message
+        time.sleep(0.5)
+        assert reader.poll() is None, "mallory's cancel stopped the query"
+        with FlightSession(server, ANALYST) as analyst:
+            assert cancel_flight_info(analyst, info, action) == 1  # CANCELLED
+            assert reader.wait(30) == 3, reader.stderr.read()  # the stream ended with an error
+            (row,) = queries(server, ANALYST, mine)
+            assert row["state"] == "cancelled" and "cancelled by analyst" in row["error"], row
+            # Nothing runs under it any more.
+            code, message_2 = refusal(lambda: cancel_flight_info(analyst, info, action))
+            assert code == "NOT_FOUND" and message_2 == message, (message, message_2)
+            # A body that is not a FlightInfo is refused, and the server answers.
+            code, _ = refusal(lambda: cancel_flight_info(analyst, b"\xff\xff not protobuf", action))
+            assert code == "INVALID_ARGUMENT"
+            assert analyst.query("SELECT 1 AS one").to_pylist() == [{"one": 1}]
+    finally:
+        reader.kill()
+        reader.wait(30)
 
 
 def test_an_admin_cancels_anyones_query(history_server):

@@ -90,6 +90,8 @@ pub struct ContractColumn {
     pub unique: bool,
     /// `primaryKey`.
     pub primary_key: bool,
+    /// `primaryKeyPosition`: the column's place in a composite key (1-based).
+    pub primary_key_position: Option<i64>,
     /// `classification`, e.g. public, internal, confidential, restricted.
     pub classification: Option<String>,
     /// `tags`, e.g. `pii`.

@@ -373,6 +373,7 @@ impl Walker {
                 required: self.boolean(m, "required", &p),
                 unique: self.boolean(m, "unique", &p),
                 primary_key: self.boolean(m, "primaryKey", &p),
+                primary_key_position: m.get("primaryKeyPosition").and_then(Value::as_i64),
                 classification: self.string(m, "classification", &p, false),
                 tags: self.strings(m, "tags", &p),
             };

@@ -159,7 +159,10 @@ async fn metadata_commands_describe_the_mesh() {
     let (schema, batches) = fetch(&mut client, info).await;
     assert_eq!(schema.fields().len(), 6);
     assert_eq!(schema.field(5).data_type(), &DataType::Int32);
-    assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 0);
+    // The key sales.orders' contract declares.
+    assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 1);
+    let column: Vec<&str> = batches[0].column(3).as_string::<i32>().iter().flatten().collect();
+    assert_eq!(column, ["o_orderkey"]);
 }
 
 #[tokio::test]

@@ -232,6 +232,8 @@ def test_the_image_builds_runs_unprivileged_and_serves_the_demo_in_a_container(a
     finally:
         docker("rm", "-f", "-v", name, check=False)
         docker("rmi", "-f", tag, check=False)
+        # The build's untagged layers, so that runs do not pile images up.
+        docker("image", "prune", "-f", check=False)
 
 
 def test_the_compose_file_starts_agora_after_postgresql_and_s3_with_the_demo_on_them(agora_bin, tmp_path,

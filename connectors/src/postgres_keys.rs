@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::Schema;
 use datafusion::common::{Column, ScalarValue};
-use datafusion::logical_expr::{Expr, Operator, binary_expr};
+use datafusion::logical_expr::{Expr, Operator, binary_expr, lit};
 use datafusion::physical_expr::expressions::{
     BinaryExpr, CaseExpr, Column as ColumnExpr, DynamicFilterPhysicalExpr, InListExpr, Literal,
 };
@@ -120,13 +120,11 @@ fn translate(expr: &Arc<dyn PhysicalExpr>, schema: &Schema, with_lists: bool) ->
         {
             branches.push(translate(otherwise, schema, with_lists)?);
         }
-        return Some(
-            branches.into_iter().reduce(Expr::or).unwrap_or(Expr::Literal(ScalarValue::Boolean(Some(false)), None)),
-        );
+        return Some(branches.into_iter().reduce(Expr::or).unwrap_or(lit(false)));
     }
     // No rows at all (an empty build side).
     if constant_bool(expr) == Some(false) {
-        return Some(Expr::Literal(ScalarValue::Boolean(Some(false)), None));
+        return Some(lit(false));
     }
     None
 }

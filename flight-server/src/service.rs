@@ -892,30 +892,29 @@ impl FlightSqlService for AgoraFlightSqlService {
         self.audited(&request, "DoGet GetPrimaryKeys").await?;
         let session = self.session(&request);
         let schema = primary_keys_schema();
-        let mut rows: Vec<(String, String, String, i32)> = Vec::new();
+        // (domain, column, position in the key); an unknown or hidden
+        // product has no key (`Session::primary_key`).
+        let mut rows: Vec<(String, String, i32)> = Vec::new();
         if query.catalog.as_deref().is_none_or(|c| c == CATALOG) {
             for domain in session.schemas() {
-                if query.db_schema.as_deref().is_some_and(|s| s != domain)
-                    || !session.products(&domain).contains(&query.table)
-                {
+                if query.db_schema.as_deref().is_some_and(|s| s != domain) {
                     continue;
                 }
                 let key = session.primary_key(&ProductRef::new(&domain, &query.table)).await;
-                for (position, column) in (1..).zip(key) {
-                    rows.push((domain.clone(), query.table.clone(), column, position));
-                }
+                rows.extend((1..).zip(key).map(|(position, column)| (domain.clone(), column, position)));
             }
         }
-        let text = |values: Vec<Option<String>>| Arc::new(arrow::array::StringArray::from(values)) as _;
+        let text = |values: Vec<String>| Arc::new(arrow::array::StringArray::from(values)) as arrow::array::ArrayRef;
+        let each = |value: String| vec![value; rows.len()];
         let batch = RecordBatch::try_new(
             Arc::clone(&schema),
             vec![
-                text(rows.iter().map(|_| Some(CATALOG.to_string())).collect()),
-                text(rows.iter().map(|r| Some(r.0.clone())).collect()),
-                text(rows.iter().map(|r| Some(r.1.clone())).collect()),
-                text(rows.iter().map(|r| Some(r.2.clone())).collect()),
-                text(rows.iter().map(|r| Some(format!("{}_pkey", r.1))).collect()),
-                Arc::new(arrow::array::Int32Array::from(rows.iter().map(|r| r.3).collect::<Vec<_>>())),
+                text(each(CATALOG.to_string())),
+                text(rows.iter().map(|r| r.0.clone()).collect()),
+                text(each(query.table.clone())),
+                text(rows.iter().map(|r| r.1.clone()).collect()),
+                text(each(format!("{}_pkey", query.table))),
+                Arc::new(arrow::array::Int32Array::from(rows.iter().map(|r| r.2).collect::<Vec<_>>())),
             ],
         )
         .map_err(|e| Status::internal(format!("cannot build the primary keys: {e}")))?;

@@ -608,3 +608,27 @@ async fn the_query_history_shows_each_principal_its_own_and_cancel_stops_a_query
     let info = g.engine.queries().into_iter().find(|q| q.query_id == id).unwrap();
     assert_eq!((info.protocol.as_str(), info.products.clone()), ("embedded", vec!["sales.orders".to_string()]));
 }
+
+#[tokio::test]
+async fn primary_keys_show_only_for_products_and_columns_the_principal_may_read() {
+    use agora_engine::ProductRef;
+    let g = governed();
+    let key = |who: Principal, domain: &'static str, product: &'static str| {
+        let session = g.engine.session_as(who);
+        async move { session.primary_key(&ProductRef::new(domain, product)).await }
+    };
+    // Keys from the contracts beside the demo data.
+    assert_eq!(key(admin(), "customers", "customer").await, ["c_custkey"]);
+    assert_eq!(key(admin(), "customers", "region").await, ["r_regionkey"]);
+    // Ann reads customer keys (as tokens) and orders, but not region at all.
+    assert_eq!(key(ann(), "customers", "customer").await, ["c_custkey"]);
+    assert_eq!(key(ann(), "sales", "orders").await, ["o_orderkey"]);
+    assert!(key(ann(), "customers", "region").await.is_empty(), "a hidden product's key was shown");
+    assert!(key(ann(), "customers", "no_such").await.is_empty());
+    // A key column the principal may not read hides the whole key.
+    let hidden = governed_with(GLOBAL, &CUSTOMERS.replace("[c_acctbal]", "[c_acctbal, c_custkey]")).unwrap();
+    let session = hidden.engine.session_as(ann());
+    assert!(session.primary_key(&ProductRef::new("customers", "customer")).await.is_empty());
+    let session = hidden.engine.session_as(admin());
+    assert_eq!(session.primary_key(&ProductRef::new("customers", "customer")).await, ["c_custkey"]);
+}

@@ -389,7 +389,7 @@ impl Engine {
         ctx.register_catalog(CATALOG, Arc::new(catalog));
         let context = SystemContext { mesh: Arc::clone(&self.inner.catalog), viewer: viewer.clone() };
         ctx.register_udtf("search_products", Arc::new(SearchFunction { context }));
-        Session { ctx, engine: self.clone(), viewer, origin: Origin::default() }
+        Session { ctx, engine: self.clone(), viewer, origin: Origin::default(), default_schema: None }
     }
 
     /// The schema of one product, opening it if needed.
@@ -637,6 +637,9 @@ pub struct Session {
     viewer: Viewer,
     /// Where the session's queries come from, for their contexts.
     origin: Origin,
+    /// The schema unqualified product names resolve in, when one was chosen
+    /// (see [`Session::with_default_schema`]).
+    default_schema: Option<Arc<str>>,
 }
 
 /// A planned query: its result schema is known before it runs.
@@ -854,6 +857,31 @@ impl Session {
         self
     }
 
+    /// Makes `schema` the one unqualified product names resolve in, as a
+    /// Flight SQL session's `schema` option or JDBC's `schema` property ask:
+    /// `SELECT * FROM nation` then reads `customers.nation`. Without it a
+    /// bare name is refused with a hint, so that a query never silently
+    /// reads another domain's product of the same name. Only a schema the
+    /// principal may see can be chosen (see [`Session::schemas`]); the
+    /// error for any other is the same whether or not it exists.
+    pub fn with_default_schema(mut self, schema: &str) -> Result<Self, EngineError> {
+        let schemas = self.schemas();
+        if !schemas.iter().any(|s| s == schema) {
+            return Err(EngineError::NotFound(format!(
+                "no schema '{schema}' to resolve unqualified names in; the schemas are: {}",
+                schemas.join(", ")
+            )));
+        }
+        self.ctx.state_ref().write().config_mut().options_mut().catalog.default_schema = schema.to_string();
+        self.default_schema = Some(Arc::from(schema));
+        Ok(self)
+    }
+
+    /// The schema unqualified names resolve in, if one was chosen.
+    pub fn default_schema(&self) -> Option<&str> {
+        self.default_schema.as_deref()
+    }
+
     /// The schemas (domains, and `system` on a governed mesh) the principal may see.
     pub fn schemas(&self) -> Vec<String> {
         self.catalog().schema_names()
@@ -897,7 +925,8 @@ impl Session {
     }
 
     /// The primary key of a product as its contract declares it
-    /// (`primaryKey`, in `primaryKeyPosition` order), for catalog browsers
+    /// (`primaryKey`, in `primaryKeyPosition` order) or, when the contract
+    /// declares none, as its PostgreSQL table does, for catalog browsers
     /// (Flight SQL GetPrimaryKeys; Power BI relates tables by it). Empty for
     /// a product the principal may not see or that declares no key, and when
     /// any key column is one the principal may not read (a partial key would
@@ -916,15 +945,25 @@ impl Session {
             .filter(|(_, c)| c.primary_key)
             .map(|(i, c)| (c.primary_key_position.unwrap_or(i64::MAX), i, c.name.clone()))
             .collect();
+        key.sort();
+        let mut key: Vec<String> = key.into_iter().map(|(_, _, name)| name).collect();
+        // Without a key in the contract, the one PostgreSQL declares.
+        if key.is_empty()
+            && let Source::Postgres(source) = &entry.config.source
+        {
+            key = source.primary_key().await.unwrap_or_else(|e| {
+                tracing::warn!(product = %product, error = %e, "cannot read the primary key PostgreSQL declares");
+                Vec::new()
+            });
+        }
         if key.is_empty() {
             return Vec::new();
         }
-        key.sort();
         let Ok(schema) = self.product_schema(product).await else { return Vec::new() };
-        if key.iter().any(|(_, _, name)| schema.field_with_name(name).is_err()) {
+        if key.iter().any(|name| schema.field_with_name(name).is_err()) {
             return Vec::new();
         }
-        key.into_iter().map(|(_, _, name)| name).collect()
+        key
     }
 
     fn catalog(&self) -> SessionCatalog {
@@ -1016,23 +1055,27 @@ impl Session {
         Ok(())
     }
 
+    /// The refusal of a bare product name in a session without a default
+    /// schema, naming the products of that name the principal may read.
+    fn unqualified(&self, table: &str) -> EngineError {
+        let owners: Vec<String> = self
+            .engine
+            .domains()
+            .iter()
+            .filter(|d| d.product(table).is_some())
+            .filter(|d| self.viewer.may_see(&ProductRef::new(&d.name, table)))
+            .map(|d| format!("{}.{table}", d.name))
+            .collect();
+        let hint = if owners.is_empty() { String::new() } else { format!("; did you mean {}?", owners.join(" or ")) };
+        EngineError::NotFound(format!("table '{table}' must be qualified by its domain, as domain.product{hint}"))
+    }
+
     fn check_reference(&self, reference: &TableReference) -> Result<(), EngineError> {
         let (catalog, schema, table) = match reference {
-            TableReference::Bare { table } => {
-                let owners: Vec<String> = self
-                    .engine
-                    .domains()
-                    .iter()
-                    .filter(|d| d.product(table).is_some())
-                    .filter(|d| self.viewer.may_see(&ProductRef::new(&d.name, table.as_ref())))
-                    .map(|d| format!("{}.{table}", d.name))
-                    .collect();
-                let hint =
-                    if owners.is_empty() { String::new() } else { format!("; did you mean {}?", owners.join(" or ")) };
-                return Err(EngineError::NotFound(format!(
-                    "table '{table}' must be qualified by its domain, as domain.product{hint}"
-                )));
-            }
+            TableReference::Bare { table } => match self.default_schema.as_deref() {
+                Some(schema) => (CATALOG, schema, table.as_ref()),
+                None => return Err(self.unqualified(table)),
+            },
             TableReference::Partial { schema, table } => (CATALOG, schema.as_ref(), table.as_ref()),
             TableReference::Full { catalog, schema, table } => (catalog.as_ref(), schema.as_ref(), table.as_ref()),
         };

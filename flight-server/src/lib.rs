@@ -11,6 +11,7 @@ pub mod ops;
 mod pattern;
 mod prepared;
 mod service;
+mod session_options;
 pub mod telemetry;
 mod types;
 

@@ -41,6 +41,7 @@ use crate::pattern::NamePattern;
 use crate::prepared::{
     PreparedStore, Statement, StoreLimits, TicketSigner, is_empty_bind, parameter_schema, parameter_values,
 };
+use crate::session_options::{SessionLimits, SessionStore, SetSessionOptionsRequest, session_id};
 use crate::types::TypePolicy;
 use agora_engine::audit::{Outcome, RequestEvent, RequestKind};
 use agora_engine::{AuthError, Authenticator};
@@ -54,6 +55,8 @@ pub struct AgoraFlightSqlService {
     tickets: TicketSigner,
     /// The tickets DoGet is streaming, for cancels by FlightInfo.
     running: Arc<RunningTickets>,
+    /// Flight SQL sessions (their options), by cookie.
+    sessions: SessionStore,
     /// Password checks running at once: argon2 costs tens of milliseconds of
     /// CPU each, so a flood of logins queues here instead of taking every core.
     logins: Arc<tokio::sync::Semaphore>,
@@ -71,6 +74,7 @@ impl AgoraFlightSqlService {
             prepared: PreparedStore::new(StoreLimits::default()),
             tickets: TicketSigner::new()?,
             running: Arc::default(),
+            sessions: SessionStore::new(SessionLimits::default()),
             logins: Arc::new(tokio::sync::Semaphore::new(cores.div_ceil(2).max(1))),
         })
     }
@@ -128,7 +132,16 @@ impl AgoraFlightSqlService {
 
     fn session<T>(&self, request: &Request<T>) -> Session {
         let principal = request.extensions().get::<Principal>().cloned().unwrap_or_else(Principal::anonymous);
+        let settings = session_id(request.metadata()).and_then(|id| self.sessions.settings(&id, &principal.user));
         let mut session = self.engine.session_as(principal).with_protocol("flight-sql");
+        // A schema the principal may no longer see (policies changed) is
+        // dropped: unqualified names are then refused, never read elsewhere.
+        if let Some(schema) = settings.and_then(|s| s.schema) {
+            session = match session.clone().with_default_schema(&schema) {
+                Ok(with_schema) => with_schema,
+                Err(_) => session,
+            };
+        }
         if let Some(addr) = request.remote_addr() {
             session = session.with_client(addr.to_string());
         }
@@ -150,6 +163,45 @@ impl AgoraFlightSqlService {
     /// refused when it cannot be recorded (log unwritable, audit quota).
     pub(crate) async fn audited<T>(&self, request: &Request<T>, action: &str) -> Result<(), Status> {
         self.session(request).record_request(action).await.map_err(status)
+    }
+
+    /// `SetSessionOptions`, `GetSessionOptions` and `CloseSession` (see
+    /// [`crate::session_options`]), audited under their names.
+    async fn session_action(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
+        let action = request.get_ref().r#type.clone();
+        self.audited(&request, &action).await?;
+        let session = self.session(&request);
+        let owner = session.principal().user.clone();
+        let id = session_id(request.metadata());
+        let mut cookie = None;
+        let body = match action.as_str() {
+            "SetSessionOptions" => {
+                let options = SetSessionOptionsRequest::decode(request.get_ref().body.clone()).map_err(|_| {
+                    Status::invalid_argument("SetSessionOptions: the body is not a SetSessionOptionsRequest")
+                })?;
+                let outcome = self.sessions.set(id.as_deref(), &owner, options, &session.schemas())?;
+                cookie = outcome.opened.map(|id| format!("{}={id}", crate::session_options::COOKIE));
+                outcome.result.encode_to_vec()
+            }
+            "GetSessionOptions" => self.sessions.get(id.as_deref(), &owner)?.encode_to_vec(),
+            _ => {
+                let closed = self.sessions.close(id.as_deref(), &owner)?;
+                cookie = Some(format!("{}=; Max-Age=0", crate::session_options::COOKIE));
+                closed.encode_to_vec()
+            }
+        };
+        let result = arrow_flight::Result { body: body.into() };
+        let mut response: Response<<Self as FlightService>::DoActionStream> =
+            Response::new(Box::pin(futures::stream::once(async move { Ok(result) })));
+        if let Some(cookie) = cookie {
+            let value = MetadataValue::try_from(cookie)
+                .map_err(|_| Status::internal("a session cookie is not a valid header value"))?;
+            response.metadata_mut().insert("set-cookie", value);
+        }
+        Ok(response)
     }
 
     /// Cancels the queries streaming under `info`'s tickets through `CALL
@@ -294,9 +346,14 @@ impl AgoraFlightSqlService {
         let schema_pattern = pattern(query.db_schema_filter_pattern.as_deref(), "db_schema_filter_pattern")?;
         let table_pattern = pattern(query.table_name_filter_pattern.as_deref(), "table_name_filter_pattern")?;
         // Table types are compared without case: clients send them as they
-        // expect them back.
-        let wanted =
-            |kind: &str| query.table_types.is_empty() || query.table_types.iter().any(|t| t.eq_ignore_ascii_case(kind));
+        // expect them back. `BASE TABLE` (SQL's information_schema name, which
+        // Grafana's Flight SQL data source asks for) is a product too.
+        let wanted = |kind: &str| {
+            query.table_types.is_empty()
+                || query.table_types.iter().any(|t| {
+                    t.eq_ignore_ascii_case(kind) || (kind == TABLE_TYPE && t.eq_ignore_ascii_case(BASE_TABLE_TYPE))
+                })
+        };
         let (products_wanted, system_wanted) = (wanted(TABLE_TYPE), wanted(SYSTEM_TABLE_TYPE));
         let include_schema = query.include_schema;
         // The patterns are applied here, once, by the bounded matcher.
@@ -352,6 +409,8 @@ impl AgoraFlightSqlService {
 
 /// The table type of every product, as JDBC names it.
 const TABLE_TYPE: &str = "TABLE";
+/// SQL's name for [`TABLE_TYPE`], accepted in a table-type filter.
+const BASE_TABLE_TYPE: &str = "BASE TABLE";
 /// The table type of the engine's `system` tables, as JDBC names it.
 const SYSTEM_TABLE_TYPE: &str = "SYSTEM TABLE";
 
@@ -670,11 +729,10 @@ impl FlightSqlService for AgoraFlightSqlService {
         &self,
         request: Request<Action>,
     ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
-        if request.get_ref().r#type != "CancelFlightInfo" {
-            return Err(Status::unimplemented(format!(
-                "action {} is not supported",
-                clipped(&request.get_ref().r#type)
-            )));
+        match request.get_ref().r#type.as_str() {
+            "CancelFlightInfo" => {}
+            "SetSessionOptions" | "GetSessionOptions" | "CloseSession" => return self.session_action(request).await,
+            other => return Err(Status::unimplemented(format!("action {} is not supported", clipped(other)))),
         }
         let info = CancelFlightInfoRequest::decode(request.get_ref().body.clone())
             .ok()
@@ -688,6 +746,19 @@ impl FlightSqlService for AgoraFlightSqlService {
         let body = CancelFlightInfoResult::new(CancelStatus::Cancelled).encode_to_vec();
         let result = arrow_flight::Result { body: body.into() };
         Ok(Response::new(Box::pin(futures::stream::once(async move { Ok(result) }))))
+    }
+
+    /// The Flight actions served besides Flight SQL's own.
+    async fn list_custom_actions(&self) -> Option<Vec<Result<arrow_flight::ActionType, Status>>> {
+        let action = |name: &str, description: &str| {
+            Ok(arrow_flight::ActionType { r#type: name.into(), description: description.into() })
+        };
+        Some(vec![
+            action("CancelFlightInfo", "Cancel the query a FlightInfo's ticket is streaming"),
+            action("SetSessionOptions", "Set session options: schema (a domain), catalog (mesh)"),
+            action("GetSessionOptions", "The session's options"),
+            action("CloseSession", "Close the session"),
+        ])
     }
 
     /// Flight SQL's older form of CancelFlightInfo (the FlightInfo serialized

@@ -34,6 +34,8 @@ MATRIX = [
     ("flightsql-dbapi", "flightsql-dbapi", "flightsql_dbapi_client.py"),
     ("sqlalchemy-adbc", "sqlalchemy-adbc", "sqlalchemy_adbc_client.py"),
     ("node-flight-sql-client", "node", "node/flight_sql_client.mjs"),
+    # The example is built with the workspace (cargo build --all-targets).
+    ("arrow-rs", "rust", "flight-server/examples/flight_sql_client.rs"),
 ]
 
 NATION_COLUMNS = ["n_nationkey", "n_name", "n_regionkey", "n_comment"]
@@ -98,6 +100,18 @@ def token(server):
     return value.decode().removeprefix("Bearer ")
 
 
+def command_of(venv, script):
+    """The command that runs a client's script."""
+    if venv == "rust":
+        from conftest import _agora_bin
+
+        # Cargo puts examples beside the binaries, under examples/.
+        example = Path(_agora_bin()).parent / "examples" / Path(script).stem
+        assert example.exists(), f"{example} is missing: ./scripts/test builds it (cargo build --all-targets)"
+        return [str(example)]
+    return [runner_of(venv), str(CLIENTS / script)]
+
+
 def runner_of(venv):
     """The interpreter that runs a client's script."""
     if venv is None:
@@ -129,7 +143,7 @@ def test_the_matrix_lists_every_tested_client_and_step():
 @pytest.mark.parametrize("client, venv, script", MATRIX, ids=[c for c, _, _ in MATRIX])
 def test_the_client_does_what_the_matrix_says(server, token, client, venv, script):
     run = subprocess.run(
-        [runner_of(venv), str(CLIENTS / script), server["uri"], ANALYST[0], ANALYST[1], token],
+        [*command_of(venv, script), server["uri"], ANALYST[0], ANALYST[1], token],
         cwd=CLIENTS,
         capture_output=True,
         text=True,

@@ -23,3 +23,16 @@ def test_a_snippet_runs_as_written(server, index, capsys):
     connection = namespace.get("conn")
     if connection is not None:
         connection.close()
+
+
+RUST_SNIPPETS = re.findall(r"```rust\n(.*?)```", DOC.read_text(), re.S)
+EXAMPLE = ROOT / "flight-server" / "examples" / "flight_sql_client.rs"
+
+
+def test_the_rust_snippet_is_the_example_the_matrix_runs():
+    """The Rust snippet is the marked part of the arrow-rs client example,
+    which test_clients.py runs against a server (its `login_password` step)."""
+    marked = re.search(r"// docs:start\n(.*?)\n\s*// docs:end", EXAMPLE.read_text(), re.S)
+    assert marked, f"{EXAMPLE} has no // docs:start … // docs:end part"
+    example = "\n".join(line.removeprefix("    ") for line in marked.group(1).splitlines())
+    assert [snippet.strip() for snippet in RUST_SNIPPETS] == [example.strip()]

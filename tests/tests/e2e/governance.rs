@@ -632,3 +632,34 @@ async fn primary_keys_show_only_for_products_and_columns_the_principal_may_read(
     let session = hidden.engine.session_as(admin());
     assert_eq!(session.primary_key(&ProductRef::new("customers", "customer")).await, ["c_custkey"]);
 }
+
+#[tokio::test]
+async fn a_default_schema_resolves_bare_names_only_where_the_principal_may_read() {
+    let g = governed();
+    let count = |batches: Vec<RecordBatch>| values(&batches, "n");
+    let ann_in_customers = g.engine.session_as(ann()).with_default_schema("customers").unwrap();
+    assert_eq!(ann_in_customers.default_schema(), Some("customers"));
+    // A bare name reads the product of the default schema, under the same
+    // row filter as its qualified name.
+    let bare = ann_in_customers.collect("SELECT count(*) AS n FROM customer").await.unwrap();
+    let qualified = run(&g.engine, ann(), "SELECT count(*) AS n FROM customers.customer").await;
+    let everyone = run(&g.engine, admin(), "SELECT count(*) AS n FROM customers.customer").await;
+    assert_eq!(count(bare.clone()), count(qualified));
+    assert_ne!(count(bare), count(everyone), "the row filter did not apply to the bare name");
+    // A product she may not read is refused exactly as when qualified.
+    let bare = ann_in_customers.collect("SELECT * FROM region").await.unwrap_err().to_string();
+    let qualified = g.engine.session_as(ann()).collect("SELECT * FROM customers.region").await.unwrap_err().to_string();
+    assert_eq!(bare, qualified);
+    // Qualified names still reach other domains.
+    assert!(!ann_in_customers.collect("SELECT o_orderkey FROM sales.orders LIMIT 1").await.unwrap().is_empty());
+    // Without a default schema a bare name is refused, with a hint.
+    let refused = g.engine.session_as(ann()).collect("SELECT * FROM customer").await.unwrap_err().to_string();
+    assert!(refused.contains("must be qualified") && refused.contains("customers.customer"), "{refused}");
+    // A schema the principal may not see and one that does not exist get
+    // the same refusal, which lists only what she may see.
+    let eve = || principal("eve", &["nobody"], &[]);
+    let hidden = g.engine.session_as(eve()).with_default_schema("sales").err().unwrap().to_string();
+    let missing = g.engine.session_as(eve()).with_default_schema("nosuch").err().unwrap().to_string();
+    assert_eq!(hidden.replace("'sales'", "'X'"), missing.replace("'nosuch'", "'X'"));
+    assert!(!hidden.contains("customers"), "{hidden}");
+}

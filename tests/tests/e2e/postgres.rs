@@ -805,3 +805,29 @@ async fn join_keys_read_in_the_engine_narrow_what_postgresql_returns() {
     .await;
     assert_eq!(outer, 25_000);
 }
+
+#[tokio::test]
+async fn primary_keys_postgresql_declares_are_served_in_key_order() {
+    use agora_engine::ProductRef;
+    let db = database("keys");
+    psql(
+        &db,
+        "CREATE TABLE readings (site text, taken_at timestamp, meter int, value int, \
+         PRIMARY KEY (meter, taken_at)); CREATE TABLE notes (body text); \
+         CREATE VIEW latest AS SELECT * FROM readings",
+    );
+    let engine =
+        mesh(&db, &[("readings", "public.readings"), ("notes", "public.notes"), ("latest", "public.latest")], None);
+    let session = engine.session();
+    let key = |product: &'static str| {
+        let session = session.clone();
+        async move { session.primary_key(&ProductRef::new("ops", product)).await }
+    };
+    // Key order (meter, taken_at), not the table's column order.
+    assert_eq!(key("readings").await, ["meter", "taken_at"]);
+    assert!(key("notes").await.is_empty(), "a table without a key");
+    assert!(key("latest").await.is_empty(), "a view has no key");
+    // A key dropped in PostgreSQL is gone on the next call.
+    psql(&db, "ALTER TABLE readings DROP CONSTRAINT readings_pkey");
+    assert!(key("readings").await.is_empty());
+}

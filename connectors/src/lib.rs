@@ -17,6 +17,7 @@ mod observed_store;
 mod parquet;
 mod postgres;
 mod postgres_cancel;
+mod postgres_constraints;
 mod postgres_keys;
 mod postgres_metrics;
 mod postgres_ranges;
@@ -37,6 +38,7 @@ pub use crate::postgres::{
     DEFAULT_READ_PARTITIONS, PostgresConnection, PostgresSource, extension_planners, federated_plan,
     in_engine_provider, with_federation,
 };
+pub use crate::postgres_constraints::{ForeignKey, KeyRule};
 pub use crate::storage::{ObjectStoreSettings, register_object_store};
 
 /// Where a data product's rows live, with everything needed to read them.

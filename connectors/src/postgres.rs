@@ -124,7 +124,7 @@ impl PostgresConnection {
         &self.url
     }
 
-    async fn pool(&self) -> Result<Arc<CancellingPool>, ConnectorError> {
+    pub(crate) async fn pool(&self) -> Result<Arc<CancellingPool>, ConnectorError> {
         self.pool
             .get_or_try_init(|| async {
                 let tls = CancelTls::for_sslmode(&self.sslmode).map_err(|e| self.unavailable(e))?;
@@ -193,7 +193,7 @@ impl PostgresConnection {
         }
     }
 
-    fn unavailable(&self, cause: String) -> ConnectorError {
+    pub(crate) fn unavailable(&self, cause: String) -> ConnectorError {
         ConnectorError::Unavailable { location: format!("{} (connection of domain {})", self.url(), self.name), cause }
     }
 }
@@ -267,22 +267,6 @@ impl PostgresSource {
 }
 
 impl PostgresSource {
-    /// The columns of the table's primary key in key order; none for a view
-    /// or a table without one. Catalog browsers (JDBC and ODBC tools, Power
-    /// BI) relate tables by it.
-    pub async fn primary_key(&self) -> Result<Vec<String>, ConnectorError> {
-        let pool = self.connection.pool().await?;
-        let checkout = pool.connect_direct().await.map_err(|e| self.connection.unavailable(e.to_string()))?;
-        let sql = "SELECT a.attname::text FROM pg_index i \
-                   JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
-                   WHERE i.indrelid = to_regclass($1) AND i.indisprimary \
-                   ORDER BY array_position(i.indkey::int2[], a.attnum)";
-        let ident = |name: &str| format!("\"{}\"", name.replace('"', "\"\""));
-        let name = format!("{}.{}", ident(&self.schema), ident(&self.table));
-        let rows = checkout.conn.query(sql, &[&name]).await.map_err(|e| self.connection.unavailable(e.to_string()))?;
-        Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
-    }
-
     /// The table as `datafusion-table-providers` builds it, federated through
     /// an executor that splits large scans into parallel block ranges.
     async fn federated_table(

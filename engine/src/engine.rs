@@ -46,6 +46,9 @@ use crate::query_runtime::QueryRuntime;
 use crate::system::{SearchFunction, SystemContext};
 use crate::{EngineError, Principal, ProductRef};
 
+mod keys;
+pub use keys::ProductForeignKey;
+
 /// The SQL catalog name under which every domain appears.
 pub const CATALOG: &str = "mesh";
 
@@ -922,48 +925,6 @@ impl Session {
             .filter_map(|c| Some((c.name.clone(), c.description.clone()?)))
             .collect();
         Some(ProductRemarks { description: entry.config.description.clone(), columns })
-    }
-
-    /// The primary key of a product as its contract declares it
-    /// (`primaryKey`, in `primaryKeyPosition` order) or, when the contract
-    /// declares none, as its PostgreSQL table does, for catalog browsers
-    /// (Flight SQL GetPrimaryKeys; Power BI relates tables by it). Empty for
-    /// a product the principal may not see or that declares no key, and when
-    /// any key column is one the principal may not read (a partial key would
-    /// mislead, and the name of a hidden column is not shown).
-    pub async fn primary_key(&self, product: &ProductRef) -> Vec<String> {
-        if product.domain == "system" || !self.viewer.may_see(product) {
-            return Vec::new();
-        }
-        let Some(entry) = self.engine.inner.catalog.product(product) else { return Vec::new() };
-        let mut key: Vec<(i64, usize, String)> = entry
-            .config
-            .contract
-            .iter()
-            .flat_map(|c| c.columns.iter())
-            .enumerate()
-            .filter(|(_, c)| c.primary_key)
-            .map(|(i, c)| (c.primary_key_position.unwrap_or(i64::MAX), i, c.name.clone()))
-            .collect();
-        key.sort();
-        let mut key: Vec<String> = key.into_iter().map(|(_, _, name)| name).collect();
-        // Without a key in the contract, the one PostgreSQL declares.
-        if key.is_empty()
-            && let Source::Postgres(source) = &entry.config.source
-        {
-            key = source.primary_key().await.unwrap_or_else(|e| {
-                tracing::warn!(product = %product, error = %e, "cannot read the primary key PostgreSQL declares");
-                Vec::new()
-            });
-        }
-        if key.is_empty() {
-            return Vec::new();
-        }
-        let Ok(schema) = self.product_schema(product).await else { return Vec::new() };
-        if key.iter().any(|name| schema.field_with_name(name).is_err()) {
-            return Vec::new();
-        }
-        key
     }
 
     fn catalog(&self) -> SessionCatalog {

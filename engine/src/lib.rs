@@ -35,7 +35,9 @@ mod span_propagation;
 mod system;
 
 pub use crate::config::{ConfigError, ConfigProblem, MeshConfig};
-pub use crate::engine::{CATALOG, Engine, ProductCheck, ProductRemarks, Query, ResourceUsage, Session};
+pub use crate::engine::{
+    CATALOG, Engine, ProductCheck, ProductForeignKey, ProductRemarks, Query, ResourceUsage, Session,
+};
 pub use crate::error::EngineError;
 pub use crate::history::{QueryInfo, QueryState};
 pub use crate::identity::{AuthError, Authenticator, Principal};

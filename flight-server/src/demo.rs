@@ -338,7 +338,7 @@ async fn load_supply_into_postgres(dir: &Path, url: &url::Url) -> Result<()> {
             .collect::<Result<_>>()?;
         client
             .batch_execute(&format!(
-                "DROP TABLE IF EXISTS supply.{table}; CREATE TABLE supply.{table} ({})",
+                "DROP TABLE IF EXISTS supply.{table} CASCADE; CREATE TABLE supply.{table} ({})",
                 columns.join(", ")
             ))
             .await?;
@@ -352,6 +352,18 @@ async fn load_supply_into_postgres(dir: &Path, url: &url::Url) -> Result<()> {
         sink.finish().await?;
         client.batch_execute(&format!("ANALYZE supply.{table}")).await?;
     }
+    // TPC-H's keys, declared as a procurement team's database would: catalog
+    // browsers (JDBC, ODBC, Power BI) read the relationships from them.
+    client
+        .batch_execute(
+            "ALTER TABLE supply.part ADD PRIMARY KEY (p_partkey); \
+             ALTER TABLE supply.supplier ADD PRIMARY KEY (s_suppkey); \
+             ALTER TABLE supply.partsupp ADD PRIMARY KEY (ps_partkey, ps_suppkey), \
+               ADD CONSTRAINT partsupp_part_fkey FOREIGN KEY (ps_partkey) REFERENCES supply.part, \
+               ADD CONSTRAINT partsupp_supplier_fkey FOREIGN KEY (ps_suppkey) REFERENCES supply.supplier",
+        )
+        .await
+        .context("cannot declare the supply tables' keys")?;
     drop(client);
     let _ = connection.await;
     Ok(())

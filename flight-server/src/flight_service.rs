@@ -10,14 +10,21 @@
 //! unchanged.
 
 use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::sql::Any;
 use arrow_flight::{
     Action, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo, HandshakeRequest, PollInfo, SchemaResult, Ticket,
 };
+use futures::StreamExt;
+use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::service::AgoraFlightSqlService;
 
 type Sql = AgoraFlightSqlService;
+
+/// The Flight SQL action that prepares a statement (arrow-flight keeps its
+/// own constant private).
+const CREATE_PREPARED_STATEMENT: &str = "CreatePreparedStatement";
 
 /// [`AgoraFlightSqlService`] with `GetSchema`, `ListFlights` and
 /// `PollFlightInfo` answered.
@@ -96,11 +103,63 @@ impl FlightService for AgoraFlightService {
         FlightService::do_exchange(&self.sql, request).await
     }
 
+    /// Every action goes to the Flight SQL service; a prepared statement's
+    /// result also says it is not an update (see [`mark_not_update`]).
     async fn do_action(&self, request: Request<Action>) -> Result<Response<Self::DoActionStream>, Status> {
-        FlightService::do_action(&self.sql, request).await
+        let prepares = request.get_ref().r#type == CREATE_PREPARED_STATEMENT;
+        let response = FlightService::do_action(&self.sql, request).await?;
+        if !prepares {
+            return Ok(response);
+        }
+        let (metadata, stream, extensions) = response.into_parts();
+        let marked: Self::DoActionStream = Box::pin(stream.map(|result| result.map(mark_not_update)));
+        Ok(Response::from_parts(metadata, marked, extensions))
     }
 
     async fn list_actions(&self, request: Request<Empty>) -> Result<Response<Self::ListActionsStream>, Status> {
         FlightService::list_actions(&self.sql, request).await
+    }
+}
+
+/// `is_update = false` (field 4 of `ActionCreatePreparedStatementResult`,
+/// apache/arrow#49498), which arrow-flight 59's generated code does not have:
+/// Agora serves only queries, and drivers that read the flag (the JDBC driver
+/// since arrow-java#1064) then take the query path without guessing from the
+/// dataset schema. Older clients skip the unknown field.
+fn mark_not_update(mut result: arrow_flight::Result) -> arrow_flight::Result {
+    let Ok(mut any) = Any::decode(result.body.clone()) else { return result };
+    if !any.type_url.ends_with("ActionCreatePreparedStatementResult") {
+        return result;
+    }
+    // Field 4, varint: tag (4 << 3 | 0), value 0.
+    let mut value = any.value.to_vec();
+    value.extend_from_slice(&[0x20, 0x00]);
+    any.value = value.into();
+    result.body = any.encode_to_vec().into();
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_flight::sql::{ActionCreatePreparedStatementResult, ProstMessageExt};
+
+    #[test]
+    fn a_prepared_statement_result_says_it_is_not_an_update_and_still_decodes() {
+        let prepared = ActionCreatePreparedStatementResult {
+            prepared_statement_handle: b"handle".to_vec().into(),
+            dataset_schema: b"schema".to_vec().into(),
+            parameter_schema: Default::default(),
+        };
+        let body = prepared.as_any().encode_to_vec();
+        let marked = mark_not_update(arrow_flight::Result { body: body.into() });
+        let any = Any::decode(marked.body).unwrap();
+        assert!(any.value.ends_with(&[0x20, 0x00]));
+        // A decoder without field 4 reads the same message.
+        let decoded: ActionCreatePreparedStatementResult = any.unpack().unwrap().unwrap();
+        assert_eq!(decoded, prepared);
+        // Other results pass unchanged.
+        let other = arrow_flight::Result { body: b"not an Any".to_vec().into() };
+        assert_eq!(mark_not_update(other.clone()), other);
     }
 }

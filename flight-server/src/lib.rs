@@ -5,6 +5,7 @@ mod auth;
 mod cancel;
 pub mod demo;
 mod flight_service;
+mod keys;
 mod listener;
 mod metadata;
 pub mod ops;

@@ -36,6 +36,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{Credentials, credentials, recorded, rpc_event, unauthenticated};
 use crate::cancel::RunningTickets;
+use crate::keys;
 use crate::metadata::{SQL_INFO, XDBC_TYPES, foreign_keys_schema, primary_keys_schema, table_schema_with_metadata};
 use crate::pattern::NamePattern;
 use crate::prepared::{
@@ -952,9 +953,9 @@ impl FlightSqlService for AgoraFlightSqlService {
         )?))
     }
 
-    /// The keys products' contracts declare, for the products the principal
-    /// may see (see [`Session::primary_key`]): `table` names a product, in
-    /// `db_schema` (a domain) when given, else in every domain.
+    /// The keys products declare (contract or PostgreSQL), for the products
+    /// the principal may see (see [`Session::primary_key`]): `table` names a
+    /// product, in `db_schema` (a domain) when given, else in every domain.
     async fn do_get_primary_keys(
         &self,
         query: CommandGetPrimaryKeys,
@@ -962,34 +963,10 @@ impl FlightSqlService for AgoraFlightSqlService {
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         self.audited(&request, "DoGet GetPrimaryKeys").await?;
         let session = self.session(&request);
-        let schema = primary_keys_schema();
-        // (domain, column, position in the key); an unknown or hidden
-        // product has no key (`Session::primary_key`).
-        let mut rows: Vec<(String, String, i32)> = Vec::new();
-        if query.catalog.as_deref().is_none_or(|c| c == CATALOG) {
-            for domain in session.schemas() {
-                if query.db_schema.as_deref().is_some_and(|s| s != domain) {
-                    continue;
-                }
-                let key = session.primary_key(&ProductRef::new(&domain, &query.table)).await;
-                rows.extend((1..).zip(key).map(|(position, column)| (domain.clone(), column, position)));
-            }
-        }
-        let text = |values: Vec<String>| Arc::new(arrow::array::StringArray::from(values)) as arrow::array::ArrayRef;
-        let each = |value: String| vec![value; rows.len()];
-        let batch = RecordBatch::try_new(
-            Arc::clone(&schema),
-            vec![
-                text(each(CATALOG.to_string())),
-                text(rows.iter().map(|r| r.0.clone()).collect()),
-                text(each(query.table.clone())),
-                text(rows.iter().map(|r| r.1.clone()).collect()),
-                text(each(format!("{}_pkey", query.table))),
-                Arc::new(arrow::array::Int32Array::from(rows.iter().map(|r| r.2).collect::<Vec<_>>())),
-            ],
-        )
-        .map_err(|e| Status::internal(format!("cannot build the primary keys: {e}")))?;
-        Ok(self.batch_stream(schema, batch))
+        let products =
+            keys::products_named(&session, query.catalog.as_deref(), query.db_schema.as_deref(), &query.table);
+        let batch = keys::primary_keys(&session, &products).await?;
+        Ok(self.batch_stream(primary_keys_schema(), batch))
     }
 
     async fn get_flight_info_exported_keys(
@@ -1005,14 +982,18 @@ impl FlightSqlService for AgoraFlightSqlService {
         )?))
     }
 
+    /// The foreign keys that reference the named product (PostgreSQL's).
     async fn do_get_exported_keys(
         &self,
-        _query: CommandGetExportedKeys,
+        query: CommandGetExportedKeys,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         self.audited(&request, "DoGet GetExportedKeys").await?;
-        let schema = foreign_keys_schema();
-        Ok(self.batch_stream(Arc::clone(&schema), RecordBatch::new_empty(schema)))
+        let session = self.session(&request);
+        let products =
+            keys::products_named(&session, query.catalog.as_deref(), query.db_schema.as_deref(), &query.table);
+        let found = keys::foreign_keys(&session, &products, keys::Side::Referenced).await;
+        Ok(self.batch_stream(foreign_keys_schema(), keys::foreign_keys_batch(&found)?))
     }
 
     async fn get_flight_info_imported_keys(
@@ -1028,14 +1009,18 @@ impl FlightSqlService for AgoraFlightSqlService {
         )?))
     }
 
+    /// The foreign keys the named product holds (PostgreSQL's).
     async fn do_get_imported_keys(
         &self,
-        _query: CommandGetImportedKeys,
+        query: CommandGetImportedKeys,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         self.audited(&request, "DoGet GetImportedKeys").await?;
-        let schema = foreign_keys_schema();
-        Ok(self.batch_stream(Arc::clone(&schema), RecordBatch::new_empty(schema)))
+        let session = self.session(&request);
+        let products =
+            keys::products_named(&session, query.catalog.as_deref(), query.db_schema.as_deref(), &query.table);
+        let found = keys::foreign_keys(&session, &products, keys::Side::Referencing).await;
+        Ok(self.batch_stream(foreign_keys_schema(), keys::foreign_keys_batch(&found)?))
     }
 
     async fn get_flight_info_cross_reference(
@@ -1051,14 +1036,21 @@ impl FlightSqlService for AgoraFlightSqlService {
         )?))
     }
 
+    /// The foreign keys from the `fk_*` product to the `pk_*` product.
     async fn do_get_cross_reference(
         &self,
-        _query: CommandGetCrossReference,
+        query: CommandGetCrossReference,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         self.audited(&request, "DoGet GetCrossReference").await?;
-        let schema = foreign_keys_schema();
-        Ok(self.batch_stream(Arc::clone(&schema), RecordBatch::new_empty(schema)))
+        let session = self.session(&request);
+        let referenced =
+            keys::products_named(&session, query.pk_catalog.as_deref(), query.pk_db_schema.as_deref(), &query.pk_table);
+        let referencing =
+            keys::products_named(&session, query.fk_catalog.as_deref(), query.fk_db_schema.as_deref(), &query.fk_table);
+        let mut found = keys::foreign_keys(&session, &referenced, keys::Side::Referenced).await;
+        found.retain(|k| referencing.contains(&k.fk_product));
+        Ok(self.batch_stream(foreign_keys_schema(), keys::foreign_keys_batch(&found)?))
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}

@@ -13,10 +13,13 @@ checks the answers the way those drivers read them.
   which Power BI's and Excel's ODBC connectors load.
 """
 
+import re
+import sys
+
 import pyarrow as pa
 import pyarrow.flight as flight
 
-from conftest import ANALYST, FlightSession, pb_any, pb_bytes, pb_varint, statement_command
+from conftest import ANALYST, ROOT, FlightSession, pb_any, pb_bytes, pb_varint, statement_command
 
 
 def pb_bool(number, value):
@@ -41,10 +44,13 @@ def keys_command(name, catalog, schema, table):
 
 
 def _decode(data):
-    """{field number: bytes} of a message's length-delimited fields."""
+    """{field number: bytes or int} of a message's length-delimited and varint fields."""
     out, i = {}, 0
     while i < len(data):
         key, i = _varint(data, i)
+        if key & 7 == 0:
+            out[key >> 3], i = _varint(data, i)
+            continue
         assert key & 7 == 2, f"unexpected wire type {key & 7}"
         length, i = _varint(data, i)
         out[key >> 3] = data[i : i + length]
@@ -112,6 +118,9 @@ def test_the_jdbc_driver_and_dbeaver_connect_browse_and_query(server):
         prepared = _decode(_decode(result.body.to_pybytes())[2])  # Any.value → the result
         handle, dataset_schema = prepared[1], pa.ipc.read_schema(pa.py_buffer(prepared[2]))
         assert dataset_schema.names == ["n_name"]
+        # is_update (field 4) present and false: drivers that read it take
+        # the query path without guessing from the schema.
+        assert prepared.get(4) == 0, prepared
         rows = jdbc.command(pb_any("CommandPreparedStatementQuery", pb_bytes(1, handle)))
         assert rows.column("n_name").to_pylist()[:2] == ["FRANCE", "GERMANY"]
         close = flight.Action("ClosePreparedStatement", pb_any("ActionClosePreparedStatementRequest", pb_bytes(1, handle)))
@@ -167,3 +176,14 @@ def test_the_odbc_driver_catalog_functions(server):
         assert "VARCHAR" in odbc.command(pb_any("CommandGetXdbcTypeInfo", b"")).column("type_name").to_pylist()
         preview = odbc.command(statement_command('SELECT * FROM "mesh"."sales"."orders" LIMIT 1000'))
         assert preview.num_rows == 1000 and preview.schema.names == columns.names
+
+
+def test_the_docs_list_exactly_the_replayed_tools():
+    """docs/clients.md's table of replayed BI tools names this module's tests."""
+    text = (ROOT / "docs" / "clients.md").read_text()
+    table = re.search(r"<!-- replayed:start -->\n(.*?)<!-- replayed:end -->", text, re.S)
+    assert table, "docs/clients.md has no <!-- replayed:start --> … <!-- replayed:end --> table"
+    listed = set(re.findall(r"`(test_\w+)`", table.group(1)))
+    module = sys.modules[__name__]
+    tests = {name for name in dir(module) if name.startswith("test_") and name != "test_the_docs_list_exactly_the_replayed_tools"}
+    assert listed == tests, (listed, tests)

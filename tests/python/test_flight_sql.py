@@ -355,3 +355,38 @@ def test_primary_keys_come_from_the_products_contracts(server):
     assert keys(ADMIN, "lineitem", catalog="other") == []
     assert keys(ADMIN, "no_such_product", "sales") == []
     assert keys(ADMIN, "queries", "system") == []
+
+
+def test_relationships_postgresql_declares_reach_catalog_browsers(agora_bin, pg_mesh_config, tmp_path):
+    """The demo's `supply` tables in PostgreSQL declare TPC-H's keys:
+    GetPrimaryKeys, GetImportedKeys, GetExportedKeys and GetCrossReference
+    (what JDBC's getImportedKeys/getExportedKeys and Power BI's relationship
+    detection read) answer with them, one row per column pair."""
+    from conftest import FlightSession, pb_any, pb_bytes, serving
+
+    def rows(session, name, fields):
+        command = b"".join(pb_bytes(number, value) for number, value in fields)
+        return session.command(pb_any(name, command)).to_pylist()
+
+    def pairs(found):
+        return [(r["pk_table_name"], r["pk_column_name"], r["fk_table_name"], r["fk_column_name"], r["key_sequence"],
+                 r["fk_key_name"], r["update_rule"], r["delete_rule"]) for r in found]
+
+    with serving(agora_bin, pg_mesh_config, tmp_path / "server.log") as server:
+        with FlightSession(server, ANALYST) as analyst:
+            keys = rows(analyst, "CommandGetPrimaryKeys", [(2, "supply"), (3, "partsupp")])
+            assert [(k["column_name"], k["key_sequence"]) for k in keys] == [("ps_partkey", 1), ("ps_suppkey", 2)]
+            imported = rows(analyst, "CommandGetImportedKeys", [(1, "mesh"), (2, "supply"), (3, "partsupp")])
+            # NO ACTION (3) on update and delete, PostgreSQL's default.
+            assert pairs(imported) == [
+                ("part", "p_partkey", "partsupp", "ps_partkey", 1, "partsupp_part_fkey", 3, 3),
+                ("supplier", "s_suppkey", "partsupp", "ps_suppkey", 1, "partsupp_supplier_fkey", 3, 3),
+            ]
+            assert {r["pk_db_schema_name"] for r in imported} == {"supply"}
+            exported = rows(analyst, "CommandGetExportedKeys", [(2, "supply"), (3, "part")])
+            assert pairs(exported) == [("part", "p_partkey", "partsupp", "ps_partkey", 1, "partsupp_part_fkey", 3, 3)]
+            cross = rows(analyst, "CommandGetCrossReference", [(3, "supplier"), (6, "partsupp")])
+            assert [r["fk_key_name"] for r in cross] == ["partsupp_supplier_fkey"]
+            assert rows(analyst, "CommandGetCrossReference", [(3, "part"), (6, "supplier")]) == []
+            # Products in files declare no foreign keys.
+            assert rows(analyst, "CommandGetImportedKeys", [(2, "sales"), (3, "lineitem")]) == []

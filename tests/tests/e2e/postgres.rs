@@ -831,3 +831,73 @@ async fn primary_keys_postgresql_declares_are_served_in_key_order() {
     psql(&db, "ALTER TABLE readings DROP CONSTRAINT readings_pkey");
     assert!(key("readings").await.is_empty());
 }
+
+#[tokio::test]
+async fn foreign_keys_show_only_between_products_whose_key_columns_the_principal_reads() {
+    use agora_engine::ProductRef;
+    let db = database("fkeys");
+    psql(
+        &db,
+        "CREATE TABLE sites (id int PRIMARY KEY, name text);
+         CREATE TABLE owners (id int PRIMARY KEY);
+         CREATE TABLE meters (id int PRIMARY KEY, site_id int REFERENCES sites ON DELETE CASCADE,
+                              owner_id int CONSTRAINT meters_owner REFERENCES owners, secret int);
+         CREATE TABLE audits (meter_id int, site_id int, FOREIGN KEY (meter_id) REFERENCES meters (id),
+                              CONSTRAINT audits_site FOREIGN KEY (site_id) REFERENCES sites);",
+    );
+    let policies = format!("pg-policies-{db}.yaml");
+    std::fs::write(
+        crate::support::demo_dir().join(&policies),
+        "admins: { users: [local] }
+token_key_file: token.key
+grants:
+  - { id: sites, to: { groups: [analysts] }, domain: ops, product: sites }
+  - { id: meters, to: { groups: [analysts] }, domain: ops, product: meters, except_columns: [site_id] }
+  - { id: audits, to: { groups: [analysts] }, domain: ops, product: audits }
+",
+    )
+    .unwrap();
+    // `owners` is a table but no product.
+    let products = [("sites", "public.sites"), ("meters", "public.meters"), ("audits", "public.audits")];
+    let engine = mesh_with_policies(&db, &products, None, &policies);
+    let ops = |product: &str| ProductRef::new("ops", product);
+    let names = |keys: Vec<agora_engine::ProductForeignKey>| {
+        keys.into_iter()
+            .map(|k| {
+                format!(
+                    "{}:{}({})->{}({})",
+                    k.name,
+                    k.fk_product.product,
+                    k.fk_columns.join(","),
+                    k.pk_product.product,
+                    k.pk_columns.join(",")
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    // The admin: every key between products, in either direction; the key
+    // to `owners` (not a product) is left out.
+    let admin = engine.session();
+    assert_eq!(
+        names(admin.foreign_keys(&ops("meters")).await),
+        ["audits_meter_id_fkey:audits(meter_id)->meters(id)", "meters_site_id_fkey:meters(site_id)->sites(id)",]
+    );
+    let on_delete = admin.foreign_keys(&ops("meters")).await.into_iter().map(|k| k.delete_rule).collect::<Vec<_>>();
+    assert_eq!(on_delete, [3, 0], "NO ACTION and CASCADE");
+    // An analyst who may not read meters.site_id does not see the key that
+    // names it; the others stay.
+    let analyst = engine.session_as(agora_engine::Principal {
+        user: "ann".into(),
+        groups: vec!["analysts".into()],
+        ..Default::default()
+    });
+    assert_eq!(
+        names(analyst.foreign_keys(&ops("meters")).await),
+        ["audits_meter_id_fkey:audits(meter_id)->meters(id)"]
+    );
+    assert_eq!(names(analyst.foreign_keys(&ops("sites")).await), ["audits_site:audits(site_id)->sites(id)"]);
+    // A principal with no grant sees no key at all.
+    let nobody = engine.session_as(agora_engine::Principal { user: "eve".into(), ..Default::default() });
+    assert!(nobody.foreign_keys(&ops("meters")).await.is_empty());
+    assert!(nobody.primary_key(&ops("meters")).await.is_empty());
+}

@@ -172,7 +172,9 @@ impl Engine {
         let mut session_config = SessionConfig::new()
             .with_default_catalog_and_schema(CATALOG, DEFAULT_SCHEMA)
             .with_create_default_catalog_and_schema(false)
-            .with_information_schema(true);
+            // The session's catalog serves `information_schema` itself, with
+            // descriptions (see `governance::information_schema`).
+            .with_information_schema(false);
         // A sort reserves this much before it starts, to be able to merge its
         // spill files later; with a small pool the default (10 MiB) would make
         // sorts fail instead of spill.

@@ -114,6 +114,10 @@ impl CatalogProvider for SessionCatalog {
     }
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        if name == "information_schema" {
+            let catalog = SessionCatalog { mesh: Arc::clone(&self.mesh), viewer: self.viewer.clone() };
+            return Some(Arc::new(super::information_schema::InformationSchema::new(catalog)));
+        }
         if name == "system" {
             let context = SystemContext { mesh: Arc::clone(&self.mesh), viewer: self.viewer.clone() };
             return Some(Arc::new(SystemSchema { context }));

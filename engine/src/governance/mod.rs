@@ -12,6 +12,7 @@
 
 pub(crate) mod catalog;
 pub(crate) mod compile;
+pub(crate) mod information_schema;
 pub mod masks;
 pub(crate) mod plan_view;
 pub mod policy;

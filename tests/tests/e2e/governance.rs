@@ -663,3 +663,50 @@ async fn a_default_schema_resolves_bare_names_only_where_the_principal_may_read(
     assert_eq!(hidden.replace("'sales'", "'X'"), missing.replace("'nosuch'", "'X'"));
     assert!(!hidden.contains("customers"), "{hidden}");
 }
+
+#[tokio::test]
+async fn information_schema_describes_only_what_a_principal_may_read() {
+    let g = governed();
+    let tables = run(
+        &g.engine,
+        ann(),
+        "SELECT table_name, description FROM information_schema.tables \
+         WHERE table_schema IN ('customers', 'sales') ORDER BY table_schema, table_name",
+    )
+    .await;
+    assert_eq!(values(&tables, "table_name"), ["customer", "orders"]);
+    assert_eq!(values(&tables, "description"), ["c", "o"], "the products' descriptions from mesh.yaml");
+    // A column's description is its contract's, as system.columns has it.
+    let described = |who: Principal, sql: &'static str| {
+        let engine = &g.engine;
+        async move { run(engine, who, sql).await }
+    };
+    let columns = described(
+        ann(),
+        "SELECT column_name, description FROM information_schema.columns \
+         WHERE table_schema = 'customers' AND table_name = 'customer' ORDER BY ordinal_position",
+    )
+    .await;
+    let names = values(&columns, "column_name");
+    assert!(names.contains(&"c_phone".to_string()) && !names.contains(&"c_acctbal".to_string()), "{names:?}");
+    let expected = described(
+        admin(),
+        "SELECT column_name, description FROM system.columns WHERE domain = 'customers' AND product = 'customer' \
+         AND column_name <> 'c_acctbal'",
+    )
+    .await;
+    let by_name = |batches: &[RecordBatch]| -> BTreeSet<String> {
+        values(batches, "column_name")
+            .into_iter()
+            .zip(values(batches, "description"))
+            .map(|(c, d)| format!("{c}={d}"))
+            .collect()
+    };
+    assert!(values(&columns, "description").iter().any(|d| d != "NULL"), "no column description at all");
+    assert_eq!(by_name(&columns), by_name(&expected));
+    // SHOW TABLES and SHOW COLUMNS are planned over the same listings.
+    let shown = values(&run(&g.engine, ann(), "SHOW TABLES").await, "table_name");
+    assert!(shown.contains(&"customer".to_string()) && !shown.contains(&"region".to_string()), "{shown:?}");
+    let shown = values(&run(&g.engine, ann(), "SHOW COLUMNS FROM customers.customer").await, "column_name");
+    assert!(shown.contains(&"c_phone".to_string()) && !shown.contains(&"c_acctbal".to_string()), "{shown:?}");
+}

@@ -79,7 +79,8 @@ impl PostgresSource {
                    ORDER BY array_position(i.indkey::int2[], a.attnum)";
         let name = regclass(&self.schema, &self.table);
         let rows = checkout.conn.query(sql, &[&name]).await.map_err(|e| self.connection.unavailable(e.to_string()))?;
-        Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+        let unexpected = |e: tokio_postgres::Error| self.connection.unavailable(format!("reading a key: {e}"));
+        rows.iter().map(|r| r.try_get::<_, String>(0).map_err(unexpected)).collect()
     }
 
     /// The foreign keys the table takes part in, referencing or referenced,
@@ -107,19 +108,21 @@ impl PostgresSource {
         );
         let name = regclass(&self.schema, &self.table);
         let rows = checkout.conn.query(&sql, &[&name]).await.map_err(|e| self.connection.unavailable(e.to_string()))?;
-        Ok(rows
-            .iter()
-            .map(|r| ForeignKey {
-                name: r.get(0),
-                fk_table: (r.get(1), r.get(2)),
-                fk_columns: r.get(3),
-                pk_table: (r.get(4), r.get(5)),
-                pk_columns: r.get(6),
-                pk_name: r.get(7),
-                update_rule: KeyRule::of_code(r.get(8)),
-                delete_rule: KeyRule::of_code(r.get(9)),
+        let read = |r: &tokio_postgres::Row| -> Result<ForeignKey, tokio_postgres::Error> {
+            Ok(ForeignKey {
+                name: r.try_get(0)?,
+                fk_table: (r.try_get(1)?, r.try_get(2)?),
+                fk_columns: r.try_get(3)?,
+                pk_table: (r.try_get(4)?, r.try_get(5)?),
+                pk_columns: r.try_get(6)?,
+                pk_name: r.try_get(7)?,
+                update_rule: KeyRule::of_code(r.try_get(8)?),
+                delete_rule: KeyRule::of_code(r.try_get(9)?),
             })
-            .collect())
+        };
+        rows.iter()
+            .map(|r| read(r).map_err(|e| self.connection.unavailable(format!("reading a foreign key: {e}"))))
+            .collect()
     }
 }
 

@@ -46,6 +46,7 @@ use crate::query_runtime::QueryRuntime;
 use crate::system::{SearchFunction, SystemContext};
 use crate::{EngineError, Principal, ProductRef};
 
+mod default_schema;
 mod keys;
 pub use keys::ProductForeignKey;
 
@@ -761,7 +762,7 @@ impl Session {
         let state = self.ctx.state();
         let dialect = state.config().options().sql_parser.dialect;
         let sql = number_question_marks(sql);
-        let statement = state.sql_to_statement(&sql, &dialect).map_err(|e| with_end_position(e, &sql))?;
+        let mut statement = state.sql_to_statement(&sql, &dialect).map_err(|e| with_end_position(e, &sql))?;
         if let DFStatement::Statement(call) = &statement
             && let Some(cancel) = CancelQuery::plan(call, self.engine.inner.catalog.history(), &self.viewer)
         {
@@ -772,6 +773,18 @@ impl Session {
         }
         ensure_read_only(&statement)?;
         crate::limits::check_statement(&statement, &self.engine.config().limits)?;
+        let is_function = |table: &str| state.table_functions().contains_key(table);
+        if let Some(schema) = &self.default_schema {
+            let bare = state
+                .resolve_table_references(&statement)?
+                .into_iter()
+                .filter_map(|r| match r {
+                    TableReference::Bare { table } if !is_function(&table) => Some(table.to_string()),
+                    _ => None,
+                })
+                .collect();
+            default_schema::qualify(&mut statement, schema, &bare)?;
+        }
         for reference in state.resolve_table_references(&statement)? {
             let is_table_function = matches!(&reference, TableReference::Bare { table } if state.table_functions().contains_key(table.as_ref()));
             if !is_table_function {
@@ -877,7 +890,6 @@ impl Session {
                 schemas.join(", ")
             )));
         }
-        self.ctx.state_ref().write().config_mut().options_mut().catalog.default_schema = schema.to_string();
         self.default_schema = Some(Arc::from(schema));
         Ok(self)
     }
@@ -1035,10 +1047,9 @@ impl Session {
 
     fn check_reference(&self, reference: &TableReference) -> Result<(), EngineError> {
         let (catalog, schema, table) = match reference {
-            TableReference::Bare { table } => match self.default_schema.as_deref() {
-                Some(schema) => (CATALOG, schema, table.as_ref()),
-                None => return Err(self.unqualified(table)),
-            },
+            // Bare names were qualified with the session's default schema, if
+            // it has one (see `default_schema`).
+            TableReference::Bare { table } => return Err(self.unqualified(table)),
             TableReference::Partial { schema, table } => (CATALOG, schema.as_ref(), table.as_ref()),
             TableReference::Full { catalog, schema, table } => (catalog.as_ref(), schema.as_ref(), table.as_ref()),
         };

@@ -180,6 +180,7 @@ impl AgoraFlightSqlService {
         let mut cookie = None;
         let body = match action.as_str() {
             "SetSessionOptions" => {
+                crate::session_options::refuse_anonymous(&owner)?;
                 let options = SetSessionOptionsRequest::decode(request.get_ref().body.clone()).map_err(|_| {
                     Status::invalid_argument("SetSessionOptions: the body is not a SetSessionOptionsRequest")
                 })?;
@@ -187,7 +188,7 @@ impl AgoraFlightSqlService {
                 cookie = outcome.opened.map(|id| format!("{}={id}", crate::session_options::COOKIE));
                 outcome.result.encode_to_vec()
             }
-            "GetSessionOptions" => self.sessions.get(id.as_deref(), &owner)?.encode_to_vec(),
+            "GetSessionOptions" => self.sessions.get(id.as_deref(), &owner, &session.schemas()).encode_to_vec(),
             _ => {
                 let closed = self.sessions.close(id.as_deref(), &owner)?;
                 cookie = Some(format!("{}=; Max-Age=0", crate::session_options::COOKIE));

@@ -180,6 +180,17 @@ pub struct SetOutcome {
     pub opened: Option<String>,
 }
 
+/// Refuses to keep a session for a principal that did not log in: every
+/// anonymous client is the same principal and would share (and evict) them.
+pub fn refuse_anonymous(user: &str) -> Result<(), Status> {
+    if user == agora_engine::Principal::anonymous().user {
+        return Err(Status::permission_denied(
+            "sessions need a login: anonymous clients cannot set session options (qualify names as domain.product)",
+        ));
+    }
+    Ok(())
+}
+
 fn no_session() -> Status {
     Status::not_found(format!(
         "no session: this request carries no `{COOKIE}` cookie of a session of yours that is still open (sessions \
@@ -288,14 +299,18 @@ impl SessionStore {
         Ok(SetOutcome { result, opened: Some(new_id) })
     }
 
-    /// The options of `owner`'s session `id`.
-    pub fn get(&self, id: Option<&str>, owner: &str) -> Result<GetSessionOptionsResult, Status> {
-        let settings = id.and_then(|id| self.settings(id, owner)).ok_or_else(no_session)?;
+    /// The options of `owner`'s session `id`, as they apply: without a
+    /// session (none yet, expired, another principal's) only the catalog, as
+    /// drivers read the current catalog and schema before setting any; a
+    /// schema the principal may no longer see (`schemas`) is not reported,
+    /// as it no longer applies.
+    pub fn get(&self, id: Option<&str>, owner: &str, schemas: &[String]) -> GetSessionOptionsResult {
+        let settings = id.and_then(|id| self.settings(id, owner)).unwrap_or_default();
         let mut session_options = HashMap::from([("catalog".to_string(), string(agora_engine::CATALOG))]);
-        if let Some(schema) = &settings.schema {
-            session_options.insert("schema".to_string(), string(schema));
+        if let Some(schema) = settings.schema.filter(|s| schemas.contains(s)) {
+            session_options.insert("schema".to_string(), string(&schema));
         }
-        Ok(GetSessionOptionsResult { session_options })
+        GetSessionOptionsResult { session_options }
     }
 
     /// Forgets `owner`'s session `id`.
@@ -348,7 +363,13 @@ mod tests {
         let id = set.opened.expect("a new session");
         assert_eq!(store.settings(&id, "ana").unwrap().schema.as_deref(), Some("sales"));
         assert_eq!(store.settings(&id, "mallory"), None);
-        assert_eq!(store.get(Some(&id), "mallory").unwrap_err().code(), tonic::Code::NotFound);
+        let theirs = store.get(Some(&id), "mallory", &visible()).session_options;
+        assert_eq!(theirs.keys().collect::<Vec<_>>(), vec!["catalog"], "another principal sees no schema");
+        let hers = store.get(Some(&id), "ana", &visible()).session_options;
+        assert_eq!(hers.get("schema"), Some(&string("sales")));
+        // A schema she may no longer see is not reported.
+        let now_hidden = store.get(Some(&id), "ana", &["customers".to_string()]).session_options;
+        assert!(!now_hidden.contains_key("schema"));
         assert_eq!(store.close(Some(&id), "mallory").unwrap_err().code(), tonic::Code::NotFound);
         // Updating keeps the session and its cookie.
         let again = store.set(Some(&id), "ana", request(&[("schema", None)]), &visible()).unwrap();
@@ -380,7 +401,7 @@ mod tests {
         );
         let id = set.opened.unwrap();
         assert_eq!(store.settings(&id, "ana").unwrap(), SessionSettings::default());
-        let options = store.get(Some(&id), "ana").unwrap().session_options;
+        let options = store.get(Some(&id), "ana", &visible()).session_options;
         assert_eq!(options.keys().collect::<Vec<_>>(), vec!["catalog"]);
     }
 

@@ -2,6 +2,8 @@
 through the ADBC driver (its current catalog and schema) and through raw
 pyarrow.flight actions with a cookie jar, as the JDBC driver keeps one."""
 
+import time
+
 import pyarrow.flight as flight
 import pytest
 
@@ -131,18 +133,35 @@ def test_a_session_schema_resolves_unqualified_names_for_its_owner_only(server):
     try:
         refused = refusal(lambda: analyst.query("SELECT count(*) AS n FROM nation"))
         assert "must be qualified" in refused[1] and "customers.nation" in refused[1], refused
-        # No session yet: GetSessionOptions and CloseSession say so.
-        assert refusal(analyst.get)[0] == "NOT_FOUND"
+        # No session yet: only the catalog applies, and there is nothing to close.
+        assert analyst.get() == {"catalog": "mesh"}
         assert refusal(lambda: analyst.action("CloseSession"))[0] == "NOT_FOUND"
 
         assert analyst.set(schema="customers", catalog="mesh") == {}
         assert COOKIE in analyst.jar.cookies, "SetSessionOptions set no session cookie"
         assert analyst.get() == {"catalog": "mesh", "schema": "customers"}
-        assert analyst.query("SELECT count(*) AS n FROM nation").column("n").to_pylist() == [25]
+        tag = f"bare-{time.time_ns()}"
+        assert analyst.query(f"SELECT count(*) AS n FROM nation -- {tag}").column("n").to_pylist() == [25]
         # Policies apply as to the qualified name (the analyst sees Europe only).
         bare = analyst.query("SELECT count(*) AS n FROM customer").column("n").to_pylist()
         qualified = analyst.query("SELECT count(*) AS n FROM customers.customer").column("n").to_pylist()
         assert bare == qualified
+        # A table function keeps its meaning; a CTE named like a product is refused.
+        assert analyst.query("SELECT count(*) AS n FROM range(3)").column("n").to_pylist() == [3]
+        assert analyst.query("WITH nation AS (SELECT 1 AS x) SELECT x FROM nation").column("x").to_pylist() == [1]
+        ambiguous = "SELECT count(*) AS n FROM (WITH nation AS (SELECT 1 AS x) SELECT x FROM nation) a, nation b"
+        assert "names both a CTE" in refusal(lambda: analyst.query(ambiguous))[1]
+
+        # The audit record names the product read, as for a qualified name.
+        admin = Client(server, ADMIN)
+        try:
+            audited = admin.query(
+                f"SELECT products FROM system.audit_log WHERE sql LIKE '%{tag}%' AND kind = 'query' AND status = 'ok' "
+                "AND sql NOT LIKE '%audit_log%'"
+            ).to_pylist()
+        finally:
+            admin.close()
+        assert audited and all(r["products"] == ["customers.nation"] for r in audited), audited
 
         # Refused options come back by name; the session keeps its schema.
         errors = analyst.set(schema="hr", catalog="other", search_path="sales")
@@ -154,7 +173,7 @@ def test_a_session_schema_resolves_unqualified_names_for_its_owner_only(server):
         other = Client(server, ADMIN)
         try:
             other.jar.cookies = dict(analyst.jar.cookies)
-            assert refusal(other.get)[0] == "NOT_FOUND"
+            assert other.get() == {"catalog": "mesh"}
             assert "must be qualified" in refusal(lambda: other.query("SELECT * FROM nation"))[1]
             assert refusal(lambda: other.action("CloseSession"))[0] == "NOT_FOUND"
         finally:
@@ -165,9 +184,14 @@ def test_a_session_schema_resolves_unqualified_names_for_its_owner_only(server):
         assert analyst.set(schema=None) == {}
         assert analyst.get() == {"catalog": "mesh"}
         assert analyst.set(schema="sales") == {}
+        closed_cookies = dict(analyst.jar.cookies)
         status = dict(decode_fields(analyst.action("CloseSession")))
         assert status == {1: 1}, status  # CLOSED
         assert COOKIE not in analyst.jar.cookies, "CloseSession did not expire the cookie"
+        # The server forgot it: the old cookie names no session any more.
+        analyst.jar.cookies = closed_cookies
+        assert refusal(lambda: analyst.action("CloseSession"))[0] == "NOT_FOUND"
+        assert analyst.get() == {"catalog": "mesh"}
         assert "must be qualified" in refusal(lambda: analyst.query("SELECT * FROM orders"))[1]
     finally:
         analyst.close()
@@ -214,10 +238,26 @@ def test_the_adbc_driver_sets_and_reads_its_current_schema(server):
             assert cur.fetchone() == (25,)
         with pytest.raises(Exception) as refused:
             conn.adbc_connection.set_options(**{"adbc.connection.db_schema": "no_such_domain"})
-        assert "schema" in str(refused.value), refused.value
+        assert "INVALID_VALUE" in str(refused.value).upper().replace(" ", "_"), refused.value
         assert conn.adbc_current_db_schema == "customers"
     # A connection of its own starts without a schema.
     with flightsql.connect(server["uri"], db_kwargs=kwargs, autocommit=True) as conn:
         with conn.cursor() as cur, pytest.raises(Exception) as refused:
             cur.execute("SELECT count(*) FROM nation")
         assert "must be qualified" in str(refused.value)
+
+
+def test_anonymous_clients_cannot_open_sessions(agora_bin, mesh_config, tmp_path):
+    """Every anonymous client is the same principal: sessions would be
+    shared and evicted among strangers, so they need a login."""
+    from conftest import derived_config, serving
+
+    config = derived_config(mesh_config, "anonymous-sessions", auth={"allow_anonymous": True})
+    with serving(agora_bin, config, tmp_path / "server.log") as server:
+        client = flight.FlightClient(server["uri"])
+        try:
+            body = pb_string_option("schema", "customers")
+            code, message = refusal(lambda: list(client.do_action(flight.Action("SetSessionOptions", body))))
+            assert code == "PERMISSION_DENIED" and "login" in message, (code, message)
+        finally:
+            client.close()

@@ -100,11 +100,18 @@ impl Session {
             {
                 continue;
             }
+            // The referenced key under the name GetPrimaryKeys gives it, when
+            // it is the product's primary key.
+            let pk_key_name = if self.primary_key(&pk_product).await == key.pk_columns {
+                Some(format!("{}_pkey", pk_product.product))
+            } else {
+                key.pk_name
+            };
             shown.push(ProductForeignKey {
                 name: key.name,
                 pk_product,
                 pk_columns: key.pk_columns,
-                pk_key_name: key.pk_name,
+                pk_key_name,
                 fk_product,
                 fk_columns: key.fk_columns,
                 update_rule: key.update_rule as u8,

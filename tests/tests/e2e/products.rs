@@ -12,7 +12,7 @@ use arrow::array::{ArrayRef, Date32Array, Float64Array, Int64Array, RecordBatch,
 use arrow::datatypes::{DataType, Field, Schema};
 
 use crate::governance::principal;
-use crate::support::demo_engine;
+use crate::support::{demo_engine, render, scalar_i64};
 
 /// Every row as `column → text` maps.
 fn rows(batches: &[RecordBatch]) -> Vec<BTreeMap<String, String>> {
@@ -409,4 +409,36 @@ async fn a_sql_rule_may_read_only_its_own_domain_and_measures_are_for_owners() {
     let hidden = "SELECT count(*) AS n FROM system.quality_results WHERE column_name = 'c_acctbal'";
     assert_ne!(query_as(&demo, admin(), hidden).await[0]["n"], "0", "the contract has rules on c_acctbal");
     assert_eq!(query_as(&demo, analyst(), hidden).await[0]["n"], "0");
+}
+
+#[tokio::test]
+async fn join_keys_prune_parquet_files_and_reach_delta_scans() {
+    // A hash join's keys become a dynamic filter on the probe side's scan
+    // (DataFusion's dynamic filters, on by default): lineitem's files are
+    // ordered by l_orderkey, so keys 1..3 leave all but the first file range
+    // unread; the Delta scan of customer receives the filter too.
+    let engine = demo_engine();
+    let keys = "(VALUES (1), (2), (3)) v(k)";
+    let lineitem = format!("SELECT count(*) FROM sales.lineitem l JOIN {keys} ON l.l_orderkey = v.k");
+    let expected = scalar_i64(&engine, "SELECT count(*) FROM sales.lineitem WHERE l_orderkey IN (1, 2, 3)").await;
+    assert_eq!(scalar_i64(&engine, &lineitem).await, expected);
+    let plan = render(&engine, &format!("EXPLAIN ANALYZE {lineitem}")).await;
+    let scan = plan.lines().find(|l| l.contains("DataSourceExec") && l.contains("lineitem")).expect("a lineitem scan");
+    assert!(scan.contains("DynamicFilter [ l_orderkey@0 >= 1 AND l_orderkey@0 <= 3"), "{scan}");
+    let pruned = pruning_counts(scan, "files_ranges_pruned_statistics=");
+    let (total, matched) = pruned.expect("file-range pruning metrics");
+    assert!(total > 1 && matched < total, "no file range was pruned: {total} → {matched}");
+
+    let customer = format!("SELECT count(*) FROM customers.customer c JOIN {keys} ON c.c_custkey = v.k");
+    assert_eq!(scalar_i64(&engine, &customer).await, 3);
+    let plan = render(&engine, &format!("EXPLAIN ANALYZE {customer}")).await;
+    assert!(plan.contains("DynamicFilter [ c_custkey@0 >= 1 AND c_custkey@0 <= 3"), "{plan}");
+}
+
+/// `(total, matched)` of a DataFusion pruning metric `name=T total → M matched`.
+fn pruning_counts(line: &str, name: &str) -> Option<(u64, u64)> {
+    let rest = &line[line.find(name)? + name.len()..];
+    let (total, rest) = rest.split_once(" total → ")?;
+    let matched: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+    Some((total.trim().parse().ok()?, matched.parse().ok()?))
 }

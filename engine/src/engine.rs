@@ -431,7 +431,7 @@ impl Engine {
         let session = self.internal_session("agora-quality");
         let mut id = [0u8; 8];
         let _ = getrandom::fill(&mut id);
-        let run_id: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        let run_id = hex::encode(id);
         let mut results = Vec::new();
         for product in self.inner.catalog.products() {
             let Some(contract) = &product.config.contract else { continue };

@@ -179,7 +179,7 @@ impl LineageRun {
     ) -> LineageRun {
         let text = sql.map(str::to_string).unwrap_or_else(|| plan.display_indent().to_string());
         let digest = Sha256::digest(text.as_bytes());
-        let job_name = format!("query.{}", digest[..6].iter().map(|b| format!("{b:02x}")).collect::<String>());
+        let job_name = format!("query.{}", hex::encode(&digest[..6]));
         let mut job_facets = json!({
             "jobType": {
                 "_producer": PRODUCER,

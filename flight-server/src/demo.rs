@@ -469,8 +469,7 @@ fn write_policies(dir: &Path) -> Result<()> {
     if !key_file.exists() {
         let mut key = [0u8; 32];
         getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no OS random source for the token key: {e}"))?;
-        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
-        std::fs::write(&key_file, hex).with_context(|| format!("cannot write {}", key_file.display()))?;
+        std::fs::write(&key_file, hex::encode(key)).with_context(|| format!("cannot write {}", key_file.display()))?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

@@ -114,7 +114,7 @@ impl AuditRecord {
             groups: principal.groups.clone(),
             client: client.map(str::to_string),
             sql: sql.map(capped),
-            sql_sha256: sql.map(|s| hex(&Sha256::digest(s.as_bytes()))),
+            sql_sha256: sql.map(|s| hex::encode(Sha256::digest(s.as_bytes()))),
             decision: "allow".into(),
             status: STARTED.into(),
             ..AuditRecord::default()
@@ -163,14 +163,9 @@ pub(crate) fn capped(text: &str) -> String {
     }
 }
 
-/// Lower-case hex of `bytes`.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// SHA-256 (hex) of one line of the log, without its newline.
 pub(crate) fn line_hash(line: &[u8]) -> String {
-    hex(&Sha256::digest(line))
+    hex::encode(Sha256::digest(line))
 }
 
 /// The `chain` of records whose `prev` is keyed.
@@ -183,7 +178,7 @@ pub(crate) fn chain_hash(key: Option<&ChainKey>, line: &[u8]) -> String {
     match key.and_then(|k| hmac::Hmac::<Sha256>::new_from_slice(&k.0).ok()) {
         Some(mut mac) => {
             mac.update(line);
-            hex(&mac.finalize().into_bytes())
+            hex::encode(mac.finalize().into_bytes())
         }
         None => line_hash(line),
     }
@@ -199,7 +194,7 @@ fn now() -> String {
 fn new_id() -> String {
     let mut id = [0u8; 12];
     let _ = getrandom::fill(&mut id);
-    hex(&id)
+    hex::encode(id)
 }
 
 #[cfg(test)]
@@ -213,7 +208,7 @@ mod tests {
         let kept = r.sql.clone().unwrap();
         assert_eq!(kept.chars().count(), MAX_AUDIT_TEXT_CHARS + 1);
         assert!(kept.ends_with('…') && kept.starts_with("SELECT 1 /* "));
-        assert_eq!(r.sql_sha256.as_deref(), Some(hex(&Sha256::digest(huge.as_bytes())).as_str()));
+        assert_eq!(r.sql_sha256.as_deref(), Some(hex::encode(Sha256::digest(huge.as_bytes())).as_str()));
         let short = AuditRecord::start(&Principal::user("ann"), None, Some("SELECT 1"));
         assert_eq!(short.sql.as_deref(), Some("SELECT 1"));
         assert_eq!(short.status, STARTED);

@@ -1,7 +1,8 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// One thing wrong in a mesh file.
+/// One thing wrong in a YAML file Agora reads (a mesh file, a contract), at a
+/// key path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigProblem {
     /// Where: a key path such as `domains[sales].products[orders].source.location`

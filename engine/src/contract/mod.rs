@@ -18,7 +18,6 @@ pub mod quality;
 use std::path::PathBuf;
 
 pub use self::drift::{Drift, drift};
-pub use self::parse::ContractProblem;
 
 /// One product's data contract.
 #[derive(Debug, Clone, PartialEq)]
@@ -266,7 +265,11 @@ impl SlaProperty {
 impl Contract {
     /// Parses ODCS YAML for `product` (the schema object of that name, or the
     /// only one). Reports every problem with its key path.
-    pub fn parse(text: &str, file: &std::path::Path, product: &str) -> Result<Contract, Vec<ContractProblem>> {
+    pub fn parse(
+        text: &str,
+        file: &std::path::Path,
+        product: &str,
+    ) -> Result<Contract, Vec<crate::config::ConfigProblem>> {
         parse::parse(text, file, product)
     }
 

@@ -4,16 +4,9 @@ use std::path::Path;
 
 use serde_norway::{Mapping, Value};
 
-use super::{Contract, ContractColumn, Literal, QualityRule, RuleKind, SlaProperty, TeamMember, Threshold};
+use crate::config::ConfigProblem;
 
-/// One thing wrong in a contract.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ContractProblem {
-    /// Key path, e.g. `schema[0].properties[2].logicalType`.
-    pub path: String,
-    /// What is wrong and what was expected.
-    pub message: String,
-}
+use super::{Contract, ContractColumn, Literal, QualityRule, RuleKind, SlaProperty, TeamMember, Threshold};
 
 const LOGICAL_TYPES: &[&str] =
     &["string", "date", "timestamp", "time", "number", "integer", "object", "array", "boolean", "map", "vector"];
@@ -83,9 +76,9 @@ const RULE_KEYS: &[&str] = &[
 const SLA_KEYS: &[&str] = &["property", "value", "unit", "element"];
 const TEAM_KEYS: &[&str] = &["username", "name", "role"];
 
-pub(super) fn parse(text: &str, file: &Path, product: &str) -> Result<Contract, Vec<ContractProblem>> {
+pub(super) fn parse(text: &str, file: &Path, product: &str) -> Result<Contract, Vec<ConfigProblem>> {
     let root: Value = serde_norway::from_str(text)
-        .map_err(|e| vec![ContractProblem { path: String::new(), message: format!("not valid YAML: {e}") }])?;
+        .map_err(|e| vec![ConfigProblem { path: String::new(), message: format!("not valid YAML: {e}") }])?;
     let mut w = Walker { problems: Vec::new(), unsupported: Vec::new() };
     let contract = w.contract(&root, file, product);
     match contract {
@@ -95,7 +88,7 @@ pub(super) fn parse(text: &str, file: &Path, product: &str) -> Result<Contract, 
 }
 
 struct Walker {
-    problems: Vec<ContractProblem>,
+    problems: Vec<ConfigProblem>,
     unsupported: Vec<(String, String)>,
 }
 
@@ -121,7 +114,7 @@ fn to_json(value: &Value) -> String {
 
 impl Walker {
     fn problem(&mut self, path: &str, message: impl Into<String>) {
-        self.problems.push(ContractProblem { path: path.to_string(), message: message.into() });
+        self.problems.push(ConfigProblem { path: path.to_string(), message: message.into() });
     }
 
     /// The mapping at `path`; keys outside `known` are kept as unsupported.

@@ -258,8 +258,7 @@ impl ScalarUDFImpl for MaskToken {
         }
         map_strings(&args, |s| {
             let d = self.digest(b's', s.as_bytes());
-            let hex: String = d[..10].iter().map(|b| format!("{b:02x}")).collect();
-            format!("tok_{hex}")
+            format!("tok_{}", hex::encode(&d[..10]))
         })
     }
 }

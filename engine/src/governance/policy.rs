@@ -338,7 +338,7 @@ impl PolicySet {
                 )],
             });
         }
-        set.version = format!("sha256:{}", hex(&hasher.finalize()[..8]));
+        set.version = format!("sha256:{}", hex::encode(&hasher.finalize()[..8]));
         Ok(set)
     }
 
@@ -695,10 +695,6 @@ fn check_grant_subjects(
 
 fn problem(path: &str, message: impl Into<String>) -> ConfigProblem {
     ConfigProblem { path: path.to_string(), message: message.into() }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

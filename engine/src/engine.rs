@@ -1,5 +1,6 @@
 //! The embeddable engine: a loaded mesh and the sessions that query it.
 
+use std::collections::HashSet;
 use std::num::NonZeroUsize;
 use std::path::Path;
 use std::sync::Arc;
@@ -774,21 +775,28 @@ impl Session {
         ensure_read_only(&statement)?;
         crate::limits::check_statement(&statement, &self.engine.config().limits)?;
         let is_function = |table: &str| state.table_functions().contains_key(table);
+        let mut references = state.resolve_table_references(&statement)?;
         if let Some(schema) = &self.default_schema {
-            let bare = state
-                .resolve_table_references(&statement)?
-                .into_iter()
+            let bare: HashSet<String> = references
+                .iter()
                 .filter_map(|r| match r {
-                    TableReference::Bare { table } if !is_function(&table) => Some(table.to_string()),
+                    TableReference::Bare { table } if !is_function(table) => Some(table.to_string()),
                     _ => None,
                 })
                 .collect();
             default_schema::qualify(&mut statement, schema, &bare)?;
+            // The statement now names them as `schema.table`.
+            for reference in &mut references {
+                if let TableReference::Bare { table } = reference
+                    && bare.contains(table.as_ref())
+                {
+                    *reference = TableReference::partial(schema.as_ref(), table.as_ref());
+                }
+            }
         }
-        for reference in state.resolve_table_references(&statement)? {
-            let is_table_function = matches!(&reference, TableReference::Bare { table } if state.table_functions().contains_key(table.as_ref()));
-            if !is_table_function {
-                self.check_reference(&reference)?;
+        for reference in &references {
+            if !matches!(reference, TableReference::Bare { table } if is_function(table)) {
+                self.check_reference(reference)?;
             }
         }
         // A column the principal may not read is simply not in its schema:

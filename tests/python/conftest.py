@@ -377,6 +377,44 @@ def pb_any(name, value, type_url=None):
     return pb_bytes(1, type_url if type_url is not None else FLIGHT_SQL + name) + pb_bytes(2, value)
 
 
+def _read_varint(data, i):
+    shift = value = 0
+    while True:
+        if i >= len(data) or shift > 63:
+            raise ValueError("truncated varint")
+        byte = data[i]
+        i += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, i
+
+
+def pb_decode(data):
+    """The fields of an encoded message: {number: [int or bytes, ...]}."""
+    fields = {}
+    i = 0
+    while i < len(data):
+        key, i = _read_varint(data, i)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, i = _read_varint(data, i)
+        elif wire == 2:
+            length, i = _read_varint(data, i)
+            value = data[i : i + length]
+            if len(value) != length:
+                raise ValueError("truncated field")
+            i += length
+        elif wire == 1:
+            value, i = data[i : i + 8], i + 8
+        elif wire == 5:
+            value, i = data[i : i + 4], i + 4
+        else:
+            raise ValueError(f"wire type {wire}")
+        fields.setdefault(number, []).append(value)
+    return fields
+
+
 def statement_command(sql):
     return pb_any("CommandStatementQuery", pb_bytes(1, sql))
 

@@ -19,7 +19,7 @@ import sys
 import pyarrow as pa
 import pyarrow.flight as flight
 
-from conftest import ANALYST, ROOT, FlightSession, pb_any, pb_bytes, pb_varint, statement_command
+from conftest import ANALYST, ROOT, FlightSession, pb_any, pb_bytes, pb_decode, pb_varint, statement_command
 
 
 def pb_bool(number, value):
@@ -41,32 +41,6 @@ def get_tables(catalog=None, schema=None, table=None, types=(), include_schema=F
 
 def keys_command(name, catalog, schema, table):
     return pb_any(name, pb_bytes(1, catalog) + pb_bytes(2, schema) + pb_bytes(3, table))
-
-
-def _decode(data):
-    """{field number: bytes or int} of a message's length-delimited and varint fields."""
-    out, i = {}, 0
-    while i < len(data):
-        key, i = _varint(data, i)
-        if key & 7 == 0:
-            out[key >> 3], i = _varint(data, i)
-            continue
-        assert key & 7 == 2, f"unexpected wire type {key & 7}"
-        length, i = _varint(data, i)
-        out[key >> 3] = data[i : i + length]
-        i += length
-    return out
-
-
-def _varint(data, i):
-    shift = value = 0
-    while True:
-        byte = data[i]
-        i += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return value, i
 
 
 def sql_info_values(table):
@@ -115,12 +89,12 @@ def test_the_jdbc_driver_and_dbeaver_connect_browse_and_query(server):
         request = pb_bytes(1, "SELECT n_name FROM customers.nation WHERE n_regionkey = 3 ORDER BY n_name")
         action = flight.Action("CreatePreparedStatement", pb_any("ActionCreatePreparedStatementRequest", request))
         (result,) = list(jdbc.client.do_action(action, jdbc.options()))
-        prepared = _decode(_decode(result.body.to_pybytes())[2])  # Any.value → the result
-        handle, dataset_schema = prepared[1], pa.ipc.read_schema(pa.py_buffer(prepared[2]))
+        prepared = pb_decode(pb_decode(result.body.to_pybytes())[2][0])  # Any.value → the result
+        handle, dataset_schema = prepared[1][0], pa.ipc.read_schema(pa.py_buffer(prepared[2][0]))
         assert dataset_schema.names == ["n_name"]
         # is_update (field 4) present and false: drivers that read it take
         # the query path without guessing from the schema.
-        assert prepared.get(4) == 0, prepared
+        assert prepared.get(4) == [0], prepared
         rows = jdbc.command(pb_any("CommandPreparedStatementQuery", pb_bytes(1, handle)))
         assert rows.column("n_name").to_pylist()[:2] == ["FRANCE", "GERMANY"]
         close = flight.Action("ClosePreparedStatement", pb_any("ActionClosePreparedStatementRequest", pb_bytes(1, handle)))

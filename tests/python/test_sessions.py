@@ -7,7 +7,7 @@ import time
 import pyarrow.flight as flight
 import pytest
 
-from conftest import ADMIN, ANALYST, pb_bytes, refusal
+from conftest import ADMIN, ANALYST, pb_bytes, pb_decode, refusal
 
 COOKIE = "arrow_flight_session_id"
 
@@ -49,51 +49,22 @@ def pb_string_option(name, value):
     return pb_bytes(1, pb_bytes(1, name) + pb_bytes(2, option))
 
 
-def decode_fields(data):
-    """(field number, bytes) of a message's length-delimited and varint fields."""
-    out, i = [], 0
-    while i < len(data):
-        key, i = _varint(data, i)
-        number, kind = key >> 3, key & 7
-        if kind == 2:
-            length, i = _varint(data, i)
-            out.append((number, data[i : i + length]))
-            i += length
-        elif kind == 0:
-            value, i = _varint(data, i)
-            out.append((number, value))
-        else:
-            raise AssertionError(f"unexpected wire type {kind}")
-    return out
-
-
-def _varint(data, i):
-    shift = value = 0
-    while True:
-        byte = data[i]
-        i += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return value, i
-
-
 def string_map(body):
     """{name: string value} of a map<string, SessionOptionValue> field 1."""
     options = {}
-    for _, entry in decode_fields(body):
-        fields = dict(decode_fields(entry))
-        value = dict(decode_fields(fields.get(2, b"")))
-        options[fields[1].decode()] = value.get(1, b"").decode() if value else None
+    for entry in pb_decode(body).get(1, []):
+        fields = pb_decode(entry)
+        value = pb_decode(fields.get(2, [b""])[0])
+        options[fields[1][0].decode()] = value[1][0].decode() if 1 in value else None
     return options
 
 
 def errors_of(body):
     """{name: ErrorValue} of a SetSessionOptionsResult."""
     out = {}
-    for _, entry in decode_fields(body):
-        fields = dict(decode_fields(entry))
-        out[fields[1].decode()] = dict(decode_fields(fields.get(2, b""))).get(1, 0)
+    for entry in pb_decode(body).get(1, []):
+        fields = pb_decode(entry)
+        out[fields[1][0].decode()] = pb_decode(fields.get(2, [b""])[0]).get(1, [0])[0]
     return out
 
 
@@ -185,8 +156,8 @@ def test_a_session_schema_resolves_unqualified_names_for_its_owner_only(server):
         assert analyst.get() == {"catalog": "mesh"}
         assert analyst.set(schema="sales") == {}
         closed_cookies = dict(analyst.jar.cookies)
-        status = dict(decode_fields(analyst.action("CloseSession")))
-        assert status == {1: 1}, status  # CLOSED
+        status = pb_decode(analyst.action("CloseSession"))
+        assert status == {1: [1]}, status  # CLOSED
         assert COOKIE not in analyst.jar.cookies, "CloseSession did not expire the cookie"
         # The server forgot it: the old cookie names no session any more.
         analyst.jar.cookies = closed_cookies

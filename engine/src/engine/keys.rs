@@ -5,6 +5,8 @@
 //! the principal may read: a partial key would mislead, and the name of a
 //! hidden column is not shown.
 
+use std::collections::HashMap;
+
 use agora_connectors::{PostgresSource, Source};
 
 use super::Session;
@@ -88,6 +90,8 @@ impl Session {
             tracing::warn!(product = %product, error = %e, "cannot read the foreign keys PostgreSQL declares");
             Vec::new()
         });
+        // The primary keys of the referenced products, each read once.
+        let mut primary_keys: HashMap<ProductRef, Vec<String>> = HashMap::new();
         let mut shown = Vec::new();
         for key in keys {
             let (Some(pk_product), Some(fk_product)) =
@@ -102,7 +106,10 @@ impl Session {
             }
             // The referenced key under the name GetPrimaryKeys gives it, when
             // it is the product's primary key.
-            let pk_key_name = if self.primary_key(&pk_product).await == key.pk_columns {
+            if !primary_keys.contains_key(&pk_product) {
+                primary_keys.insert(pk_product.clone(), self.primary_key(&pk_product).await);
+            }
+            let pk_key_name = if primary_keys.get(&pk_product) == Some(&key.pk_columns) {
                 Some(format!("{}_pkey", pk_product.product))
             } else {
                 key.pk_name

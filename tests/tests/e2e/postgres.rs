@@ -45,6 +45,15 @@ fn database(test: &str) -> String {
     name
 }
 
+/// Writes mesh-wide policies named `name` next to the demo mesh (for
+/// [`mesh_with_policies`]): the local principal is an admin, tokens use the
+/// demo's key, and `grants` (a YAML `grants:` section) follow. Returns `name`.
+fn policy_file(name: &str, grants: &str) -> String {
+    let text = format!("admins: {{ users: [local] }}\ntoken_key_file: token.key\n{grants}");
+    std::fs::write(crate::support::demo_dir().join(name), text).unwrap();
+    name.to_string()
+}
+
 /// A mesh with domain `ops` on `database` (products listed as name → table) and
 /// the demo's domains next to it.
 fn mesh(database: &str, products: &[(&str, &str)], port: Option<&str>) -> Engine {
@@ -347,12 +356,9 @@ async fn a_governed_postgres_product_filters_in_the_database_and_masks_in_the_en
                                      '+33-555-' || lpad(g::text, 4, '0'), g * 10
          FROM generate_series(1, 400) g;",
     );
-    let policies = format!("pg-policies-{db}.yaml");
-    std::fs::write(
-        crate::support::demo_dir().join(&policies),
-        "admins: { users: [local] }
-token_key_file: token.key
-grants:
+    let policies = policy_file(
+        &format!("pg-policies-{db}.yaml"),
+        "grants:
   - id: analysts-accounts
     to: { groups: [analysts] }
     domain: ops
@@ -362,8 +368,7 @@ grants:
     masks:
       phone: { type: last_n, n: 4 }
 ",
-    )
-    .unwrap();
+    );
     let engine = mesh_with_policies(&db, &[("accounts", "public.accounts")], None, &policies);
     engine.validate_policies().await.unwrap();
     let analyst = agora_engine::Principal {
@@ -727,20 +732,16 @@ async fn an_abandoned_query_is_cancelled_in_postgres_and_its_connection_reused_s
         "CREATE TABLE big (x int); INSERT INTO big SELECT g FROM generate_series(1, 40000) g;
          CREATE VIEW slow AS SELECT a.x FROM big a, big b WHERE a.x + b.x = -1;",
     );
-    let policies = format!("pg-cancel-policies-{db}.yaml");
-    std::fs::write(
-        crate::support::demo_dir().join(&policies),
-        "admins: { users: [local] }
-token_key_file: token.key
-grants:
+    let policies = policy_file(
+        &format!("pg-cancel-policies-{db}.yaml"),
+        "grants:
   - id: analysts-slow
     to: { groups: [analysts] }
     domain: ops
     product: slow
     row_filter: \"x > 0\"
 ",
-    )
-    .unwrap();
+    );
     let engine = mesh_with_policies(&db, &[("slow", "public.slow"), ("big", "public.big")], None, &policies);
     engine.validate_policies().await.unwrap();
     // The whole statement federated to PostgreSQL (an admin reads it open).
@@ -845,18 +846,14 @@ async fn foreign_keys_show_only_between_products_whose_key_columns_the_principal
          CREATE TABLE audits (meter_id int, site_id int, FOREIGN KEY (meter_id) REFERENCES meters (id),
                               CONSTRAINT audits_site FOREIGN KEY (site_id) REFERENCES sites);",
     );
-    let policies = format!("pg-policies-{db}.yaml");
-    std::fs::write(
-        crate::support::demo_dir().join(&policies),
-        "admins: { users: [local] }
-token_key_file: token.key
-grants:
+    let policies = policy_file(
+        &format!("pg-policies-{db}.yaml"),
+        "grants:
   - { id: sites, to: { groups: [analysts] }, domain: ops, product: sites }
   - { id: meters, to: { groups: [analysts] }, domain: ops, product: meters, except_columns: [site_id] }
   - { id: audits, to: { groups: [analysts] }, domain: ops, product: audits }
 ",
-    )
-    .unwrap();
+    );
     // `owners` is a table but no product.
     let products = [("sites", "public.sites"), ("meters", "public.meters"), ("audits", "public.audits")];
     let engine = mesh_with_policies(&db, &products, None, &policies);

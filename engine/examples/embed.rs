@@ -14,7 +14,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = std::env::args().nth(1).unwrap_or_else(|| "demo-mesh/mesh.yaml".to_string());
 
     // Loading validates the file and registers every product; no data is read yet.
-    let engine = Engine::open(&path)?;
+    let engine = Engine::open(&path).await?;
     for domain in engine.domains() {
         println!("{} (owner: {}, {})", domain.name, domain.owner.name, domain.owner.contact);
         for product in &domain.products {

@@ -98,17 +98,17 @@ impl JsonlFile {
         if keep == 0 {
             return std::fs::remove_file(&self.path);
         }
-        let oldest = crate::audit::log::rotated(&self.path, keep);
+        let oldest = rotated(&self.path, keep);
         if oldest.exists() {
             std::fs::remove_file(&oldest)?;
         }
         for n in (1..keep).rev() {
-            let from = crate::audit::log::rotated(&self.path, n);
+            let from = rotated(&self.path, n);
             if from.exists() {
-                std::fs::rename(&from, crate::audit::log::rotated(&self.path, n + 1))?;
+                std::fs::rename(&from, rotated(&self.path, n + 1))?;
             }
         }
-        std::fs::rename(&self.path, crate::audit::log::rotated(&self.path, 1))
+        std::fs::rename(&self.path, rotated(&self.path, 1))
     }
 
     /// Every line of the rotated files and the current one, oldest first.
@@ -122,8 +122,8 @@ impl JsonlFile {
     /// hold them (a history of `keep` entries does not read every rotated
     /// file at start).
     pub(crate) fn read_last(&self, n: usize) -> std::io::Result<Vec<String>> {
-        let newest_first = std::iter::once(self.path.clone())
-            .chain((1..=self.rotation.keep).map(|k| crate::audit::log::rotated(&self.path, k)));
+        let newest_first =
+            std::iter::once(self.path.clone()).chain((1..=self.rotation.keep).map(|k| rotated(&self.path, k)));
         let mut files: Vec<Vec<String>> = Vec::new();
         let mut count = 0;
         for path in newest_first {
@@ -152,6 +152,13 @@ impl JsonlFile {
     }
 }
 
+/// The `n`th rotated file of `path`: `audit.jsonl.n`.
+pub(crate) fn rotated(path: &Path, n: u64) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{n}"));
+    PathBuf::from(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,9 +177,9 @@ mod tests {
         assert_eq!(lines, vec!["{\"n\":4}", "{\"n\":5}", "{\"n\":6}", "{\"n\":7}", "{\"n\":8}", "{\"n\":9}"]);
         assert_eq!(file.read_last(3).unwrap(), vec!["{\"n\":7}", "{\"n\":8}", "{\"n\":9}"]);
         assert_eq!(file.read_last(100).unwrap(), lines);
-        assert!(crate::audit::log::rotated(&path, 2).exists());
-        assert!(!crate::audit::log::rotated(&path, 3).exists());
-        for p in [path.clone(), crate::audit::log::rotated(&path, 1), crate::audit::log::rotated(&path, 2)] {
+        assert!(rotated(&path, 2).exists());
+        assert!(!rotated(&path, 3).exists());
+        for p in [path.clone(), rotated(&path, 1), rotated(&path, 2)] {
             assert!(std::fs::metadata(&p).unwrap().len() <= 20, "{}", p.display());
         }
     }
@@ -184,6 +191,6 @@ mod tests {
         JsonlFile::new(&path, Rotation { max_bytes: 20, keep: 1 }).append(&[b"0123456789".to_vec()], true).unwrap();
         JsonlFile::new(&path, Rotation { max_bytes: 20, keep: 1 }).append(&[b"0123456789".to_vec()], true).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "0123456789\n");
-        assert_eq!(std::fs::read_to_string(crate::audit::log::rotated(&path, 1)).unwrap(), "0123456789\n");
+        assert_eq!(std::fs::read_to_string(rotated(&path, 1)).unwrap(), "0123456789\n");
     }
 }

@@ -15,7 +15,7 @@ use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use serde_json::Value;
 
-use crate::Principal;
+use crate::principal::Principal;
 
 /// Where the identity provider publishes its keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,7 +154,7 @@ impl JwtVerifier {
                 _ => {}
             }
         }
-        Ok(Principal { user, kind: crate::identity::PrincipalKind::User, groups, attributes })
+        Ok(Principal { user, kind: crate::principal::PrincipalKind::User, groups, attributes })
     }
 }
 

@@ -7,7 +7,7 @@
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), agora_engine::EngineError> {
-//! let engine = agora_engine::Engine::open("mesh.yaml")?;
+//! let engine = agora_engine::Engine::open("mesh.yaml").await?;
 //! let batches = engine.session().collect("SELECT count(*) FROM sales.orders").await?;
 //! # Ok(()) }
 //! ```
@@ -28,9 +28,12 @@ pub mod jwt;
 pub mod limits;
 pub mod lineage;
 mod login_throttle;
+mod plan_reads;
+mod principal;
 mod product;
 mod query_context;
 mod query_runtime;
+mod session;
 mod span_propagation;
 mod system;
 

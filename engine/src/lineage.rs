@@ -13,7 +13,6 @@ use std::task::{Context, Poll};
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::logical_expr::{Expr, JoinType, LogicalPlan};
 use datafusion::physical_plan::{RecordBatchStream, SendableRecordBatchStream};
 use futures::Stream;
@@ -259,7 +258,7 @@ impl LineageRun {
 /// The products a plan scans, with the columns read and the owner.
 fn inputs(plan: &LogicalPlan, mesh: &MeshConfig) -> Vec<Value> {
     let mut found: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
-    visit_scans(plan, &mut |scan_name, schema| {
+    crate::plan_reads::visit_scans(plan, &mut |scan_name, schema| {
         let fields = found.entry(scan_name.to_string()).or_default();
         for f in schema.fields() {
             let entry = (f.name().clone(), f.data_type().to_string());
@@ -286,25 +285,6 @@ fn inputs(plan: &LogicalPlan, mesh: &MeshConfig) -> Vec<Value> {
             json!({"namespace": DATASET_NAMESPACE, "name": name, "facets": facets})
         })
         .collect()
-}
-
-fn visit_scans(plan: &LogicalPlan, f: &mut dyn FnMut(&str, &datafusion::common::DFSchema)) {
-    let _ = plan.apply_with_subqueries(|node| {
-        match node {
-            LogicalPlan::TableScan(scan) => {
-                if let Some(schema) = scan.table_name.schema() {
-                    f(&format!("{schema}.{}", scan.table_name.table()), &scan.projected_schema);
-                }
-            }
-            LogicalPlan::Extension(ext) => {
-                if let Some(inner) = agora_connectors::federated_plan(ext.node.as_ref()) {
-                    visit_scans(inner, f);
-                }
-            }
-            _ => {}
-        }
-        Ok(TreeNodeRecursion::Continue)
-    });
 }
 
 /// Where one value comes from: a product's column and how it was derived.

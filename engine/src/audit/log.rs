@@ -259,7 +259,7 @@ impl AuditLog {
     }
 
     fn rotated(&self, n: u64) -> PathBuf {
-        rotated(&self.config.path, n)
+        crate::jsonl::rotated(&self.config.path, n)
     }
 
     /// One entry per request, as `system.audit_log` shows them: a finish
@@ -310,13 +310,6 @@ impl Writer {
     }
 }
 
-/// The `n`th rotated file of `path`: `audit.jsonl.n`.
-pub(crate) fn rotated(path: &Path, n: u64) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(format!(".{n}"));
-    PathBuf::from(name)
-}
-
 /// Where a torn tail is moved: `audit.jsonl.torn`.
 fn torn_path(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
@@ -359,7 +352,7 @@ pub(crate) fn log_files(config: &AuditConfig) -> std::io::Result<Vec<PathBuf>> {
         archived.sort();
         files.extend(archived);
     }
-    files.extend((1..=config.keep).rev().map(|n| rotated(&config.path, n)).filter(|p| p.exists()));
+    files.extend((1..=config.keep).rev().map(|n| crate::jsonl::rotated(&config.path, n)).filter(|p| p.exists()));
     if config.path.exists() {
         files.push(config.path.clone());
     }

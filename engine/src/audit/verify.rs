@@ -295,7 +295,7 @@ mod tests {
         // Two files of unchained records (an older Agora): their names would collide.
         std::fs::create_dir_all(c.path.parent().unwrap()).unwrap();
         let old = r#"{"event_time":"2026-01-01T00:00:00.000Z","query_id":"a","user":"u","groups":[],"client":null,"sql":"OLDEST","products":[],"columns":[],"policies":[],"decision":"allow","reason":null,"status":"ok","error":null,"rows":1,"bytes":8,"duration_ms":1,"policy_version":null}"#;
-        std::fs::write(crate::audit::log::rotated(&c.path, 1), format!("{old}\n")).unwrap();
+        std::fs::write(crate::jsonl::rotated(&c.path, 1), format!("{old}\n")).unwrap();
         std::fs::write(&c.path, format!("{}\n", old.replace("OLDEST", "OLDER"))).unwrap();
         write(&AuditLog::open(&c).unwrap(), 20);
         let archived: Vec<String> = std::fs::read_dir(dir.path().join("archive"))

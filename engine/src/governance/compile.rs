@@ -6,40 +6,16 @@ use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::TableProvider;
-use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+
 use datafusion::common::{Column, DFSchema};
 use datafusion::execution::SessionState;
-use datafusion::logical_expr::{Expr, ExprSchemable, Volatility};
+use datafusion::logical_expr::{Expr, ExprSchemable};
 
 use crate::ProductRef;
 
+use super::expressions::check_scalar;
 use super::policy::{PolicySet, TablePolicy, substitute_placeholders};
 use super::rewrite::{AppliedPolicy, GovernedTable};
-
-/// Refuses expressions a policy may not contain: sub-queries (they would read
-/// other products with the policy's rights), aggregates, window functions,
-/// parameters and volatile functions.
-pub(crate) fn check_scalar(e: &Expr) -> Result<(), String> {
-    let mut problem: Option<String> = None;
-    let _ = e.apply(|e| {
-        let found = match e {
-            Expr::ScalarSubquery(_) | Expr::InSubquery(_) | Expr::Exists(_) => Some("sub-queries"),
-            Expr::AggregateFunction(_) => Some("aggregate functions"),
-            Expr::WindowFunction(_) => Some("window functions"),
-            Expr::Placeholder(_) => Some("parameters"),
-            Expr::ScalarFunction(f) if f.func.signature().volatility == Volatility::Volatile => {
-                Some("volatile functions")
-            }
-            _ => None,
-        };
-        if let Some(what) = found {
-            problem = Some(format!("{what} are not allowed in policy expressions (found {e})"));
-            return Ok(TreeNodeRecursion::Stop);
-        }
-        Ok(TreeNodeRecursion::Continue)
-    });
-    problem.map_or(Ok(()), Err)
-}
 
 fn unqualified(schema: &Schema) -> Result<DFSchema, String> {
     DFSchema::try_from(schema.clone()).map_err(|e| e.strip_backtrace())

@@ -122,7 +122,7 @@ impl Mask {
             Mask::Sql { expr } => {
                 let text = expr.replace("{col}", &format!("\"{}\"", name.replace('"', "\"\"")));
                 let e = state.create_logical_expr(&text, schema).map_err(|e| e.strip_backtrace())?;
-                crate::governance::compile::check_scalar(&e)?;
+                super::expressions::check_scalar(&e)?;
                 e
             }
         };

@@ -10,16 +10,17 @@
 //! - `plan_view`: what a viewer may see of a plan (which EXPLAIN forms), and
 //!   which hand-built plans an embedder may run.
 
-pub(crate) mod catalog;
 pub(crate) mod compile;
-pub(crate) mod information_schema;
+pub(crate) mod expressions;
 pub mod masks;
 pub(crate) mod plan_view;
 pub mod policy;
 pub(crate) mod rewrite;
 pub mod subjects;
+pub(crate) mod viewer;
 
 pub use self::masks::Mask;
 pub use self::policy::{Access, Denial, Grant, PolicySet, Restriction, TablePolicy, TagRule};
 pub use self::rewrite::AppliedPolicy;
 pub use self::subjects::Subjects;
+pub(crate) use self::viewer::Viewer;

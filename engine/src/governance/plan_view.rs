@@ -18,7 +18,7 @@ use datafusion::datasource::source_as_provider;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 
-use super::catalog::Viewer;
+use super::Viewer;
 use crate::EngineError;
 
 /// Refuses plan forms that print statistics or metrics to a non-admin.

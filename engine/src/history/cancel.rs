@@ -21,7 +21,7 @@ use datafusion::sql::sqlparser::ast::{
 
 use super::{QueryEntry, QueryHistory};
 use crate::EngineError;
-use crate::governance::catalog::Viewer;
+use crate::governance::Viewer;
 
 /// Whether `sql` is a `CALL` statement: it takes the small lane of
 /// statements that read nothing, so that a cancel is never queued behind

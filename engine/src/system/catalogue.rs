@@ -407,7 +407,7 @@ struct SensitiveRead {
 }
 
 async fn sensitive_access(context: &SystemContext) -> Result<Vec<ArrayRef>> {
-    let Some(log) = context.viewer.audit.clone() else { return Ok(empty_access()) };
+    let Some(log) = context.audit.clone() else { return Ok(empty_access()) };
     let records = tokio::task::spawn_blocking(move || log.read_all())
         .await
         .map_err(|e| DataFusionError::External(Box::new(e)))?

@@ -29,9 +29,10 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 
+use crate::audit::AuditLog;
 use crate::audit::table::{audit_batch, audit_schema, merge_requests, owner_view};
 use crate::catalog::MeshCatalog;
-use crate::governance::catalog::Viewer;
+use crate::governance::Viewer;
 use crate::history::{queries_batch, queries_schema};
 
 pub(crate) use self::search::SearchFunction;
@@ -41,6 +42,8 @@ pub(crate) use self::search::SearchFunction;
 pub(crate) struct SystemContext {
     pub(crate) mesh: Arc<MeshCatalog>,
     pub(crate) viewer: Viewer,
+    /// The audit log, on a governed mesh.
+    pub(crate) audit: Option<Arc<AuditLog>>,
 }
 
 /// The system tables' names, in listing order.
@@ -63,8 +66,7 @@ pub(crate) struct SystemSchema {
 
 impl SystemSchema {
     fn has(&self, name: &str) -> bool {
-        TABLES.contains(&name)
-            && (self.context.viewer.audit.is_some() || !matches!(name, "audit_log" | "sensitive_access"))
+        TABLES.contains(&name) && (self.context.audit.is_some() || !matches!(name, "audit_log" | "sensitive_access"))
     }
 }
 
@@ -114,7 +116,7 @@ impl SystemTable {
                 Ok(queries_batch(&visible)?)
             }
             "audit_log" => {
-                let Some(log) = c.viewer.audit.clone() else { return audit_batch(&[]) };
+                let Some(log) = c.audit.clone() else { return audit_batch(&[]) };
                 // Only admins and domain owners see any of it: for anyone
                 // else the log is not even read.
                 let owner = c.mesh.config().domains.iter().any(|d| c.viewer.may_audit_domain(&d.name));

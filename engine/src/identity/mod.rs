@@ -3,9 +3,9 @@
 //! Every session runs as a [`Principal`]. A server establishes it with an
 //! [`Authenticator`] built from the mesh's `auth` section: users log in with a
 //! password (argon2 hashes in the file) and receive a signed, expiring session
-//! token; machine clients present a static service token. Token checks are
-//! stateless (an HMAC over the token's claims), so any server instance sharing the
-//! signing key accepts a token another one issued.
+//! token (an HS256 JWT, see `session_token`); machine clients present a static
+//! service token. Token checks are stateless, so any server instance sharing
+//! the signing key accepts a token another one issued.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -15,59 +15,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use argon2::Argon2;
 use argon2::password_hash::PasswordVerifier;
 use argon2::password_hash::phc::PasswordHash;
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{KeyInit, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 pub use crate::login_throttle::{Lockout, LoginThrottle, ThrottleConfig};
 
-/// Names of principals the engine itself uses: `local` (the embedding
-/// application, [`crate::Engine::session`]), `anonymous`, and `agora-…`
-/// (internal checks such as quality rules). No configured user, service token
-/// or identity-provider subject may carry them, so none can inherit what
-/// policies grant them.
-pub fn is_reserved_principal(name: &str) -> bool {
-    matches!(name, "local" | "anonymous") || name.starts_with("agora-")
-}
+mod session_token;
 
-/// What kind of identity a principal is, which decides which policy subjects
-/// can name it (`users` or `services`, see [`crate::governance::Subjects`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
-pub enum PrincipalKind {
-    /// A person: a password user, an identity-provider subject, or the
-    /// embedding application (`local`).
-    #[default]
-    User,
-    /// A machine client authenticated by a service token.
-    Service,
-}
-
-/// An authenticated identity: the subject of every access decision.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Principal {
-    /// The user or service name.
-    pub user: String,
-    /// A person or a service.
-    pub kind: PrincipalKind,
-    /// Groups the principal belongs to.
-    pub groups: Vec<String>,
-    /// Attributes policies may refer to (for example `region`).
-    pub attributes: BTreeMap<String, String>,
-}
-
-impl Principal {
-    /// The principal of unauthenticated access, when a mesh allows it.
-    pub fn anonymous() -> Self {
-        Principal::user("anonymous")
-    }
-
-    /// A named principal without groups or attributes.
-    pub fn user(name: impl Into<String>) -> Self {
-        Principal { user: name.into(), ..Principal::default() }
-    }
-}
+pub use crate::principal::{Principal, PrincipalKind, is_reserved_principal};
 
 /// The `auth` section of a mesh file.
 #[derive(Clone, Default)]
@@ -186,11 +141,8 @@ pub struct Authenticator {
     throttle: LoginThrottle,
 }
 
-const TOKEN_PREFIX: &str = "agora1";
 const DECOY_HASH: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Bw0g+7Rw1oM2GqrvDJhm5hmYZfxS0Y5dfSzpeA7Wx6w";
-
-type HmacSha256 = hmac::Hmac<Sha256>;
 
 impl Authenticator {
     /// Builds an authenticator; draws a random signing key if none is configured.
@@ -273,16 +225,14 @@ impl Authenticator {
     /// Issues a session token for a logged-in user, valid for the configured TTL.
     pub fn issue_token(&self, principal: &Principal) -> String {
         let expires = now_secs().saturating_add(self.config.token_ttl.as_secs());
-        let claims = format!("{}:{expires}", URL_SAFE_NO_PAD.encode(principal.user.as_bytes()));
-        let signature = URL_SAFE_NO_PAD.encode(self.sign(claims.as_bytes()));
-        format!("{TOKEN_PREFIX}.{claims}.{signature}")
+        session_token::issue(&self.key, &principal.user, expires)
     }
 
     /// Resolves a bearer token: a session token issued by [`Self::issue_token`] or
     /// a configured service token.
     pub fn verify_token(&self, token: &str) -> Result<Principal, AuthError> {
-        if let Some(rest) = token.strip_prefix(TOKEN_PREFIX).and_then(|r| r.strip_prefix('.')) {
-            return self.verify_session_token(rest);
+        if let Some(jwt) = token.strip_prefix(session_token::PREFIX) {
+            return self.verify_session_token(jwt);
         }
         if let Some(jwt) = &self.jwt
             && token.split('.').count() == 3
@@ -315,36 +265,12 @@ impl Authenticator {
         matched.map(ServiceTokenConfig::principal).ok_or(AuthError::InvalidCredentials)
     }
 
-    fn verify_session_token(&self, rest: &str) -> Result<Principal, AuthError> {
-        let (claims, signature) = rest.rsplit_once('.').ok_or(AuthError::InvalidCredentials)?;
-        let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| AuthError::InvalidCredentials)?;
-        if self.key.is_empty() {
-            return Err(AuthError::InvalidCredentials);
-        }
-        let mut mac = HmacSha256::new_from_slice(&self.key).map_err(|_| AuthError::InvalidCredentials)?;
-        mac.update(claims.as_bytes());
-        mac.verify_slice(&signature).map_err(|_| AuthError::InvalidCredentials)?;
-        let (user, expires) = claims.split_once(':').ok_or(AuthError::InvalidCredentials)?;
-        let expires: u64 = expires.parse().map_err(|_| AuthError::InvalidCredentials)?;
-        if expires <= now_secs() {
-            return Err(AuthError::InvalidCredentials);
-        }
-        let user = URL_SAFE_NO_PAD.decode(user).map_err(|_| AuthError::InvalidCredentials)?;
-        let user = String::from_utf8(user).map_err(|_| AuthError::InvalidCredentials)?;
+    fn verify_session_token(&self, jwt: &str) -> Result<Principal, AuthError> {
+        let user = session_token::verify(&self.key, jwt, now_secs()).ok_or(AuthError::InvalidCredentials)?;
         // Groups and attributes come from the current configuration: a user removed
         // from the file loses access even with an unexpired token.
         let u = self.config.users.iter().find(|u| u.name == user).ok_or(AuthError::InvalidCredentials)?;
         Ok(u.principal())
-    }
-
-    fn sign(&self, data: &[u8]) -> Vec<u8> {
-        match HmacSha256::new_from_slice(&self.key) {
-            Ok(mut mac) => {
-                mac.update(data);
-                mac.finalize().into_bytes().to_vec()
-            }
-            Err(_) => Vec::new(),
-        }
     }
 }
 
@@ -375,6 +301,9 @@ pub(crate) fn token_digest(token: &str) -> [u8; 32] {
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
     use super::*;
 
     fn authenticator() -> Authenticator {
@@ -415,7 +344,12 @@ mod tests {
         let auth = authenticator();
         let token = auth.issue_token(&Principal::user("alice"));
         assert_eq!(auth.verify_token(&token).unwrap().user, "alice");
-        let forged = token.replace(&URL_SAFE_NO_PAD.encode("alice"), &URL_SAFE_NO_PAD.encode("admin"));
+        // The claims say who the token is for: claiming another user breaks the signature.
+        let parts: Vec<&str> = token.split('.').collect();
+        let claims = String::from_utf8(URL_SAFE_NO_PAD.decode(parts[2]).unwrap()).unwrap();
+        assert!(claims.contains("\"sub\":\"alice\""), "{claims}");
+        let forged_claims = URL_SAFE_NO_PAD.encode(claims.replace("alice", "admin"));
+        let forged = [parts[0], parts[1], &forged_claims, parts[3]].join(".");
         assert_eq!(auth.verify_token(&forged), Err(AuthError::InvalidCredentials));
         let mut truncated = token.clone();
         truncated.pop();

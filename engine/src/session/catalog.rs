@@ -11,60 +11,20 @@ use datafusion::error::{DataFusionError, Result};
 
 use crate::catalog::{DomainSchema, MeshCatalog};
 use crate::error::{PolicyFailure, ProductFailure};
-use crate::{EngineError, Principal, ProductRef};
+use crate::{EngineError, ProductRef};
 
-use crate::system::{SystemContext, SystemSchema};
-
-use super::compile::govern;
-use super::policy::{Access, PolicySet};
-use crate::audit::AuditLog;
-
-/// What a session needs to decide: the principal and the policies in force
-/// (none for an open mesh).
-#[derive(Debug, Clone)]
-pub(crate) struct Viewer {
-    pub(crate) principal: Arc<Principal>,
-    pub(crate) policies: Option<Arc<PolicySet>>,
-    pub(crate) audit: Option<Arc<AuditLog>>,
-}
-
-impl Viewer {
-    pub(crate) fn may_see(&self, product: &ProductRef) -> bool {
-        self.policies.as_ref().is_none_or(|p| p.may_see(&self.principal, product))
-    }
-
-    pub(crate) fn is_admin(&self) -> bool {
-        self.policies.as_ref().is_none_or(|p| p.is_admin(&self.principal))
-    }
-
-    /// May the viewer read `column` of `product` (masked or not)?
-    pub(crate) fn may_read_column(&self, product: &ProductRef, column: &str) -> bool {
-        let Some(policies) = &self.policies else { return true };
-        match policies.access(&self.principal, product, &[column.to_string()]) {
-            Ok(super::Access::Full) => true,
-            Ok(super::Access::Limited(policy)) => policy.columns.iter().any(|c| c == column),
-            Err(_) => false,
-        }
-    }
-
-    /// May the viewer read audit records about `domain`? Admins may read all,
-    /// a domain's owners those of their domain.
-    pub(crate) fn may_audit_domain(&self, domain: &str) -> bool {
-        self.is_admin() || self.policies.as_ref().is_some_and(|p| p.is_owner(&self.principal, domain))
-    }
-
-    /// May the viewer read an audit record of a request that read `products`
-    /// (`domain.product`)?
-    pub(crate) fn may_audit(&self, products: &[String]) -> bool {
-        self.is_admin() || products.iter().any(|p| p.split('.').next().is_some_and(|d| self.may_audit_domain(d)))
-    }
-}
+use crate::governance::Viewer;
+use crate::governance::compile::govern;
+use crate::governance::policy::Access;
 
 /// The `mesh` catalog for one session.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct SessionCatalog {
     pub(crate) mesh: Arc<MeshCatalog>,
     pub(crate) viewer: Viewer,
+    /// The engine's `system` schema for this viewer, built by the engine:
+    /// the catalog only places it under its name.
+    pub(crate) system: Arc<dyn SchemaProvider>,
 }
 
 impl SessionCatalog {
@@ -75,7 +35,7 @@ impl SessionCatalog {
             return Err(EngineError::NotFound(format!("no product {product}")));
         };
         if !self.viewer.may_see(product) {
-            return Err(denied(&self.viewer, product));
+            return Err(self.viewer.denied(product));
         }
         let raw = entry.table().await?;
         let Some(policies) = &self.viewer.policies else { return Ok(raw) };
@@ -92,15 +52,6 @@ impl SessionCatalog {
     }
 }
 
-/// The denial for a product the principal has no grant on, and, on a
-/// governed mesh, for a product that does not exist: the two must not be told
-/// apart by a principal that may read neither.
-pub(crate) fn denied(viewer: &Viewer, product: &ProductRef) -> EngineError {
-    let p = &viewer.principal;
-    let groups = if p.groups.is_empty() { String::new() } else { format!(" (groups: {})", p.groups.join(", ")) };
-    EngineError::Denied(format!("access denied: user '{}'{groups} has no grant on {product} (deny by default)", p.user))
-}
-
 impl CatalogProvider for SessionCatalog {
     fn schema_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self
@@ -115,19 +66,16 @@ impl CatalogProvider for SessionCatalog {
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
         if name == "information_schema" {
-            let catalog = SessionCatalog { mesh: Arc::clone(&self.mesh), viewer: self.viewer.clone() };
-            return Some(Arc::new(super::information_schema::InformationSchema::new(catalog)));
+            return Some(Arc::new(super::information_schema::InformationSchema::new(
+                Arc::clone(&self.mesh),
+                Arc::new(self.clone()),
+            )));
         }
         if name == "system" {
-            let context = SystemContext { mesh: Arc::clone(&self.mesh), viewer: self.viewer.clone() };
-            return Some(Arc::new(SystemSchema { context }));
+            return Some(Arc::clone(&self.system));
         }
         let domain = self.mesh.domain(name)?;
-        Some(Arc::new(SessionDomain {
-            name: name.to_string(),
-            domain: Arc::clone(domain),
-            catalog: SessionCatalog { mesh: Arc::clone(&self.mesh), viewer: self.viewer.clone() },
-        }))
+        Some(Arc::new(SessionDomain { name: name.to_string(), domain: Arc::clone(domain), catalog: self.clone() }))
     }
 }
 

@@ -16,13 +16,14 @@ use arrow::array::{ArrayRef, AsArray, RecordBatch, StringBuilder};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::information_schema::InformationSchemaProvider;
-use datafusion::catalog::{CatalogProviderList, MemoryCatalogProviderList, SchemaProvider, Session, TableProvider};
+use datafusion::catalog::{
+    CatalogProvider, CatalogProviderList, MemoryCatalogProviderList, SchemaProvider, Session, TableProvider,
+};
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 
-use super::catalog::SessionCatalog;
 use crate::ProductRef;
 use crate::catalog::MeshCatalog;
 
@@ -34,11 +35,11 @@ pub(crate) struct InformationSchema {
 }
 
 impl InformationSchema {
-    /// `information_schema` over `catalog` (the session's governed `mesh`).
-    pub(crate) fn new(catalog: SessionCatalog) -> Self {
-        let mesh = Arc::clone(&catalog.mesh);
+    /// `information_schema` over `catalog` (the session's governed `mesh`);
+    /// descriptions come from `mesh`'s products.
+    pub(crate) fn new(mesh: Arc<MeshCatalog>, catalog: Arc<dyn CatalogProvider>) -> Self {
         let list = MemoryCatalogProviderList::new();
-        list.register_catalog(crate::CATALOG.to_string(), Arc::new(catalog));
+        list.register_catalog(crate::CATALOG.to_string(), catalog);
         InformationSchema { inner: InformationSchemaProvider::new(Arc::new(list)), mesh }
     }
 }

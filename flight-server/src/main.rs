@@ -7,7 +7,7 @@ use std::process::ExitCode;
 mod cli;
 
 use agora_engine::Engine;
-use agora_flight_server::demo::{self, DemoOptions};
+use agora_demo::{self as demo, DemoOptions};
 use agora_flight_server::telemetry::Telemetry;
 use agora_flight_server::{FlightServer, ServeOptions, TlsFiles, TypePolicy};
 use anyhow::{Context, Result};

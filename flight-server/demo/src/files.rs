@@ -171,4 +171,3 @@ pub(crate) fn with_region(batch: &RecordBatch) -> Result<RecordBatch> {
     columns.push(Arc::new(regions));
     Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
 }
-

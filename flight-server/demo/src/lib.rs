@@ -162,6 +162,5 @@ async fn generate(options: &DemoOptions) -> Result<PathBuf> {
     Ok(mesh)
 }
 
-
 /// The environment variable that holds the demo database's password, when its URL has one.
 pub const DEMO_PG_PASSWORD_ENV: &str = "AGORA_DEMO_PG_PASSWORD";

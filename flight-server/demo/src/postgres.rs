@@ -131,4 +131,3 @@ pub(crate) fn supply_from_postgres(url: &url::Url) -> Result<String> {
 "#
     ))
 }
-

@@ -96,6 +96,7 @@ fn main() -> ExitCode {
     code
 }
 
+/// Runs `command` by its file under `cli/`; its exit code.
 async fn run(command: Command) -> Result<ExitCode> {
     match command {
         Command::Query { connection, format, file, output, sql } => {
@@ -112,5 +113,17 @@ async fn run(command: Command) -> Result<ExitCode> {
         Command::Demo { dir, scale, bind, generate_only, postgres, s3, s3_endpoint, server } => {
             cli::demo::run(dir, scale, bind, generate_only, postgres, s3, s3_endpoint, server).await
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap's own checks of the command line now that its parts live in
+    /// several files: every id `requires` and `conflicts_with` name exists.
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

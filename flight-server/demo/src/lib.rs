@@ -82,6 +82,8 @@ pub async fn ensure(options: &DemoOptions) -> Result<PathBuf> {
     Ok(mesh)
 }
 
+/// Writes the demo's data and configuration into `options.dir`, unless a
+/// finished generation with the same options (its stamp) is already there.
 async fn generate(options: &DemoOptions) -> Result<PathBuf> {
     let dir = &options.dir;
     let mesh = dir.join(MESH_FILE);

@@ -170,6 +170,7 @@ enum TableTypeCase {
 }
 
 impl TableTypeCase {
+    /// The spelling the request's `x-agora-table-types` header asks for.
     fn of<T>(request: &Request<T>) -> Self {
         match request.metadata().get("x-agora-table-types").and_then(|v| v.to_str().ok()) {
             Some(v) if v.eq_ignore_ascii_case("lowercase") => TableTypeCase::Lower,
@@ -177,6 +178,7 @@ impl TableTypeCase {
         }
     }
 
+    /// `kind` spelt this way.
     fn apply(self, kind: &str) -> String {
         match self {
             TableTypeCase::Upper => kind.to_string(),

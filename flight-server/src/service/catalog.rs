@@ -191,3 +191,54 @@ impl TableTypeCase {
 fn pattern(pattern: Option<&str>, field: &str) -> Result<Option<NamePattern>, Status> {
     pattern.map(|p| NamePattern::parse(p, field)).transpose()
 }
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::AsArray;
+    use arrow_flight::sql::metadata::GetDbSchemasBuilder;
+
+    use crate::pattern::NamePattern;
+
+    /// GetDbSchemas leaves its pattern to arrow-flight's builder: on domain
+    /// names (SQL identifiers) the builder's LIKE picks what `NamePattern`,
+    /// which GetTables uses, picks.
+    #[test]
+    fn the_builders_like_picks_what_name_pattern_picks() {
+        let names = ["sales", "sales_eu", "salesxeu", "system", "customers", "supply", "s", "information_schema", "_x"];
+        let patterns = [
+            "%",
+            "",
+            "sal%",
+            "sal\\%",
+            "sales_eu",
+            "sales\\_eu",
+            "s%s",
+            "%a%a%e%u",
+            "_",
+            "s____",
+            "%_",
+            "\\",
+            "sales\\",
+            "\\s%",
+            "%%y",
+            "SALES",
+            "%\\_%",
+            "_\\x",
+            "%.%",
+            "s[a]%",
+            "(sales)",
+        ];
+        for pattern in patterns {
+            let matcher = NamePattern::parse(pattern, "db_schema_filter_pattern").unwrap();
+            let mut expected: Vec<&str> = names.iter().copied().filter(|n| matcher.matches(n)).collect();
+            expected.sort_unstable();
+            let mut builder = GetDbSchemasBuilder::new(None::<String>, Some(pattern));
+            for name in names {
+                builder.append("mesh", name);
+            }
+            let batch = builder.build().unwrap();
+            let listed: Vec<&str> = batch.column(1).as_string::<i32>().iter().flatten().collect();
+            assert_eq!(listed, expected, "pattern {pattern:?}");
+        }
+    }
+}

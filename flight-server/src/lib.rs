@@ -1,9 +1,8 @@
-//! Agora's network face: an Arrow Flight SQL service over an [`agora_engine::Engine`],
-//! and the demo mesh generator used by `agora demo`.
+//! Agora's network face: an Arrow Flight SQL service over an [`agora_engine::Engine`].
+//! The demo mesh generator used by `agora demo` is the `agora-demo` crate.
 
 mod auth;
 mod cancel;
-pub mod demo;
 mod flight_service;
 mod keys;
 mod listener;

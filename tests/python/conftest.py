@@ -132,7 +132,7 @@ def duck(mesh_dir):
     con.close()
 
 
-# The demo mesh's users (see flight-server/src/demo.rs).
+# The demo mesh's users (see flight-server/demo/src/lib.rs).
 ADMIN = ("admin", "admin-demo")
 ANALYST = ("analyst", "analyst-demo")
 

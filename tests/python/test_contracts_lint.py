@@ -6,7 +6,7 @@ requirements-datacontract.txt. The environment variable AGORA_DATACONTRACT
 names its `datacontract` executable (./scripts/test sets it).
 
 Two sets of contracts are linted: the ones in the source tree
-(flight-server/src/demo/contracts), and the ones `agora demo` writes into a
+(flight-server/demo/contracts), and the ones `agora demo` writes into a
 generated demo mesh, which are what a user of the demo actually gets.
 """
 
@@ -19,7 +19,7 @@ import pytest
 
 from conftest import ROOT
 
-SOURCE_CONTRACTS = ROOT / "flight-server" / "src" / "demo" / "contracts"
+SOURCE_CONTRACTS = ROOT / "flight-server" / "demo" / "contracts"
 
 # One contract per demo product, named <domain>.<product>.odcs.yaml.
 PRODUCTS = [

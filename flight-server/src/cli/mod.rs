@@ -1,7 +1,17 @@
-//! The `agora` command line's SQL front ends: `agora query` and
-//! `agora shell`, in-process or on a remote server.
+//! The `agora` command line, one file per command: `query`, `shell`,
+//! `check`, `products`, `serve`, `audit`, `hash-password` and `demo`; the
+//! options they share (`args`), and the SQL front ends' parts (`backend`,
+//! `output`, `statements`).
 
+pub mod args;
+pub mod audit;
 pub mod backend;
+pub mod check;
+pub mod demo;
+pub mod hash_password;
 pub mod output;
+pub mod products;
+pub mod query;
+pub mod serve;
 pub mod shell;
 pub mod statements;

@@ -8,13 +8,16 @@
 //! contract, columns with their descriptions and masks), `\timing` toggles
 //! timings, `\format table|csv|json` picks the output, `\q` quits.
 
+use std::process::ExitCode;
 use std::time::Instant;
 
+use agora_engine::Engine;
 use anyhow::Result;
 use rustyline::DefaultEditor;
 use rustyline::config::Configurer;
 use rustyline::error::ReadlineError;
 
+use super::args::ConnectionArgs;
 use super::backend::Backend;
 use super::output::{self, Format};
 use super::statements::{self, Script};
@@ -29,6 +32,17 @@ Statements end with ';' and may span lines. Commands:
   \\timing             show how long each statement takes (on/off)
   \\format FORMAT      table (default), csv or json
   \\q                  quit (or Ctrl-D)";
+
+/// Runs `agora shell`: connects, then reads statements until `\q` or end of input.
+pub async fn launch(connection: ConnectionArgs, format: Format) -> Result<ExitCode> {
+    let (backend, engine, banner) = connection.backend().await?;
+    let result = run(backend, format, &banner).await;
+    if let Some(lineage) = engine.as_ref().and_then(Engine::lineage) {
+        lineage.flush(std::time::Duration::from_secs(10)).await;
+    }
+    result?;
+    Ok(ExitCode::SUCCESS)
+}
 
 /// Runs the shell until `\q` or end of input.
 pub async fn run(mut backend: Backend, mut format: Format, banner: &str) -> Result<()> {

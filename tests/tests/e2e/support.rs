@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use agora_demo::{self as demo, DemoOptions};
 use agora_engine::Engine;
-use agora_flight_server::demo::{self, DemoOptions};
 use arrow::array::RecordBatch;
 use arrow::util::pretty::pretty_format_batches;
 

@@ -100,7 +100,7 @@ fn parse_queries(text: &str) -> anyhow::Result<Vec<(String, String)>> {
 
 async fn run(args: Args, queries: Vec<(String, String)>) -> anyhow::Result<()> {
     let start = Instant::now();
-    let engine = Engine::open(&args.config)?;
+    let engine = Engine::open(&args.config).await?;
     let session = match &args.user {
         Some(user) => engine.session_as(Principal::user(user.clone())),
         None => engine.session(),

@@ -244,7 +244,7 @@ impl ConnectionArgs {
                 Ok((backend, None, format!("Connected to {url}")))
             }
             None => {
-                let engine = Engine::open(&self.config)?;
+                let engine = Engine::open(&self.config).await?;
                 let principal = match &self.run_as {
                     Some(name) => configured_principal(&engine, name)?,
                     None => agora_engine::Principal::user("local"),

@@ -9,7 +9,7 @@ use anyhow::Result;
 
 /// Runs `agora check` on the mesh `config`; exits 1 when any check failed.
 pub async fn run(config: &std::path::Path, quality: bool) -> Result<ExitCode> {
-    let engine = Engine::open(config)?;
+    let engine = Engine::open(config).await?;
     println!("{}: configuration ok ({} domains)", config.display(), engine.domains().len());
     let mut failed = 0;
     for (domain, why) in engine.attach_failures() {

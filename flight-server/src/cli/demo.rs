@@ -50,7 +50,7 @@ pub async fn run(
         (Some(p), true) => Some(p.clone()),
         _ => std::env::var(name).ok(),
     };
-    let engine = Engine::new(agora_engine::MeshConfig::from_yaml(&text, &mesh, &env)?)?;
+    let engine = Engine::new(agora_engine::MeshConfig::from_yaml(&text, &mesh, &env)?).await?;
     serve(engine, bind, &server, Some(mesh)).await?;
     Ok(ExitCode::SUCCESS)
 }

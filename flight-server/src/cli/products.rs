@@ -15,7 +15,7 @@ use super::backend::Backend;
 /// Runs `agora products search` on the mesh `config`, as `run_as` (a
 /// configured user or service) or as `local`.
 pub async fn search(config: &Path, run_as: Option<String>, text: Vec<String>) -> Result<ExitCode> {
-    let engine = Engine::open(config)?;
+    let engine = Engine::open(config).await?;
     let principal = match run_as {
         Some(name) => configured_principal(&engine, &name)?,
         None => agora_engine::Principal::user("local"),

@@ -14,7 +14,7 @@ use super::args::{MetricsBind, ServerArgs};
 
 /// Runs `agora serve` on the mesh `config` until a signal stops it.
 pub async fn run(config: &Path, bind: SocketAddr, server: &ServerArgs) -> Result<ExitCode> {
-    let engine = Engine::open(config)?;
+    let engine = Engine::open(config).await?;
     serve(engine, bind, server, None).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -31,7 +31,7 @@ domains:
         source: { kind: parquet, location: does/not/exist }
 "#;
 
-fn broken_mesh() -> (tempfile::TempDir, Engine) {
+async fn broken_mesh() -> (tempfile::TempDir, Engine) {
     let dir = tempfile::tempdir().unwrap();
     let demo = demo_dir();
     copy_dir(&demo.join("supply/supplier"), &dir.path().join("supplier"));
@@ -42,13 +42,13 @@ fn broken_mesh() -> (tempfile::TempDir, Engine) {
     std::fs::write(dir.path().join("corrupt/part-0.parquet"), b"this is not a parquet file at all").unwrap();
     let path = dir.path().join("mesh.yaml");
     std::fs::write(&path, MESH).unwrap();
-    let engine = Engine::new(MeshConfig::from_file(&path).unwrap()).unwrap();
+    let engine = Engine::new(MeshConfig::from_file(&path).unwrap()).await.unwrap();
     (dir, engine)
 }
 
 #[tokio::test]
 async fn check_reports_each_broken_product_and_passes_the_rest() {
-    let (_dir, engine) = broken_mesh();
+    let (_dir, engine) = broken_mesh().await;
     let checks = engine.check().await;
     let outcome = |name: &str| {
         let c = checks.iter().find(|c| c.product.to_string() == name).unwrap();
@@ -72,7 +72,7 @@ async fn check_reports_each_broken_product_and_passes_the_rest() {
 
 #[tokio::test]
 async fn queries_on_a_broken_product_fail_and_others_keep_working() {
-    let (_dir, engine) = broken_mesh();
+    let (_dir, engine) = broken_mesh().await;
     let err = engine.session().query("SELECT * FROM broken.corrupt").await.err().unwrap();
     match &err {
         EngineError::ProductUnavailable { product, .. } => assert_eq!(product.to_string(), "broken.corrupt"),
@@ -93,7 +93,7 @@ async fn queries_on_a_broken_product_fail_and_others_keep_working() {
 
 #[tokio::test]
 async fn a_repaired_product_is_picked_up_without_a_restart() {
-    let (dir, engine) = broken_mesh();
+    let (dir, engine) = broken_mesh().await;
     assert!(engine.session().query("SELECT * FROM broken.missing").await.is_err());
     copy_dir(&demo_dir().join("supply/supplier"), &dir.path().join("does/not/exist"));
     assert_eq!(scalar_i64(&engine, "SELECT count(*) FROM broken.missing").await, 100);

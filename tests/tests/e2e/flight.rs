@@ -23,7 +23,7 @@ const UNIMPLEMENTED: &str = "Operation is not implemented or not supported";
 async fn start_with(options: ServeOptions) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(serve_on(demo_engine(), listener, options, std::future::pending()));
+    tokio::spawn(serve_on(demo_engine().await, listener, options, std::future::pending()));
     addr
 }
 
@@ -67,7 +67,7 @@ async fn a_cross_domain_query_over_flight_equals_the_in_process_answer() {
                JOIN customers.nation n ON c.c_nationkey = n.n_nationkey \
                GROUP BY n.n_name ORDER BY n.n_name";
     let batches = sql(&mut client, query).await.unwrap();
-    let local = demo_engine().session().collect(query).await.unwrap();
+    let local = demo_engine().await.session().collect(query).await.unwrap();
     assert_eq!(pretty(&batches), pretty(&local));
     assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 25);
     // View types are served as plain strings by default.
@@ -190,7 +190,7 @@ async fn prepared_statements_bind_positional_parameters() {
         let info = prepared.execute().await.unwrap();
         let (_, batches) = fetch(&mut client, info).await;
         let expected = crate::support::scalar_i64(
-            &demo_engine(),
+            &demo_engine().await,
             "SELECT count(*) FROM sales.orders WHERE o_custkey = 370 AND o_orderstatus = 'F'",
         )
         .await;
@@ -275,7 +275,7 @@ async fn serve_refuses_to_start_without_identities_unless_anonymous_is_allowed()
     let path = dir.path().join("mesh.yaml");
 
     std::fs::write(&path, domains).unwrap();
-    let engine = agora_engine::Engine::open(&path).unwrap();
+    let engine = agora_engine::Engine::open(&path).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let err = serve_on(engine, listener, ServeOptions::default(), std::future::pending()).await.unwrap_err();
     assert!(matches!(err, agora_flight_server::ServeError::NoIdentities), "{err}");
@@ -284,7 +284,7 @@ async fn serve_refuses_to_start_without_identities_unless_anonymous_is_allowed()
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(serve_on(
-        agora_engine::Engine::open(&path).unwrap(),
+        agora_engine::Engine::open(&path).await.unwrap(),
         listener,
         ServeOptions::default(),
         std::future::pending(),
@@ -336,7 +336,7 @@ async fn jwt_bearer_tokens_from_an_identity_provider_are_verified_and_governed()
     );
     let config = demo.join(format!("jwt-mesh-{}.yaml", std::process::id()));
     std::fs::write(&config, yaml).unwrap();
-    let engine = agora_engine::Engine::open(&config).unwrap();
+    let engine = agora_engine::Engine::open(&config).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(serve_on(engine.clone(), listener, ServeOptions::default(), std::future::pending()));

@@ -99,7 +99,7 @@ async fn local_engine(freshness: &str) -> (tempfile::TempDir, Engine, LocalFileS
     put(&store, "t/b.parquet", parquet_file(&[10], None)).await;
     let path = dir.path().join("mesh.yaml");
     std::fs::write(&path, mesh("t", freshness, "")).unwrap();
-    let engine = Engine::open(&path).unwrap();
+    let engine = Engine::open(&path).await.unwrap();
     (dir, engine, store)
 }
 
@@ -153,6 +153,7 @@ async fn s3_parquet_objects_added_deleted_and_overwritten_are_seen_by_the_next_q
     );
     let yaml = mesh(&format!("s3://{bucket}/{prefix}"), "", &storage);
     let env = |name: &str| matches!(name, "K" | "S").then(|| "testing".to_string());
-    let engine = Engine::new(MeshConfig::from_yaml(&yaml, Path::new("/virtual/mesh.yaml"), &env).unwrap()).unwrap();
+    let engine =
+        Engine::new(MeshConfig::from_yaml(&yaml, Path::new("/virtual/mesh.yaml"), &env).unwrap()).await.unwrap();
     files_change_under_the_engine(&engine, &store, &prefix).await;
 }

@@ -54,7 +54,7 @@ pub struct Governed {
 }
 
 /// Writes the mesh and policy files into a new directory and opens it.
-pub fn governed_with(global: &str, customers: &str) -> Result<Governed, EngineError> {
+pub async fn governed_with(global: &str, customers: &str) -> Result<Governed, EngineError> {
     let demo = demo_dir();
     let dir = tempfile::tempdir().unwrap();
     let abs = |p: &str| demo.join(p).display().to_string();
@@ -84,12 +84,12 @@ governance:
     std::fs::write(dir.path().join("policies.yaml"), global).unwrap();
     std::fs::write(dir.path().join("customers.yaml"), customers).unwrap();
     std::fs::write(dir.path().join("token.key"), "test-key-0123456789abcdef").unwrap();
-    let engine = Engine::open(dir.path().join("mesh.yaml"))?;
+    let engine = Engine::open(dir.path().join("mesh.yaml")).await?;
     Ok(Governed { dir, engine })
 }
 
-fn governed() -> Governed {
-    governed_with(GLOBAL, CUSTOMERS).unwrap()
+async fn governed() -> Governed {
+    governed_with(GLOBAL, CUSTOMERS).await.unwrap()
 }
 
 pub fn principal(user: &str, groups: &[&str], attrs: &[(&str, &str)]) -> Principal {
@@ -189,7 +189,7 @@ fn assert_protected(sql: &str, batches: &[RecordBatch], t: &Truth) {
 
 #[tokio::test]
 async fn every_query_path_applies_row_filters_and_masks() {
-    let g = governed();
+    let g = governed().await;
     let t = truth(&g.engine).await;
     let paths = [
         "SELECT * FROM customers.customer",
@@ -307,7 +307,7 @@ async fn every_query_path_applies_row_filters_and_masks() {
 
 #[tokio::test]
 async fn leaky_predicates_never_run_on_filtered_rows() {
-    let g = governed();
+    let g = governed().await;
     // Nation 0 (Algeria) is in Africa: only rows the filter removes make this divide by zero.
     let sql = "SELECT count(*) AS n FROM customers.customer WHERE 1 / (c_nationkey - 0) > -100";
     let ok = run(&g.engine, ann(), sql).await;
@@ -347,7 +347,7 @@ async fn leaky_predicates_never_run_on_filtered_rows() {
 
 #[tokio::test]
 async fn masked_tokens_are_equal_across_domains_and_join() {
-    let g = governed();
+    let g = governed().await;
     // Through tokens: the analyst's join of their customers to their orders…
     let joined = run(
         &g.engine,
@@ -382,7 +382,7 @@ async fn masked_tokens_are_equal_across_domains_and_join() {
 
 #[tokio::test]
 async fn catalogue_shows_only_what_a_principal_may_read() {
-    let g = governed();
+    let g = governed().await;
     let tables = run(
         &g.engine,
         ann(),
@@ -487,25 +487,25 @@ async fn broken_policies_stop_start_up_with_their_location() {
         ),
     ];
     for (global, customers, expected) in cases {
-        let err = governed_with(&global, &customers).err().expect("must not load");
+        let err = governed_with(&global, &customers).await.err().expect("must not load");
         assert!(err.to_string().contains(expected), "expected '{expected}' in: {err}");
     }
     // Column-level mistakes are found against the product's schema before serving.
     let bad_column = CUSTOMERS.replace("except_columns: [c_acctbal]", "except_columns: [c_acctbalance]");
-    let g = governed_with(GLOBAL, &bad_column).unwrap();
+    let g = governed_with(GLOBAL, &bad_column).await.unwrap();
     let err = g.engine.validate_policies().await.unwrap_err().to_string();
     assert!(err.contains("customers.yaml") || err.contains("policies.yaml"), "{err}");
     assert!(err.contains("no column 'c_acctbalance'") && err.contains("analysts-customers"), "{err}");
     let bad_type = GLOBAL.replace("o_clerk: { type: redact }", "o_totalprice: { type: email }");
-    let g = governed_with(&bad_type, CUSTOMERS).unwrap();
+    let g = governed_with(&bad_type, CUSTOMERS).await.unwrap();
     let err = g.engine.validate_policies().await.unwrap_err().to_string();
     assert!(err.contains("mask email applies to text columns, not to o_totalprice"), "{err}");
-    assert!(governed().engine.validate_policies().await.is_ok());
+    assert!(governed().await.engine.validate_policies().await.is_ok());
 }
 
 #[tokio::test]
 async fn every_request_is_audited_exactly_once() {
-    let g = governed();
+    let g = governed().await;
     let requests: [(&str, Principal, bool); 7] = [
         ("SELECT count(*) FROM customers.customer", ann(), true),
         ("SELECT c_name, c_phone FROM customers.customer LIMIT 3", ann(), true),
@@ -580,7 +580,7 @@ fn assert_audit_file_has(dir: &Path, sql: &str) {
 async fn the_query_history_shows_each_principal_its_own_and_cancel_stops_a_query() {
     use futures::StreamExt;
 
-    let g = governed();
+    let g = governed().await;
     let slow = "SELECT count(*) AS n FROM sales.orders a JOIN sales.orders b ON a.o_orderkey < b.o_orderkey";
     let query = g.engine.session_as(ann()).query(slow).await.unwrap();
     let id = query.id().to_string();
@@ -612,7 +612,7 @@ async fn the_query_history_shows_each_principal_its_own_and_cancel_stops_a_query
 #[tokio::test]
 async fn primary_keys_show_only_for_products_and_columns_the_principal_may_read() {
     use agora_engine::ProductRef;
-    let g = governed();
+    let g = governed().await;
     let key = |who: Principal, domain: &'static str, product: &'static str| {
         let session = g.engine.session_as(who);
         async move { session.primary_key(&ProductRef::new(domain, product)).await }
@@ -626,7 +626,7 @@ async fn primary_keys_show_only_for_products_and_columns_the_principal_may_read(
     assert!(key(ann(), "customers", "region").await.is_empty(), "a hidden product's key was shown");
     assert!(key(ann(), "customers", "no_such").await.is_empty());
     // A key column the principal may not read hides the whole key.
-    let hidden = governed_with(GLOBAL, &CUSTOMERS.replace("[c_acctbal]", "[c_acctbal, c_custkey]")).unwrap();
+    let hidden = governed_with(GLOBAL, &CUSTOMERS.replace("[c_acctbal]", "[c_acctbal, c_custkey]")).await.unwrap();
     let session = hidden.engine.session_as(ann());
     assert!(session.primary_key(&ProductRef::new("customers", "customer")).await.is_empty());
     let session = hidden.engine.session_as(admin());
@@ -635,7 +635,7 @@ async fn primary_keys_show_only_for_products_and_columns_the_principal_may_read(
 
 #[tokio::test]
 async fn a_default_schema_resolves_bare_names_only_where_the_principal_may_read() {
-    let g = governed();
+    let g = governed().await;
     let count = |batches: Vec<RecordBatch>| values(&batches, "n");
     let ann_in_customers = g.engine.session_as(ann()).with_default_schema("customers").unwrap();
     assert_eq!(ann_in_customers.default_schema(), Some("customers"));
@@ -666,7 +666,7 @@ async fn a_default_schema_resolves_bare_names_only_where_the_principal_may_read(
 
 #[tokio::test]
 async fn information_schema_describes_only_what_a_principal_may_read() {
-    let g = governed();
+    let g = governed().await;
     let tables = run(
         &g.engine,
         ann(),

@@ -7,7 +7,7 @@ use crate::support::{demo_engine, render, scalar_i64};
 
 #[tokio::test]
 async fn every_demo_product_opens_with_its_schema() {
-    let engine = demo_engine();
+    let engine = demo_engine().await;
     let checks = engine.check().await;
     let names: Vec<String> = checks.iter().map(|c| c.product.to_string()).collect();
     assert_eq!(names, crate::support::DEMO_PRODUCTS);
@@ -19,7 +19,7 @@ async fn every_demo_product_opens_with_its_schema() {
 
 #[tokio::test]
 async fn row_counts_match_tpch_cardinalities() {
-    let engine = demo_engine();
+    let engine = demo_engine().await;
     // TPC-H at scale 0.01: fixed sizes for these tables.
     assert_eq!(scalar_i64(&engine, "SELECT count(*) FROM sales.orders").await, 15_000);
     assert_eq!(scalar_i64(&engine, "SELECT count(*) FROM customers.customer").await, 1_500);
@@ -32,7 +32,7 @@ async fn row_counts_match_tpch_cardinalities() {
 
 #[tokio::test]
 async fn hive_partitions_become_typed_columns() {
-    let engine = demo_engine();
+    let engine = demo_engine().await;
     let schema = engine.product_schema(&ProductRef::new("sales", "orders")).await.unwrap();
     let year = schema.field_with_name("year").unwrap();
     assert_eq!(year.data_type(), &DataType::Int64);
@@ -54,7 +54,7 @@ async fn hive_partitions_become_typed_columns() {
 
 #[tokio::test]
 async fn partition_filters_prune_directories() {
-    let engine = demo_engine();
+    let engine = demo_engine().await;
     let plan = render(&engine, "EXPLAIN SELECT count(DISTINCT o_custkey) FROM sales.orders WHERE year = 1995").await;
     // Only the year=1995 directory's file is scanned.
     assert!(plan.contains("year=1995"), "{plan}");
@@ -63,7 +63,7 @@ async fn partition_filters_prune_directories() {
 
 #[tokio::test]
 async fn a_join_across_three_domains_and_two_formats() {
-    let engine = demo_engine();
+    let engine = demo_engine().await;
     let sql = "SELECT count(*) FROM sales.orders o \
                JOIN customers.customer c ON o.o_custkey = c.c_custkey \
                JOIN supply.supplier s ON s.s_nationkey = c.c_nationkey";
@@ -82,7 +82,7 @@ async fn a_join_across_three_domains_and_two_formats() {
 
 #[tokio::test]
 async fn unknown_names_list_what_exists() {
-    let engine = demo_engine();
+    let engine = demo_engine().await;
     let session = engine.session();
     let err = session.query("SELECT * FROM sales.ordrs").await.err().unwrap();
     assert!(matches!(err, EngineError::NotFound(_)), "{err:?}");
@@ -104,14 +104,15 @@ async fn unknown_names_list_what_exists() {
 
 #[tokio::test]
 async fn syntax_errors_carry_the_position() {
-    let err = demo_engine().session().query("SELECT * FROM sales.orders WHERE AND o_custkey = 1").await.err().unwrap();
+    let err =
+        demo_engine().await.session().query("SELECT * FROM sales.orders WHERE AND o_custkey = 1").await.err().unwrap();
     assert!(matches!(err, EngineError::Sql(_)), "{err:?}");
     assert!(err.to_string().contains("Line: 1, Column"), "{err}");
 }
 
 #[tokio::test]
 async fn writes_are_refused() {
-    let session = demo_engine().session();
+    let session = demo_engine().await.session();
     for sql in [
         "CREATE TABLE sales.x AS SELECT 1",
         "INSERT INTO sales.orders SELECT * FROM sales.orders",
@@ -123,13 +124,13 @@ async fn writes_are_refused() {
         assert!(err.to_string().starts_with("Agora is read-only"), "{err}");
     }
     // The data is untouched.
-    assert_eq!(crate::support::scalar_i64(&demo_engine(), "SELECT count(*) FROM sales.orders").await, 15_000);
+    assert_eq!(crate::support::scalar_i64(&demo_engine().await, "SELECT count(*) FROM sales.orders").await, 15_000);
 }
 
 #[tokio::test]
 async fn information_schema_lists_domains_and_products() {
     let text = render(
-        &demo_engine(),
+        &demo_engine().await,
         "SELECT table_schema, table_name FROM information_schema.tables WHERE table_catalog = 'mesh' AND table_schema <> 'information_schema' ORDER BY 1, 2",
     )
     .await;
@@ -156,7 +157,7 @@ async fn registering_a_thousand_products_reads_nothing() {
     }
     let path = dir.path().join("mesh.yaml");
     std::fs::write(&path, yaml).unwrap();
-    let engine = agora_engine::Engine::open(&path).unwrap();
+    let engine = agora_engine::Engine::open(&path).await.unwrap();
     assert_eq!(engine.domains()[0].products.len(), 1000);
     assert_eq!(scalar_i64(&engine, "SELECT count(*) FROM big.region").await, 5);
 }
@@ -168,7 +169,7 @@ async fn new_delta_commits_become_visible_without_a_restart() {
     let yaml = "domains:\n  - name: d\n    description: x\n    owner: { name: T, contact: t@example.com }\n    products:\n      - { name: region, description: r, source: { kind: delta, location: region } }\n";
     let path = dir.path().join("mesh.yaml");
     std::fs::write(&path, yaml).unwrap();
-    let engine = agora_engine::Engine::open(&path).unwrap();
+    let engine = agora_engine::Engine::open(&path).await.unwrap();
     assert_eq!(scalar_i64(&engine, "SELECT count(*) FROM d.region").await, 5);
 
     // Another writer appends the same five rows as a new commit.
@@ -217,7 +218,7 @@ async fn without_governance_everyone_sees_and_cancels_only_their_own_queries() {
     let yaml = "domains:\n  - name: open\n    description: An open mesh\n    owner: { name: T, contact: t@example.com }\n    products:\n      - { name: region, description: r, source: { kind: delta, location: region } }\n";
     let path = dir.path().join("mesh.yaml");
     std::fs::write(&path, yaml).unwrap();
-    let engine = agora_engine::Engine::open(&path).unwrap();
+    let engine = agora_engine::Engine::open(&path).await.unwrap();
     let (ann, bob) = (Principal::user("ann"), Principal::user("bob"));
     let slow = "SELECT count(*) AS n FROM open.region, generate_series(1, 10000000000)";
     let query = engine.session_as(ann.clone()).query(slow).await.unwrap();

@@ -56,12 +56,12 @@ fn policy_file(name: &str, grants: &str) -> String {
 
 /// A mesh with domain `ops` on `database` (products listed as name → table) and
 /// the demo's domains next to it.
-fn mesh(database: &str, products: &[(&str, &str)], port: Option<&str>) -> Engine {
-    mesh_with_policies(database, products, port, "policies.yaml")
+async fn mesh(database: &str, products: &[(&str, &str)], port: Option<&str>) -> Engine {
+    mesh_with_policies(database, products, port, "policies.yaml").await
 }
 
 /// Like [`mesh`], with the mesh-wide policy file `policies` (relative to the demo mesh).
-fn mesh_with_policies(database: &str, products: &[(&str, &str)], port: Option<&str>, policies: &str) -> Engine {
+async fn mesh_with_policies(database: &str, products: &[(&str, &str)], port: Option<&str>, policies: &str) -> Engine {
     let pg = pg();
     let demo = crate::support::demo_dir();
     let demo_yaml = std::fs::read_to_string(demo.join("mesh.yaml")).unwrap();
@@ -81,7 +81,7 @@ fn mesh_with_policies(database: &str, products: &[(&str, &str)], port: Option<&s
     let audit = demo.join(format!("audit/{database}.jsonl"));
     yaml.push_str(&format!("governance:\n  policies: {policies}\n  audit: {{ path: {} }}\n", audit.display()));
     let config = MeshConfig::from_yaml(&yaml, &demo.join("mesh.yaml"), &|_| None).unwrap();
-    Engine::new(config).unwrap()
+    Engine::new(config).await.unwrap()
 }
 
 #[tokio::test]
@@ -100,7 +100,7 @@ async fn postgres_types_map_to_arrow_with_nulls() {
             '{\"a\": 1}', '{\"b\": [1, 2]}', 'happy', '{1,2,3}', '{x,y}'),
            (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);",
     );
-    let engine = mesh(&db, &[("all_types", "public.all_types")], None);
+    let engine = mesh(&db, &[("all_types", "public.all_types")], None).await;
     let schema = engine.product_schema(&agora_engine::ProductRef::new("ops", "all_types")).await.unwrap();
     let types: Vec<String> = schema.fields().iter().map(|f| format!("{}:{}", f.name(), f.data_type())).collect();
     let expect_type = |name: &str, expected: &str| {
@@ -176,7 +176,7 @@ async fn filters_projections_limits_joins_and_aggregates_run_in_postgres() {
          CREATE TABLE orders (id int PRIMARY KEY, customer int, amount int, note text);
          INSERT INTO orders SELECT g, 1 + g % 100, g % 1000, repeat('x', 100) FROM generate_series(1, 20000) g;",
     );
-    let engine = mesh(&db, &[("orders", "public.orders"), ("customers", "public.customers")], None);
+    let engine = mesh(&db, &[("orders", "public.orders"), ("customers", "public.customers")], None).await;
     let reset = || reset_statements(&db);
 
     reset();
@@ -238,7 +238,7 @@ async fn a_cross_source_join_equals_the_all_parquet_answer() {
         "CREATE TABLE supplier (s_suppkey bigint, s_name text, s_address text, s_nationkey bigint, s_phone text, s_acctbal numeric(15,2), s_comment text)",
     );
     let csv = crate::support::demo_dir().join("supplier.csv");
-    let batches = demo_engine().session().collect("SELECT * FROM supply.supplier").await.unwrap();
+    let batches = demo_engine().await.session().collect("SELECT * FROM supply.supplier").await.unwrap();
     {
         let file = std::fs::File::create(&csv).unwrap();
         let mut writer = arrow::csv::WriterBuilder::new().with_header(true).build(file);
@@ -248,7 +248,7 @@ async fn a_cross_source_join_equals_the_all_parquet_answer() {
     }
     psql(&db, &format!("\\copy supplier FROM '{}' WITH (FORMAT csv, HEADER true)", csv.display()));
 
-    let engine = mesh(&db, &[("supplier", "public.supplier")], None);
+    let engine = mesh(&db, &[("supplier", "public.supplier")], None).await;
     let query = |supplier: &str| {
         format!(
             "SELECT s.s_nationkey, count(*) AS n, sum(o.o_totalprice) AS total, max(s.s_acctbal) AS richest \
@@ -267,7 +267,7 @@ async fn a_cross_source_join_equals_the_all_parquet_answer() {
 async fn missing_tables_and_unreachable_servers_fail_alone() {
     let db = database("faults");
     psql(&db, "CREATE TABLE present (id int); INSERT INTO present VALUES (1), (2)");
-    let engine = mesh(&db, &[("present", "public.present"), ("absent", "public.absent")], None);
+    let engine = mesh(&db, &[("present", "public.present"), ("absent", "public.absent")], None).await;
     assert_eq!(scalar_i64(&engine, "SELECT count(*) FROM ops.present").await, 2);
     let err = engine.session().query("SELECT * FROM ops.absent").await.err().unwrap();
     assert!(
@@ -277,7 +277,7 @@ async fn missing_tables_and_unreachable_servers_fail_alone() {
 
     // Nothing listens on port 1: the domain fails fast, naming its connection;
     // the other domains answer.
-    let down = mesh(&db, &[("present", "public.present")], Some("1"));
+    let down = mesh(&db, &[("present", "public.present")], Some("1")).await;
     let started = std::time::Instant::now();
     let err = down.session().query("SELECT * FROM ops.present").await.err().unwrap();
     assert!(started.elapsed() < std::time::Duration::from_secs(10), "took {:?}", started.elapsed());
@@ -305,7 +305,7 @@ async fn a_restarted_server_is_reconnected_without_restarting_agora() {
         "postgres",
         "DROP TABLE IF EXISTS beats; CREATE TABLE beats (id int); INSERT INTO beats VALUES (1), (2), (3)",
     );
-    let engine = mesh("postgres", &[("beats", "public.beats")], Some(&port));
+    let engine = mesh("postgres", &[("beats", "public.beats")], Some(&port)).await;
     assert_eq!(scalar_i64(&engine, "SELECT count(*) FROM ops.beats").await, 3);
 
     run("stop");
@@ -369,7 +369,7 @@ async fn a_governed_postgres_product_filters_in_the_database_and_masks_in_the_en
       phone: { type: last_n, n: 4 }
 ",
     );
-    let engine = mesh_with_policies(&db, &[("accounts", "public.accounts")], None, &policies);
+    let engine = mesh_with_policies(&db, &[("accounts", "public.accounts")], None, &policies).await;
     engine.validate_policies().await.unwrap();
     let analyst = agora_engine::Principal {
         user: "ann".into(),
@@ -455,7 +455,7 @@ async fn a_governed_postgres_product_filters_in_the_database_and_masks_in_the_en
 async fn a_table_dropped_after_it_was_opened_fails_naming_the_product() {
     let db = database("dropped");
     psql(&db, "CREATE TABLE gauges (id int, reading int); INSERT INTO gauges VALUES (1, 10), (2, 20)");
-    let engine = mesh(&db, &[("gauges", "public.gauges")], None);
+    let engine = mesh(&db, &[("gauges", "public.gauges")], None).await;
     assert_eq!(scalar_i64(&engine, "SELECT sum(reading) FROM ops.gauges").await, 30);
     psql(&db, "DROP TABLE gauges");
     let err = engine.session().collect("SELECT sum(reading) FROM ops.gauges").await.unwrap_err().to_string();
@@ -478,7 +478,7 @@ async fn columns_added_and_dropped_in_postgresql_show_without_a_restart() {
     );
     let file = dir.path().join("mesh.yaml");
     std::fs::write(&file, yaml).unwrap();
-    let engine = Engine::open(&file).unwrap();
+    let engine = Engine::open(&file).await.unwrap();
     assert_eq!(scalar_i64(&engine, "SELECT sum(reading) FROM ops.meters").await, 30);
 
     psql(&db, "ALTER TABLE meters ADD COLUMN site text NOT NULL DEFAULT 'north'");
@@ -515,14 +515,14 @@ async fn a_changed_postgres_column_type_is_reported_as_drift() {
         let batches = engine.session().collect(sql).await.unwrap();
         crate::support::pretty(&batches)
     };
-    assert!(status(Engine::open(&file).unwrap()).await.contains("| ok "), "matches before the change");
+    assert!(status(Engine::open(&file).await.unwrap()).await.contains("| ok "), "matches before the change");
 
     psql(&db, "ALTER TABLE items ALTER COLUMN price TYPE double precision, DROP COLUMN name");
-    let after = status(Engine::open(&file).unwrap()).await;
+    let after = status(Engine::open(&file).await.unwrap()).await;
     assert!(after.contains("drift: column name is in the contract but not in the source"), "{after}");
     assert!(after.contains("column price is Float64 in the source, the contract says decimal(10,2)"), "{after}");
     // Quality rules run in PostgreSQL.
-    let results = Engine::open(&file).unwrap().check_quality().await.unwrap();
+    let results = Engine::open(&file).await.unwrap().check_quality().await.unwrap();
     let not_null = results.iter().find(|r| r.kind == "not_null").unwrap();
     assert_eq!((not_null.outcome.as_str(), not_null.observed), ("pass", Some(0.0)), "{not_null:?}");
 }
@@ -536,7 +536,7 @@ async fn functions_postgresql_lacks_run_in_the_engine_and_the_rest_is_still_push
          CREATE TABLE events (id int PRIMARY KEY, kind text, amount int);
          INSERT INTO events SELECT g, CASE WHEN g % 3 = 0 THEN 'a' ELSE 'b' END, g FROM generate_series(1, 3000) g;",
     );
-    let engine = mesh(&db, &[("events", "public.events")], None);
+    let engine = mesh(&db, &[("events", "public.events")], None).await;
     let reset = || reset_statements(&db);
 
     reset();
@@ -598,7 +598,7 @@ async fn a_whole_postgresql_schema_is_attached_in_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("mesh.yaml");
     let config = MeshConfig::from_yaml(&yaml(&pg.port), &file, &|_| None).unwrap();
-    let engine = Engine::new(config).unwrap();
+    let engine = Engine::new(config).await.unwrap();
     assert!(engine.attach_failures().is_empty());
     let products = render(&engine, "SELECT product, description FROM system.products ORDER BY product").await;
     assert_eq!(
@@ -618,7 +618,7 @@ async fn a_whole_postgresql_schema_is_attached_in_one_line() {
 
     // A server that cannot be reached: the mesh still starts, and says why the tables are missing.
     let config = MeshConfig::from_yaml(&yaml("1"), &file, &|_| None).unwrap();
-    let engine = Engine::new(config).unwrap();
+    let engine = Engine::new(config).await.unwrap();
     assert_eq!(engine.attach_failures().len(), 1);
     let err = engine.session().collect("SELECT * FROM finance.invoices").await.unwrap_err().to_string();
     assert!(err.contains("its PostgreSQL schema could not be listed at start"), "{err}");
@@ -639,7 +639,7 @@ async fn a_large_table_is_read_in_block_ranges_under_one_snapshot() {
     );
     let blocks: i64 = psql(&db, "SELECT pg_relation_size('events') / 8192").parse().unwrap();
     assert!(blocks >= 8192, "the table must reach the 64 MiB at which reads are split: {blocks} blocks");
-    let engine = mesh(&db, &[("events", "public.events")], None);
+    let engine = mesh(&db, &[("events", "public.events")], None).await;
     reset_statements(&db);
 
     // A plain scan with a filter: split, and together exactly PostgreSQL's rows.
@@ -742,7 +742,7 @@ async fn an_abandoned_query_is_cancelled_in_postgres_and_its_connection_reused_s
     row_filter: \"x > 0\"
 ",
     );
-    let engine = mesh_with_policies(&db, &[("slow", "public.slow"), ("big", "public.big")], None, &policies);
+    let engine = mesh_with_policies(&db, &[("slow", "public.slow"), ("big", "public.big")], None, &policies).await;
     engine.validate_policies().await.unwrap();
     // The whole statement federated to PostgreSQL (an admin reads it open).
     assert_cancelled_in_postgres(&db, &engine.session(), "SELECT count(*) FROM ops.slow").await;
@@ -770,7 +770,7 @@ async fn join_keys_read_in_the_engine_narrow_what_postgresql_returns() {
          CREATE TABLE events (id int PRIMARY KEY, nationkey bigint, amount int);
          INSERT INTO events SELECT g, g % 25, g % 7 FROM generate_series(1, 25000) g;",
     );
-    let engine = mesh(&db, &[("events", "public.events")], None);
+    let engine = mesh(&db, &[("events", "public.events")], None).await;
     let reset = || reset_statements(&db);
     let sql = "SELECT count(*) AS n, sum(e.amount) AS total FROM customers.nation n \
                JOIN ops.events e ON e.nationkey = n.n_nationkey WHERE n.n_regionkey = 1";
@@ -818,7 +818,8 @@ async fn primary_keys_postgresql_declares_are_served_in_key_order() {
          CREATE VIEW latest AS SELECT * FROM readings",
     );
     let engine =
-        mesh(&db, &[("readings", "public.readings"), ("notes", "public.notes"), ("latest", "public.latest")], None);
+        mesh(&db, &[("readings", "public.readings"), ("notes", "public.notes"), ("latest", "public.latest")], None)
+            .await;
     let session = engine.session();
     let key = |product: &'static str| {
         let session = session.clone();
@@ -856,7 +857,7 @@ async fn foreign_keys_show_only_between_products_whose_key_columns_the_principal
     );
     // `owners` is a table but no product.
     let products = [("sites", "public.sites"), ("meters", "public.meters"), ("audits", "public.audits")];
-    let engine = mesh_with_policies(&db, &products, None, &policies);
+    let engine = mesh_with_policies(&db, &products, None, &policies).await;
     let ops = |product: &str| ProductRef::new("ops", product);
     let names = |keys: Vec<agora_engine::ProductForeignKey>| {
         keys.into_iter()

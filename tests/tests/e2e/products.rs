@@ -50,7 +50,7 @@ fn stranger() -> Principal {
 
 #[tokio::test]
 async fn system_products_list_every_demo_product_with_owner_contract_and_status() {
-    let engine = demo_engine();
+    let engine = demo_engine().await;
     let products = query_as(
         &engine,
         admin(),
@@ -87,7 +87,7 @@ async fn system_products_list_every_demo_product_with_owner_contract_and_status(
 
 #[tokio::test]
 async fn system_columns_carry_contract_descriptions_classification_and_tags() {
-    let engine = demo_engine();
+    let engine = demo_engine().await;
     let sql = "SELECT column_name, data_type, description, classification, array_to_string(tags, ',') AS tags, \
                sensitive, mask FROM system.columns WHERE domain = 'customers' AND product = 'customer' ORDER BY ordinal";
     let admin_view = query_as(&engine, admin(), sql).await;
@@ -126,7 +126,7 @@ async fn system_columns_carry_contract_descriptions_classification_and_tags() {
 
 #[tokio::test]
 async fn a_principal_without_grants_discovers_nothing() {
-    let engine = demo_engine();
+    let engine = demo_engine().await;
     for sql in [
         "SELECT * FROM system.products",
         "SELECT * FROM system.columns",
@@ -148,7 +148,7 @@ async fn a_principal_without_grants_discovers_nothing() {
 
 #[tokio::test]
 async fn search_ranks_by_name_then_tags_then_descriptions() {
-    let engine = demo_engine();
+    let engine = demo_engine().await;
     let search = |text: &str| {
         let engine = engine.clone();
         let sql = format!("SELECT domain || '.' || product AS p, matched FROM search_products('{text}')");
@@ -205,7 +205,7 @@ slaProperties:
   - { property: freshness, value: 30, unit: d }
 "#;
 
-fn shop_mesh(dir: &Path) -> Engine {
+async fn shop_mesh(dir: &Path) -> Engine {
     let days_now = (chrono_days_since_epoch()) as i32;
     let good: Vec<(&str, ArrayRef)> = vec![
         ("id", Arc::new(Int64Array::from(vec![1, 2, 3, 4]))),
@@ -236,7 +236,7 @@ domains:
 "#;
     let file = dir.join("mesh.yaml");
     std::fs::write(&file, yaml).unwrap();
-    Engine::new(MeshConfig::from_file(&file).unwrap()).unwrap()
+    Engine::new(MeshConfig::from_file(&file).unwrap()).await.unwrap()
 }
 
 fn chrono_days_since_epoch() -> i64 {
@@ -247,7 +247,7 @@ fn chrono_days_since_epoch() -> i64 {
 #[tokio::test]
 async fn quality_rules_of_each_kind_pass_on_good_data_and_fail_on_bad_data() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = shop_mesh(dir.path());
+    let engine = shop_mesh(dir.path()).await;
     let results = engine.check_quality().await.unwrap();
     let mut outcomes: BTreeMap<(String, String), (String, Option<f64>)> = BTreeMap::new();
     for r in &results {
@@ -290,7 +290,7 @@ async fn quality_rules_of_each_kind_pass_on_good_data_and_fail_on_bad_data() {
 #[tokio::test]
 async fn drift_is_reported_when_a_parquet_file_loses_a_column() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = shop_mesh(dir.path());
+    let engine = shop_mesh(dir.path()).await;
     let status = "SELECT product, status, status_detail FROM system.products ORDER BY product";
     let before = query_as(&engine, Principal::user("local"), status).await;
     assert!(before.iter().all(|r| r["status"] == "ok"), "{before:?}");
@@ -304,7 +304,7 @@ async fn drift_is_reported_when_a_parquet_file_loses_a_column() {
             ("day", Arc::new(Date32Array::from(vec![1]))),
         ],
     );
-    let engine = Engine::open(dir.path().join("mesh.yaml")).unwrap();
+    let engine = Engine::open(dir.path().join("mesh.yaml")).await.unwrap();
     let after = query_as(&engine, Principal::user("local"), status).await;
     let good = after.iter().find(|r| r["product"] == "good").unwrap();
     assert_eq!(good["status"], "drift");
@@ -359,7 +359,7 @@ async fn freshness_of_a_delta_product_comes_from_its_newest_commit() {
     let yaml = "domains:\n  - name: geo\n    description: d\n    owner: { name: G, contact: g@example.com }\n    products:\n      \
                 - { name: region, description: d, source: { kind: delta, location: region } }\n";
     std::fs::write(dir.path().join("mesh.yaml"), yaml).unwrap();
-    let engine = Engine::open(dir.path().join("mesh.yaml")).unwrap();
+    let engine = Engine::open(dir.path().join("mesh.yaml")).await.unwrap();
     let results = engine.check_quality().await.unwrap();
     assert_eq!(results.len(), 1, "{results:?}");
     let r = &results[0];
@@ -371,7 +371,7 @@ async fn freshness_of_a_delta_product_comes_from_its_newest_commit() {
 #[tokio::test]
 async fn a_sql_rule_may_read_only_its_own_domain_and_measures_are_for_owners() {
     let dir = tempfile::tempdir().unwrap();
-    drop(shop_mesh(dir.path()));
+    drop(shop_mesh(dir.path()).await);
     let contract = "apiVersion: v3.2.0\nkind: DataContract\nid: shop.t\nversion: 1.0.0\nschema:\n  - name: t\n    quality:\n      \
                     - { type: sql, query: \"SELECT count(*) FROM shop.bad\", mustBe: 0 }\n      \
                     - { type: sql, query: \"SELECT count(*) FROM hr.salaries\", mustBe: 0 }\n      \
@@ -383,7 +383,7 @@ async fn a_sql_rule_may_read_only_its_own_domain_and_measures_are_for_owners() {
          - { name: salaries, description: s, source: { kind: parquet, location: bad } }\n",
     );
     std::fs::write(dir.path().join("mesh.yaml"), yaml).unwrap();
-    let engine = Engine::open(dir.path().join("mesh.yaml")).unwrap();
+    let engine = Engine::open(dir.path().join("mesh.yaml")).await.unwrap();
     let results = engine.check_quality().await.unwrap();
     let good: Vec<_> = results.iter().filter(|r| r.product == "shop.good").collect();
     assert_eq!(good.len(), 3);
@@ -396,7 +396,7 @@ async fn a_sql_rule_may_read_only_its_own_domain_and_measures_are_for_owners() {
     }
 
     // On the demo: an analyst sees outcomes, not what unrestricted reads measured.
-    let demo = demo_engine();
+    let demo = demo_engine().await;
     demo.check_quality().await.unwrap();
     let sql =
         "SELECT count(*) AS n, count(observed) AS measured, count(message) AS messages FROM system.quality_results";
@@ -417,7 +417,7 @@ async fn join_keys_prune_parquet_files_and_reach_delta_scans() {
     // (DataFusion's dynamic filters, on by default): lineitem's files are
     // ordered by l_orderkey, so keys 1..3 leave all but the first file range
     // unread; the Delta scan of customer receives the filter too.
-    let engine = demo_engine();
+    let engine = demo_engine().await;
     let keys = "(VALUES (1), (2), (3)) v(k)";
     let lineitem = format!("SELECT count(*) FROM sales.lineitem l JOIN {keys} ON l.l_orderkey = v.k");
     let expected = scalar_i64(&engine, "SELECT count(*) FROM sales.lineitem WHERE l_orderkey IN (1, 2, 3)").await;

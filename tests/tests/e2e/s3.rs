@@ -86,7 +86,7 @@ domains:
         _ => None,
     };
     let config = MeshConfig::from_yaml(&yaml, Path::new("/virtual/mesh.yaml"), &env).unwrap();
-    (Engine::new(config).unwrap(), prefix)
+    (Engine::new(config).await.unwrap(), prefix)
 }
 
 #[tokio::test]
@@ -96,7 +96,7 @@ async fn parquet_and_delta_products_on_s3_join() {
     assert_eq!(scalar_i64(&engine, "SELECT count(*) FROM lake.customer").await, 1_500);
     assert_eq!(
         scalar_i64(&engine, "SELECT count(*) FROM lake.orders WHERE year = 1998").await,
-        scalar_i64(&crate::support::demo_engine(), "SELECT count(*) FROM sales.orders WHERE year = 1998").await
+        scalar_i64(&crate::support::demo_engine().await, "SELECT count(*) FROM sales.orders WHERE year = 1998").await
     );
     let joined =
         scalar_i64(&engine, "SELECT count(*) FROM lake.orders o JOIN lake.customer c ON o.o_custkey = c.c_custkey")

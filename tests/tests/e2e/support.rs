@@ -41,8 +41,8 @@ pub fn demo_dir() -> &'static Path {
 }
 
 /// An engine over the shared demo mesh.
-pub fn demo_engine() -> Engine {
-    Engine::open(demo_dir().join(demo::MESH_FILE)).unwrap()
+pub async fn demo_engine() -> Engine {
+    Engine::open(demo_dir().join(demo::MESH_FILE)).await.unwrap()
 }
 
 /// Runs a query and renders the result as text, for exact comparisons.

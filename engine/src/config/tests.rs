@@ -17,7 +17,7 @@ fn parse(yaml: &str) -> Result<MeshConfig, ConfigError> {
 }
 
 /// Parses `yaml`, expecting exactly one problem, and returns it.
-fn one_problem(yaml: &str) -> ConfigProblem {
+fn one_problem(yaml: &str) -> Problem {
     let err = parse(yaml).expect_err("the configuration should be rejected");
     assert_eq!(err.problems.len(), 1, "expected one problem, got {err}");
     assert_eq!(err.file, Path::new(FILE));

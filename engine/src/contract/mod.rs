@@ -265,11 +265,7 @@ impl SlaProperty {
 impl Contract {
     /// Parses ODCS YAML for `product` (the schema object of that name, or the
     /// only one). Reports every problem with its key path.
-    pub fn parse(
-        text: &str,
-        file: &std::path::Path,
-        product: &str,
-    ) -> Result<Contract, Vec<crate::config::ConfigProblem>> {
+    pub fn parse(text: &str, file: &std::path::Path, product: &str) -> Result<Contract, Vec<crate::config::Problem>> {
         parse::parse(text, file, product)
     }
 

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde_norway::{Mapping, Value};
 
-use crate::config::ConfigProblem;
+use crate::config::Problem;
 
 use super::{Contract, ContractColumn, Literal, QualityRule, RuleKind, SlaProperty, TeamMember, Threshold};
 
@@ -76,9 +76,9 @@ const RULE_KEYS: &[&str] = &[
 const SLA_KEYS: &[&str] = &["property", "value", "unit", "element"];
 const TEAM_KEYS: &[&str] = &["username", "name", "role"];
 
-pub(super) fn parse(text: &str, file: &Path, product: &str) -> Result<Contract, Vec<ConfigProblem>> {
+pub(super) fn parse(text: &str, file: &Path, product: &str) -> Result<Contract, Vec<Problem>> {
     let root: Value = serde_norway::from_str(text)
-        .map_err(|e| vec![ConfigProblem { path: String::new(), message: format!("not valid YAML: {e}") }])?;
+        .map_err(|e| vec![Problem { path: String::new(), message: format!("not valid YAML: {e}") }])?;
     let mut w = Walker { problems: Vec::new(), unsupported: Vec::new() };
     let contract = w.contract(&root, file, product);
     match contract {
@@ -88,7 +88,7 @@ pub(super) fn parse(text: &str, file: &Path, product: &str) -> Result<Contract, 
 }
 
 struct Walker {
-    problems: Vec<ConfigProblem>,
+    problems: Vec<Problem>,
     unsupported: Vec<(String, String)>,
 }
 
@@ -114,7 +114,7 @@ fn to_json(value: &Value) -> String {
 
 impl Walker {
     fn problem(&mut self, path: &str, message: impl Into<String>) {
-        self.problems.push(ConfigProblem { path: path.to_string(), message: message.into() });
+        self.problems.push(Problem { path: path.to_string(), message: message.into() });
     }
 
     /// The mapping at `path`; keys outside `known` are kept as unsupported.

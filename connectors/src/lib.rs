@@ -44,7 +44,9 @@ pub use crate::postgres::{
     in_engine_provider, with_federation,
 };
 pub use crate::postgres_constraints::{ForeignKey, KeyRule};
-pub use crate::problem::{Problem, check_mapping, describe, from_section, join};
+pub use crate::problem::{
+    MAX_YAML_DEPTH, Problem, check_mapping, check_yaml_depth, describe, from_section, join, read_yaml,
+};
 pub use crate::spec::{SourceContext, SourceSpec};
 pub use crate::storage::{ObjectStoreSettings, register_object_store};
 

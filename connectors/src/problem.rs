@@ -82,6 +82,86 @@ pub fn check_mapping<'v>(
     Some(map)
 }
 
+/// How deeply YAML may nest: serde_norway's own limit while it builds the
+/// tree (no stack overflow), named in the message.
+pub const MAX_YAML_DEPTH: usize = 128;
+
+/// Reads a YAML document as a tree; a syntax error, or nesting deeper than
+/// [`MAX_YAML_DEPTH`], is one problem for the file as a whole.
+///
+/// serde_norway stops at its depth limit only after its scanner has read the
+/// whole text, and the scanner is quadratic in the nesting of flow
+/// collections (100,000 `{a: ` take about a minute), so nesting is measured
+/// first, in one linear pass.
+pub fn read_yaml(text: &str) -> Result<Value, Problem> {
+    check_yaml_depth(text)?;
+    serde_norway::from_str(text).map_err(|e| {
+        let message = e.to_string();
+        let hint = if message.contains("recursion limit exceeded") {
+            format!(" (YAML may nest at most {MAX_YAML_DEPTH} levels deep)")
+        } else {
+            String::new()
+        };
+        Problem::new("", format!("not valid YAML: {message}{hint}"))
+    })
+}
+
+/// Refuses, in one linear pass, YAML nested deeper than [`MAX_YAML_DEPTH`]:
+/// for readers that deserialize a text directly (policy files).
+pub fn check_yaml_depth(text: &str) -> Result<(), Problem> {
+    match too_deep(text) {
+        None => Ok(()),
+        Some(line) => Err(Problem::new(
+            "",
+            format!(
+                "not valid YAML: nested deeper than {MAX_YAML_DEPTH} levels at line {line} (YAML may nest at most \
+                 {MAX_YAML_DEPTH} levels deep)"
+            ),
+        )),
+    }
+}
+
+/// The line where flow collections (`[`, `{`) or compact sequences
+/// (`- - -`) nest deeper than [`MAX_YAML_DEPTH`], if anywhere. Quoted
+/// scalars and comments are skipped; brackets inside plain scalars count,
+/// which only matters for a text with more than the limit of them unclosed.
+fn too_deep(text: &str) -> Option<usize> {
+    let (mut depth, mut line, mut quote, mut comment) = (0usize, 1usize, None, false);
+    let mut chars = text.chars().peekable();
+    let mut previous = '\n';
+    let mut dashes = 0usize;
+    while let Some(c) = chars.next() {
+        if c == '\n' {
+            (line, comment, dashes) = (line + 1, false, 0);
+            if quote.is_none() {
+                previous = c;
+                continue;
+            }
+        }
+        match quote {
+            Some('"') if c == '\\' => {
+                chars.next();
+            }
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if comment => {}
+            None => match c {
+                '#' if previous.is_whitespace() => comment = true,
+                '"' | '\'' if !previous.is_alphanumeric() => quote = Some(c),
+                '[' | '{' => depth += 1,
+                ']' | '}' => depth = depth.saturating_sub(1),
+                '-' if (previous == '\n' || previous == ' ') && chars.peek() == Some(&' ') => dashes += 1,
+                _ => {}
+            },
+        }
+        if depth + dashes > MAX_YAML_DEPTH {
+            return Some(line);
+        }
+        previous = c;
+    }
+    None
+}
+
 /// Deserializes one section into its spec; a serde error becomes a problem at
 /// the key path where it happened (relative to the section).
 pub fn from_section<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, Problem> {
@@ -102,6 +182,26 @@ mod tests {
         assert_eq!(join("a", "b"), "a.b");
         assert_eq!(Problem::new("location", "x").under("source").path, "source.location");
         assert_eq!(Problem::new("", "x").under("source").path, "source");
+    }
+
+    #[test]
+    fn deep_nesting_is_one_problem_in_linear_time() {
+        let started = std::time::Instant::now();
+        let cases = [
+            "[".repeat(100_000),
+            "{a: ".repeat(100_000),
+            format!("{}1", "- ".repeat(100_000)),
+            format!("{}1{}", "[".repeat(200), "]".repeat(200)),
+        ];
+        for text in cases {
+            let p = read_yaml(&text).unwrap_err();
+            assert!(p.message.contains("at most 128 levels"), "{}", p.message);
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
+        let ok = format!("{}1{}", "[".repeat(100), "]".repeat(100));
+        assert!(read_yaml(&ok).is_ok());
+        let quoted = format!("a: '{}'\nb: \"{}\" # {}\n", "[".repeat(300), "{".repeat(300), "[".repeat(300));
+        assert!(read_yaml(&quoted).is_ok());
     }
 
     #[test]

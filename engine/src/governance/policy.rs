@@ -669,10 +669,18 @@ pub(crate) fn substitute_placeholders(text: &str) -> String {
 }
 
 /// Parses a policy file; also returns its text, which goes into the policy digest.
+/// A serde error is a [`Problem`] at its key path (`grants[0].columns`), with
+/// serde_norway's message (and line) as before.
 fn read_yaml<T: for<'de> Deserialize<'de>>(file: &Path) -> Result<(T, String), ConfigError> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| ConfigError::single(file, "", format!("cannot read the policy file: {e}")))?;
-    let parsed = serde_norway::from_str(&text).map_err(|e| ConfigError::single(file, "", e.to_string()))?;
+    let depth = |p: Problem| ConfigError { file: file.to_path_buf(), problems: vec![p] };
+    agora_connectors::check_yaml_depth(&text).map_err(depth)?;
+    let parsed = serde_path_to_error::deserialize(serde_norway::Deserializer::from_str(&text)).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        ConfigError::single(file, &path, e.into_inner().to_string())
+    })?;
     Ok((parsed, text))
 }
 

@@ -23,8 +23,8 @@ mod postgres;
 mod sections;
 
 pub(super) fn parse(text: &str, file: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<MeshConfig, ConfigError> {
-    let root: Value =
-        serde_norway::from_str(text).map_err(|e| ConfigError::single(file, "", format!("not valid YAML: {e}")))?;
+    let root =
+        agora_connectors::read_yaml(text).map_err(|p| ConfigError { file: file.to_path_buf(), problems: vec![p] })?;
     let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
     let base = if base.as_os_str().is_empty() { std::env::current_dir().unwrap_or_default() } else { base };
     let base = std::path::absolute(&base).unwrap_or(base);

@@ -8,10 +8,33 @@ use deltalake::logstore::{
     LogStore, LogStoreFactory, ObjectStoreRef, StorageConfig, default_logstore, logstore_factories,
 };
 use deltalake::{DeltaResult, DeltaTableBuilder};
+use serde::Deserialize;
 use url::Url;
 
+use crate::spec::SourceContext;
 use crate::storage::object_store_for;
-use crate::{ConnectorError, ObjectStoreSettings};
+use crate::{ConnectorError, ObjectStoreSettings, Problem, Source};
+
+/// `source: { kind: delta, location: … }` in mesh.yaml: what a Delta
+/// product's section may say.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct DeltaSpec {
+    /// The table root: a path (relative to the mesh file), `file://` or
+    /// `s3://` URL; required.
+    #[serde(default, deserialize_with = "crate::spec::text")]
+    pub location: Option<String>,
+}
+
+impl DeltaSpec {
+    /// The keys of the section, `kind` included.
+    pub const KEYS: &[&str] = &["kind", "location"];
+
+    /// Checks the spec and builds the source (storage from the domain).
+    pub fn into_source(self, ctx: &SourceContext<'_>) -> Result<Source, Vec<Problem>> {
+        let location = crate::spec::location(self.location, ctx.base)?;
+        Ok(Source::Delta(DeltaSource { location, store: ctx.storage.clone() }))
+    }
+}
 
 /// A Delta Lake table at a location.
 #[derive(Debug, Clone, PartialEq)]

@@ -8,9 +8,11 @@ use datafusion::catalog::{Session, TableProvider};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Deserializer};
 use url::Url;
 
-use crate::{ConnectorError, ObjectStoreSettings, register_object_store};
+use crate::spec::SourceContext;
+use crate::{ConnectorError, ObjectStoreSettings, Problem, Source, register_object_store};
 
 /// How many files are looked at to discover Hive-style partition columns.
 const PARTITION_SAMPLE: usize = 100;
@@ -30,6 +32,69 @@ pub struct ParquetSource {
     pub partition_columns: Option<Vec<PartitionColumn>>,
     /// How to reach the object store.
     pub store: ObjectStoreSettings,
+}
+
+/// `source: { kind: parquet, location: …, partition_columns: {…} }` in
+/// mesh.yaml: what a Parquet product's section may say.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ParquetSpec {
+    /// A path (relative to the mesh file), `file://` or `s3://` URL; required.
+    #[serde(default, deserialize_with = "crate::spec::text")]
+    pub location: Option<String>,
+    /// Declared partition columns, in directory-nesting order.
+    #[serde(default)]
+    pub partition_columns: Option<PartitionColumns>,
+}
+
+impl ParquetSpec {
+    /// The keys of the section, `kind` included.
+    pub const KEYS: &[&str] = &["kind", "location", "partition_columns"];
+
+    /// Checks the spec and builds the source (storage from the domain).
+    pub fn into_source(self, ctx: &SourceContext<'_>) -> Result<Source, Vec<Problem>> {
+        let location = crate::spec::location(self.location, ctx.base)?;
+        let partition_columns = self.partition_columns.map(|c| c.0);
+        Ok(Source::Parquet(ParquetSource { location, partition_columns, store: ctx.storage.clone() }))
+    }
+}
+
+/// `partition_columns: { year: int64, … }`: a mapping whose order is kept,
+/// since it must match the directory nesting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionColumns(pub Vec<PartitionColumn>);
+
+impl<'de> Deserialize<'de> for PartitionColumns {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Columns;
+        impl<'de> serde::de::Visitor<'de> for Columns {
+            type Value = PartitionColumns;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a mapping of column name to type (string, int64, date)")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some((name, data_type)) = map.next_entry::<String, PartitionType>()? {
+                    out.push(PartitionColumn { name, data_type });
+                }
+                Ok(PartitionColumns(out))
+            }
+        }
+        deserializer.deserialize_map(Columns)
+    }
+}
+
+impl<'de> Deserialize<'de> for PartitionType {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        match name.as_str() {
+            "string" | "utf8" => Ok(PartitionType::Utf8),
+            "int64" | "bigint" | "int" => Ok(PartitionType::Int64),
+            "date" => Ok(PartitionType::Date),
+            other => Err(serde::de::Error::custom(format!(
+                "unknown partition type '{other}' (expected string, int64 or date)"
+            ))),
+        }
+    }
 }
 
 /// A Hive-style partition column declared in configuration.

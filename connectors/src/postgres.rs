@@ -25,13 +25,15 @@ use datafusion_table_providers::postgres::DynPostgresConnectionPool;
 use datafusion_table_providers::sql::db_connection_pool::postgrespool::PostgresConnectionPool;
 use datafusion_table_providers::sql::sql_provider_datafusion::SqlTable;
 use secrecy::SecretString;
+use serde::Deserialize;
 use tokio::sync::OnceCell;
 use url::Url;
 
-use crate::ConnectorError;
 use crate::postgres_cancel::{CancelTls, CancellingPool};
 use crate::postgres_ranges::RangeReadExecutor;
 use crate::postgres_sql::TableNames;
+use crate::spec::SourceContext;
+use crate::{ConnectorError, Problem, Source};
 
 /// Default for [`PostgresConnection::read_partitions`].
 pub const DEFAULT_READ_PARTITIONS: u32 = 2;
@@ -222,6 +224,38 @@ impl PartialEq for PostgresConnection {
     }
 }
 
+/// `source: { kind: postgres, table: schema.table }` in mesh.yaml: what a
+/// PostgreSQL product's section may say (the connection is the domain's).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct PostgresSpec {
+    /// `schema.table`, or a table of `public`; required.
+    #[serde(default, deserialize_with = "crate::spec::text")]
+    pub table: Option<String>,
+}
+
+impl PostgresSpec {
+    /// The keys of the section, `kind` included.
+    pub const KEYS: &[&str] = &["kind", "table"];
+
+    /// Checks the spec and builds the source on the domain's connection,
+    /// named by the mesh (domain, product) for the SQL it plans.
+    pub fn into_source(self, ctx: &SourceContext<'_>) -> Result<Source, Vec<Problem>> {
+        let Some(table) = self.table else {
+            return Err(vec![Problem::new("table", "missing (expected a string)")]);
+        };
+        let Some(connection) = ctx.postgres else {
+            return Err(vec![Problem::new("", "a postgres source needs a `postgres:` connection on its domain")]);
+        };
+        let (schema, name) = match table.split_once('.') {
+            Some((s, t)) if !s.is_empty() && !t.is_empty() && !t.contains('.') => (s.to_string(), t.to_string()),
+            None if !table.is_empty() => ("public".to_string(), table.clone()),
+            _ => return Err(vec![Problem::new("table", format!("expected schema.table, found '{table}'"))]),
+        };
+        let source = PostgresSource::new(Arc::clone(connection), schema, name).named(ctx.domain, ctx.product);
+        Ok(Source::Postgres(source))
+    }
+}
+
 /// A PostgreSQL table or view.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PostgresSource {
@@ -234,17 +268,27 @@ pub struct PostgresSource {
     /// `postgres://user@host:port/db/schema.table`, for messages and catalogues.
     pub location: Url,
     /// The SQL name it is queried by, `(schema, table)` in the engine's
-    /// catalog (a mesh's domain and product), set by the engine.
+    /// catalog (a mesh's domain and product): SQL sent to PostgreSQL is
+    /// planned with these names and renamed at the end.
     pub product: (String, String),
 }
 
 impl PostgresSource {
-    /// A source for `schema.table` on `connection`, queried under the same name.
+    /// A source for `schema.table` on `connection`, queried as
+    /// `<connection name>.<table>`: the domain that declares the connection
+    /// and the table's own name, as an attached schema registers it. A
+    /// product of another name sets it with [`Self::named`].
     pub fn new(connection: Arc<PostgresConnection>, schema: String, table: String) -> Self {
         let mut location = connection.url().clone();
         location.set_path(&format!("{}/{schema}.{table}", connection.database));
-        let product = (schema.clone(), table.clone());
+        let product = (connection.name.clone(), table.clone());
         PostgresSource { connection, schema, table, location, product }
+    }
+
+    /// The same source queried as `domain.product` (the mesh's names).
+    pub fn named(mut self, domain: &str, product: &str) -> Self {
+        self.product = (domain.to_string(), product.to_string());
+        self
     }
 
     pub(crate) async fn open(&self, _session: &dyn Session) -> Result<Arc<dyn TableProvider>, ConnectorError> {

@@ -1,16 +1,11 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// One thing wrong in a YAML file Agora reads (a mesh file, a contract), at a
-/// key path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigProblem {
-    /// Where: a key path such as `domains[sales].products[orders].source.location`
-    /// (empty for the file as a whole).
-    pub path: String,
-    /// What is wrong and what was expected.
-    pub message: String,
-}
+pub use agora_connectors::Problem;
+
+/// The former name of [`Problem`], kept for the engine's callers that still
+/// use it (`Engine::validate_policies`).
+pub type ConfigProblem = Problem;
 
 /// Every problem found in a mesh file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,12 +13,12 @@ pub struct ConfigError {
     /// The file that was read.
     pub file: PathBuf,
     /// The problems, in file order; never empty.
-    pub problems: Vec<ConfigProblem>,
+    pub problems: Vec<Problem>,
 }
 
 impl ConfigError {
     pub(crate) fn single(file: &Path, path: &str, message: String) -> Self {
-        ConfigError { file: file.to_path_buf(), problems: vec![ConfigProblem { path: path.to_string(), message }] }
+        ConfigError { file: file.to_path_buf(), problems: vec![Problem::new(path, message)] }
     }
 }
 

@@ -7,7 +7,6 @@
 //! of each, so a user fixes a file in one round rather than one error at a time.
 
 mod error;
-mod location;
 mod parse;
 
 use std::path::{Path, PathBuf};
@@ -16,7 +15,7 @@ use agora_connectors::{ObjectStoreSettings, Source};
 
 use crate::identity::AuthConfig;
 
-pub use self::error::{ConfigError, ConfigProblem};
+pub use self::error::{ConfigError, ConfigProblem, Problem};
 pub(crate) use self::parse::is_sql_identifier;
 
 /// Schema names that domains may not use: `system` holds the engine's own tables

@@ -17,7 +17,7 @@ fn parse(yaml: &str) -> Result<MeshConfig, ConfigError> {
 }
 
 /// Parses `yaml`, expecting exactly one problem, and returns it.
-fn one_problem(yaml: &str) -> ConfigProblem {
+fn one_problem(yaml: &str) -> Problem {
     let err = parse(yaml).expect_err("the configuration should be rejected");
     assert_eq!(err.problems.len(), 1, "expected one problem, got {err}");
     assert_eq!(err.file, Path::new(FILE));
@@ -323,4 +323,49 @@ fn the_freshness_section_sets_both_ttls_and_checks_their_range() {
     assert_eq!(p.path, "freshness.metadata_ttl_seconds");
     let p = one_problem(&format!("{VALID}freshness: {{ ttl: 5 }}\n"));
     assert_eq!(p.path, "freshness.ttl");
+}
+
+#[test]
+fn a_postgres_source_is_named_by_the_mesh() {
+    let yaml = "domains:\n  - name: ops\n    description: d\n    owner: { name: o, contact: c }\n    \
+                postgres: { host: db, database: erp, user: u }\n    products:\n      \
+                - { name: open_orders, description: d, source: { kind: postgres, table: erp.orders } }\n      \
+                - { name: t, description: d, source: { kind: postgres, table: \"a.b.c\" } }\n";
+    let p = one_problem(yaml);
+    assert_eq!(p.path, "domains[ops].products[t].source.table");
+    assert!(p.message.contains("expected schema.table"), "{}", p.message);
+    let config = parse(&yaml.replace("\"a.b.c\"", "plain")).unwrap();
+    let Source::Postgres(source) = &config.domains[0].products[0].source else { panic!("not postgres") };
+    assert_eq!((source.schema.as_str(), source.table.as_str()), ("erp", "orders"));
+    assert_eq!(source.product, ("ops".to_string(), "open_orders".to_string()));
+    let Source::Postgres(plain) = &config.domains[0].products[1].source else { panic!("not postgres") };
+    assert_eq!((plain.schema.as_str(), plain.product.1.as_str()), ("public", "t"));
+}
+
+#[test]
+fn every_problem_of_a_source_section_is_reported() {
+    let broken = VALID.replace(
+        "source: { kind: delta, location: \"s3://crm/customer\" }",
+        "source: { kind: delta, location: \"s3://crm/customer\", colour: blue, size: 3 }",
+    );
+    let err = parse(&broken).unwrap_err();
+    let paths: Vec<&str> = err.problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["domains[customers].products[customer].source.colour", "domains[customers].products[customer].source.size"]
+    );
+    let p = one_problem(&VALID.replace("partition_columns: { year: int64 }", "partition_columns: { year: float }"));
+    assert_eq!(p.path, "domains[sales].products[orders].source.partition_columns.year");
+    assert!(p.message.contains("unknown partition type 'float'"), "{}", p.message);
+}
+
+#[test]
+fn deeply_nested_yaml_is_one_problem_quickly() {
+    let started = std::time::Instant::now();
+    let p = one_problem(&format!("domains: {}", "[".repeat(100_000)));
+    assert!(p.message.contains("nested deeper than 128 levels"), "{}", p.message);
+    let deep = format!("{}1{}", "{a: ".repeat(100_000), "}".repeat(100_000));
+    let problems = crate::contract::Contract::parse(&deep, Path::new("c.odcs.yaml"), "t").unwrap_err();
+    assert!(problems[0].message.contains("nested deeper than 128 levels"), "{problems:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
 }

@@ -14,6 +14,7 @@
 mod drift;
 mod parse;
 pub mod quality;
+mod schema;
 
 use std::path::PathBuf;
 
@@ -59,6 +60,10 @@ pub struct Contract {
     pub sla: Vec<SlaProperty>,
     /// ODCS fields Agora does not act on, kept as (key path, JSON value).
     pub unsupported: Vec<(String, String)>,
+    /// Where the contract departs from the official ODCS JSON Schema. Logged
+    /// as warnings, not refused: Agora has always loaded such contracts
+    /// (later-version fields under an older `apiVersion`, say) and still does.
+    pub schema_problems: Vec<crate::config::Problem>,
 }
 
 /// A member of the team that owns the product.
@@ -265,11 +270,7 @@ impl SlaProperty {
 impl Contract {
     /// Parses ODCS YAML for `product` (the schema object of that name, or the
     /// only one). Reports every problem with its key path.
-    pub fn parse(
-        text: &str,
-        file: &std::path::Path,
-        product: &str,
-    ) -> Result<Contract, Vec<crate::config::ConfigProblem>> {
+    pub fn parse(text: &str, file: &std::path::Path, product: &str) -> Result<Contract, Vec<crate::config::Problem>> {
         parse::parse(text, file, product)
     }
 

@@ -42,14 +42,6 @@ impl Engine {
     pub async fn new(mut config: MeshConfig) -> Result<Self, EngineError> {
         crate::span_propagation::install();
         let attach_failures = attach_schemas(&mut config).await;
-        // SQL sent to PostgreSQL is planned with the mesh's names.
-        for domain in &mut config.domains {
-            for product in &mut domain.products {
-                if let Source::Postgres(source) = &mut product.source {
-                    source.product = (domain.name.clone(), product.name.clone());
-                }
-            }
-        }
         let runtime = runtime_env(&config.limits, &config.freshness)?;
         let queries =
             QueryRuntime::new(config.limits.query_threads, "agora-query", crate::query_runtime::QUERY_NICENESS)?;

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::config::{ConfigError, ConfigProblem, MeshConfig};
+use crate::config::{ConfigError, MeshConfig, Problem};
 use crate::{Principal, ProductRef};
 
 use super::masks::Mask;
@@ -577,9 +577,9 @@ fn check_policies(
     restrictions: &[Restriction],
     domain_file: Option<&str>,
     ids: &mut HashSet<String>,
-    problems: &mut Vec<ConfigProblem>,
+    problems: &mut Vec<Problem>,
 ) {
-    let check_target = |path: &str, domain: &str, product: Option<&String>, problems: &mut Vec<ConfigProblem>| {
+    let check_target = |path: &str, domain: &str, product: Option<&String>, problems: &mut Vec<Problem>| {
         if domain_file.is_none() && domain.is_empty() {
             problems.push(problem(path, "missing domain (a mesh-wide policy names its domain)"));
             return;
@@ -628,7 +628,7 @@ fn check_policies(
     }
 }
 
-fn check_mask(mask: &Mask, path: &str, problems: &mut Vec<ConfigProblem>) {
+fn check_mask(mask: &Mask, path: &str, problems: &mut Vec<Problem>) {
     match mask {
         Mask::LastN { n } if *n == 0 => problems.push(problem(&format!("{path}.n"), "must be at least 1")),
         Mask::Sql { expr } => check_expression(&expr.replace("{col}", "x"), &format!("{path}.expr"), problems),
@@ -638,7 +638,7 @@ fn check_mask(mask: &Mask, path: &str, problems: &mut Vec<ConfigProblem>) {
 
 /// Checks the syntax of an SQL expression; names and types are checked against
 /// the product's schema when it is opened.
-fn check_expression(text: &str, path: &str, problems: &mut Vec<ConfigProblem>) {
+fn check_expression(text: &str, path: &str, problems: &mut Vec<Problem>) {
     use datafusion::sql::sqlparser::dialect::GenericDialect;
     use datafusion::sql::sqlparser::parser::Parser;
     let placeholder = substitute_placeholders(text);
@@ -669,10 +669,18 @@ pub(crate) fn substitute_placeholders(text: &str) -> String {
 }
 
 /// Parses a policy file; also returns its text, which goes into the policy digest.
+/// A serde error is a [`Problem`] at its key path (`grants[0].columns`), with
+/// serde_norway's message (and line) as before.
 fn read_yaml<T: for<'de> Deserialize<'de>>(file: &Path) -> Result<(T, String), ConfigError> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| ConfigError::single(file, "", format!("cannot read the policy file: {e}")))?;
-    let parsed = serde_norway::from_str(&text).map_err(|e| ConfigError::single(file, "", e.to_string()))?;
+    let depth = |p: Problem| ConfigError { file: file.to_path_buf(), problems: vec![p] };
+    agora_connectors::check_yaml_depth(&text).map_err(depth)?;
+    let parsed = serde_path_to_error::deserialize(serde_norway::Deserializer::from_str(&text)).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        ConfigError::single(file, &path, e.into_inner().to_string())
+    })?;
     Ok((parsed, text))
 }
 
@@ -680,7 +688,7 @@ fn check_grant_subjects(
     mesh: &MeshConfig,
     grants: &[Grant],
     restrictions: &[Restriction],
-    problems: &mut Vec<ConfigProblem>,
+    problems: &mut Vec<Problem>,
 ) {
     for g in grants {
         g.to.check(&mesh.auth, &format!("grants[{}].to", g.id), problems);
@@ -693,8 +701,8 @@ fn check_grant_subjects(
     }
 }
 
-fn problem(path: &str, message: impl Into<String>) -> ConfigProblem {
-    ConfigProblem { path: path.to_string(), message: message.into() }
+fn problem(path: &str, message: impl Into<String>) -> Problem {
+    Problem { path: path.to_string(), message: message.into() }
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 use serde::Deserialize;
 
 use crate::Principal;
-use crate::config::ConfigProblem;
+use crate::config::Problem;
 use crate::identity::{AuthConfig, PrincipalKind, is_reserved_principal};
 
 /// A set of users, services and groups a policy applies to.
@@ -41,8 +41,8 @@ impl Subjects {
 
     /// Names that cannot mean what they say: a configured service listed as
     /// a user or the reverse, and engine-internal names (`agora-…`).
-    pub(crate) fn check(&self, auth: &AuthConfig, path: &str, problems: &mut Vec<ConfigProblem>) {
-        let problem = |key: &str, message: String| ConfigProblem { path: format!("{path}.{key}"), message };
+    pub(crate) fn check(&self, auth: &AuthConfig, path: &str, problems: &mut Vec<Problem>) {
+        let problem = |key: &str, message: String| Problem { path: format!("{path}.{key}"), message };
         for name in &self.users {
             if auth.service_tokens.iter().any(|t| &t.name == name) {
                 problems.push(problem(

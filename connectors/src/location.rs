@@ -6,7 +6,7 @@ use url::Url;
 
 /// Parses `file://` and `s3://` URLs, and plain paths (absolute, or relative to
 /// `base`, the directory of the mesh file).
-pub(super) fn resolve(raw: &str, base: &Path) -> Result<Url, String> {
+pub(crate) fn resolve(raw: &str, base: &Path) -> Result<Url, String> {
     if raw.trim().is_empty() {
         return Err("expected a location (a path, file:// or s3:// URL), found an empty string".to_string());
     }

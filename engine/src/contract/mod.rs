@@ -63,7 +63,7 @@ pub struct Contract {
     /// Where the contract departs from the official ODCS JSON Schema. Logged
     /// as warnings, not refused: Agora has always loaded such contracts
     /// (later-version fields under an older `apiVersion`, say) and still does.
-    pub schema_problems: Vec<crate::config::Problem>,
+    pub schema_problems: Vec<agora_connectors::Problem>,
 }
 
 /// A member of the team that owns the product.
@@ -270,7 +270,11 @@ impl SlaProperty {
 impl Contract {
     /// Parses ODCS YAML for `product` (the schema object of that name, or the
     /// only one). Reports every problem with its key path.
-    pub fn parse(text: &str, file: &std::path::Path, product: &str) -> Result<Contract, Vec<crate::config::Problem>> {
+    pub fn parse(
+        text: &str,
+        file: &std::path::Path,
+        product: &str,
+    ) -> Result<Contract, Vec<agora_connectors::Problem>> {
         parse::parse(text, file, product)
     }
 

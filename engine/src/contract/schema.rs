@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 use serde_norway::Value;
 
-use crate::config::Problem;
+use agora_connectors::Problem;
 
 /// The schemas, by the `apiVersion` prefix they serve.
 const SCHEMAS: [(&str, &str); 1] = [("v3.", include_str!("../../schemas/odcs-json-schema-v3.2.0.json"))];

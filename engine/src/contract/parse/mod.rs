@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_norway::{Mapping, Value};
 
-use crate::config::Problem;
+use agora_connectors::Problem;
 
 use super::{Contract, ContractColumn, QualityRule, RuleKind, SlaProperty, TeamMember, Threshold};
 

@@ -80,19 +80,10 @@ pub fn trace_id_of(traceparent: &str) -> Option<String> {
     valid.then(|| trace.to_string())
 }
 
-/// A random UUID, version 7 (time-ordered, as OpenLineage recommends for run
-/// ids). Written here rather than with the `uuid` crate, whose `v7` feature
-/// is not enabled in the dependency tree (enabling it rebuilds every crate
-/// that depends on `uuid`).
+/// A random UUID, version 7: time-ordered, as OpenLineage recommends for
+/// run ids, so query ids also sort by arrival.
 pub(crate) fn uuid_v7() -> String {
-    let mut b = [0u8; 16];
-    let _ = getrandom::fill(&mut b);
-    let millis = chrono::Utc::now().timestamp_millis() as u64;
-    b[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
-    b[6] = (b[6] & 0x0f) | 0x70;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(b);
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    uuid::Uuid::now_v7().to_string()
 }
 
 #[cfg(test)]

@@ -266,7 +266,7 @@ impl AuditLog {
     /// record in place of its start record (keeping the statement), a start
     /// record alone for a request still running or cut off by a crash.
     pub fn requests(&self) -> std::io::Result<Vec<AuditRecord>> {
-        Ok(super::table::merge_requests(self.read_all()?))
+        Ok(super::requests::merge_requests(self.read_all()?))
     }
 
     /// Every record in the current and rotated files (not the archive),

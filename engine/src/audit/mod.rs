@@ -8,15 +8,16 @@
 //! - `quota`: how much of the log one principal may fill per minute.
 //! - `stream`: a query's records over its life, and the result stream that
 //!   holds its last batch until the finish record is durable.
-//! - `table`: `system.audit_log`, one row per request, owners' view.
+//! - `requests`: one request from its records, and an owner's view of it
+//!   (`system.audit_log` is built from them, in `system::tables`).
 //! - [`verify`]: checking the chain (`agora audit verify`).
 
 pub mod event;
 pub mod log;
 pub(crate) mod quota;
 pub mod record;
+pub(crate) mod requests;
 pub(crate) mod stream;
-pub(crate) mod table;
 pub mod verify;
 
 pub use self::event::{Outcome, RequestEvent, RequestKind};

@@ -9,8 +9,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array, RecordBatch, StringArray, UInt64Array};
-use arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef, TimeUnit, TimestampSecondType};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Float64Type, TimeUnit, TimestampSecondType};
 use serde::{Deserialize, Serialize};
 
 use super::{Literal, QualityRule, RuleKind};
@@ -205,72 +205,6 @@ impl QualityLog {
     }
 }
 
-/// The schema of `system.quality_results`.
-pub(crate) fn results_schema() -> SchemaRef {
-    let text = |name: &str, nullable| Field::new(name, DataType::Utf8, nullable);
-    Arc::new(Schema::new(vec![
-        text("run_id", false),
-        Field::new("checked_at", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
-        text("domain", false),
-        text("product", false),
-        text("rule", false),
-        text("kind", false),
-        text("column_name", true),
-        text("dimension", true),
-        text("severity", true),
-        text("expected", false),
-        Field::new("observed", DataType::Float64, true),
-        Field::new("passed", DataType::Boolean, true),
-        text("outcome", false),
-        text("message", true),
-        text("sql", true),
-        Field::new("duration_ms", DataType::UInt64, false),
-    ]))
-}
-
-/// Results as a batch of [`results_schema`].
-pub(crate) fn results_batch(results: &[QualityResult]) -> Result<RecordBatch, arrow::error::ArrowError> {
-    let text = |f: &dyn Fn(&QualityResult) -> Option<String>| -> ArrayRef {
-        Arc::new(results.iter().map(f).collect::<StringArray>())
-    };
-    let split = |r: &QualityResult, first: bool| {
-        let (d, p) = r.product.split_once('.').unwrap_or(("", r.product.as_str()));
-        Some(if first { d.to_string() } else { p.to_string() })
-    };
-    let times: Vec<i64> = results
-        .iter()
-        .map(|r| chrono::DateTime::parse_from_rfc3339(&r.checked_at).map(|t| t.timestamp_millis()).unwrap_or(0))
-        .collect();
-    let columns: Vec<ArrayRef> = vec![
-        text(&|r| Some(r.run_id.clone())),
-        Arc::new(arrow::array::TimestampMillisecondArray::from(times).with_timezone("UTC")),
-        text(&|r| split(r, true)),
-        text(&|r| split(r, false)),
-        text(&|r| Some(r.rule.clone())),
-        text(&|r| Some(r.kind.clone())),
-        text(&|r| r.column.clone()),
-        text(&|r| r.dimension.clone()),
-        text(&|r| r.severity.clone()),
-        text(&|r| Some(r.expected.clone())),
-        Arc::new(results.iter().map(|r| r.observed).collect::<Float64Array>()),
-        Arc::new(
-            results
-                .iter()
-                .map(|r| match r.outcome.as_str() {
-                    "pass" => Some(true),
-                    "fail" => Some(false),
-                    _ => None,
-                })
-                .collect::<BooleanArray>(),
-        ),
-        text(&|r| Some(r.outcome.clone())),
-        text(&|r| r.message.clone()),
-        text(&|r| r.sql.clone()),
-        Arc::new(results.iter().map(|r| r.duration_ms).collect::<UInt64Array>()),
-    ];
-    RecordBatch::try_new(results_schema(), columns)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -374,7 +308,7 @@ slaProperties:
         log.append(std::slice::from_ref(&result)).expect("append again");
         let back = log.read_all().expect("read");
         assert_eq!(back, vec![result.clone(), result]);
-        let batch = results_batch(&back).expect("batch");
+        let batch = crate::system::tables::quality_results::results_batch(&back).expect("batch");
         assert_eq!(batch.num_rows(), 2);
         assert_eq!(batch.column(2).as_string::<i32>().value(0), "d");
         assert!(!batch.column(11).as_boolean().value(0));

@@ -15,7 +15,6 @@
 mod cancel;
 mod entry;
 mod memory;
-mod table;
 mod tracked;
 
 use std::collections::{HashMap, VecDeque};
@@ -30,7 +29,6 @@ use crate::query_context::QueryContext;
 pub(crate) use self::cancel::{CancelQuery, is_call};
 pub(crate) use self::entry::{HistoryEntry, QueryEntry};
 pub(crate) use self::memory::QueryMemory;
-pub(crate) use self::table::{queries_batch, queries_schema};
 pub(crate) use self::tracked::TrackedStream;
 
 /// The `history` section: how much of the query history is kept.

@@ -15,8 +15,9 @@
 //! scanned, from the configuration, the contracts, the opened sources and the
 //! audit and quality logs, so they are always current.
 
-mod catalogue;
 mod search;
+pub(crate) mod tables;
+mod views;
 
 use std::sync::Arc;
 
@@ -25,15 +26,14 @@ use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::{SchemaProvider, Session, TableProvider};
 use datafusion::datasource::MemTable;
-use datafusion::error::{DataFusionError, Result};
+use datafusion::error::Result;
 use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 
+use self::tables::TABLES;
 use crate::audit::AuditLog;
-use crate::audit::table::{audit_batch, audit_schema, merge_requests, owner_view};
 use crate::catalog::MeshCatalog;
 use crate::governance::Viewer;
-use crate::history::{queries_batch, queries_schema};
 
 pub(crate) use self::search::SearchFunction;
 
@@ -45,18 +45,6 @@ pub(crate) struct SystemContext {
     /// The audit log, on a governed mesh.
     pub(crate) audit: Option<Arc<AuditLog>>,
 }
-
-/// The system tables' names, in listing order.
-const TABLES: &[&str] = &[
-    "domains",
-    "products",
-    "columns",
-    "quality_results",
-    "sensitive_columns",
-    "sensitive_access",
-    "audit_log",
-    "queries",
-];
 
 /// The `system` schema for one session.
 #[derive(Debug)]
@@ -80,12 +68,7 @@ impl SchemaProvider for SystemSchema {
         if !self.has(name) {
             return Ok(None);
         }
-        let schema = match name {
-            "audit_log" => audit_schema(),
-            "queries" => queries_schema(),
-            "quality_results" => crate::contract::quality::results_schema(),
-            other => catalogue::schema(other),
-        };
+        let Some(schema) = tables::schema(name) else { return Ok(None) };
         Ok(Some(Arc::new(SystemTable { name: name.to_string(), schema, context: self.context.clone() })))
     }
 
@@ -100,82 +83,6 @@ struct SystemTable {
     name: String,
     schema: SchemaRef,
     context: SystemContext,
-}
-
-impl SystemTable {
-    async fn build(&self) -> Result<RecordBatch> {
-        let external = |e: Box<dyn std::error::Error + Send + Sync>| DataFusionError::External(e);
-        let c = &self.context;
-        match self.name.as_str() {
-            "queries" => {
-                // Without governance there are no administrators: everyone
-                // sees their own queries only.
-                let all = c.viewer.policies.is_some() && c.viewer.is_admin();
-                let user = &c.viewer.principal.user;
-                let visible: Vec<_> = c.mesh.history().all().into_iter().filter(|q| all || q.user == *user).collect();
-                Ok(queries_batch(&visible)?)
-            }
-            "audit_log" => {
-                let Some(log) = c.audit.clone() else { return audit_batch(&[]) };
-                // Only admins and domain owners see any of it: for anyone
-                // else the log is not even read.
-                let owner = c.mesh.config().domains.iter().any(|d| c.viewer.may_audit_domain(&d.name));
-                if !owner {
-                    return audit_batch(&[]);
-                }
-                let path = log.path().display().to_string();
-                let records = tokio::task::spawn_blocking(move || log.read_all())
-                    .await
-                    .map_err(|e| external(Box::new(e)))?
-                    .map_err(|e| external(format!("cannot read the audit log {path}: {e}").into()))?;
-                let admin = c.viewer.is_admin();
-                let owns = |domain: &str| c.viewer.may_audit_domain(domain);
-                let visible: Vec<_> = merge_requests(records)
-                    .into_iter()
-                    .filter(|r| c.viewer.may_audit(&r.products))
-                    .map(|r| if admin { r } else { owner_view(r, &owns) })
-                    .collect();
-                audit_batch(&visible)
-            }
-            "quality_results" => {
-                let log = Arc::clone(c.mesh.quality());
-                let path = log.path().display().to_string();
-                let results = tokio::task::spawn_blocking(move || log.read_all())
-                    .await
-                    .map_err(|e| external(Box::new(e)))?
-                    .map_err(|e| external(format!("cannot read the quality results {path}: {e}").into()))?;
-                let visible: Vec<_> = results
-                    .into_iter()
-                    .filter_map(|mut r| {
-                        let (d, p) = r.product.split_once('.').unwrap_or(("", ""));
-                        let product = crate::ProductRef::new(d, p);
-                        if !c.viewer.may_see(&product) {
-                            return None;
-                        }
-                        // A rule about a column the viewer may not read is not
-                        // shown to them at all: its name and outcome describe
-                        // the hidden column.
-                        if let Some(column) = &r.column
-                            && !c.viewer.may_read_column(&product, column)
-                        {
-                            return None;
-                        }
-                        // Rules ran with unrestricted reads: what they measured
-                        // (and their errors, which may quote values) is for the
-                        // domain's owners and admins; others see the outcome.
-                        if !c.viewer.may_audit_domain(d) {
-                            r.observed = None;
-                            r.message = None;
-                            r.sql = None;
-                        }
-                        Some(r)
-                    })
-                    .collect();
-                Ok(crate::contract::quality::results_batch(&visible)?)
-            }
-            other => catalogue::build(other, c).await,
-        }
-    }
 }
 
 #[async_trait]
@@ -195,7 +102,7 @@ impl TableProvider for SystemTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        scan_batch(self.build().await?, state, projection, filters, limit).await
+        scan_batch(tables::build(&self.name, &self.context).await?, state, projection, filters, limit).await
     }
 }
 

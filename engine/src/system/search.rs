@@ -13,7 +13,7 @@ use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 
 use super::SystemContext;
-use super::catalogue::{ProductView, visible_products};
+use super::views::{ProductView, visible_products};
 
 /// The table function, registered in every session.
 #[derive(Debug)]

@@ -1,15 +1,28 @@
-//! `system.queries`: the query history as a table.
+//! `system.queries`: the query history, each principal's own queries (all
+//! of them for admins).
 
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, ListBuilder, RecordBatch, StringBuilder, TimestampMillisecondArray, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
+use datafusion::error::Result;
 
-use super::QueryInfo;
+use crate::history::QueryInfo;
+use crate::system::SystemContext;
+
+/// The rows of `system.queries` for the session's viewer.
+pub(super) async fn build(c: &SystemContext) -> Result<RecordBatch> {
+    // Without governance there are no administrators: everyone
+    // sees their own queries only.
+    let all = c.viewer.policies.is_some() && c.viewer.is_admin();
+    let user = &c.viewer.principal.user;
+    let visible: Vec<_> = c.mesh.history().all().into_iter().filter(|q| all || q.user == *user).collect();
+    Ok(batch(&visible)?)
+}
 
 /// The schema of `system.queries`.
-pub(crate) fn queries_schema() -> SchemaRef {
+pub(super) fn schema() -> SchemaRef {
     let text = |name: &str, nullable| Field::new(name, DataType::Utf8, nullable);
     let number = |name: &str| Field::new(name, DataType::UInt64, false);
     let time = |name: &str, nullable| {
@@ -39,7 +52,7 @@ pub(crate) fn queries_schema() -> SchemaRef {
 }
 
 /// The rows of `system.queries`.
-pub(crate) fn queries_batch(queries: &[QueryInfo]) -> Result<RecordBatch, ArrowError> {
+fn batch(queries: &[QueryInfo]) -> Result<RecordBatch, ArrowError> {
     let strings = |f: &dyn Fn(&QueryInfo) -> Option<&str>| -> ArrayRef {
         Arc::new(queries.iter().map(f).collect::<arrow::array::StringArray>())
     };
@@ -76,5 +89,5 @@ pub(crate) fn queries_batch(queries: &[QueryInfo]) -> Result<RecordBatch, ArrowE
         Arc::new(products.finish()),
         strings(&|q| q.error.as_deref()),
     ];
-    RecordBatch::try_new(queries_schema(), columns)
+    RecordBatch::try_new(schema(), columns)
 }

@@ -19,7 +19,7 @@ use agora_connectors::Source;
 
 use crate::audit::{AuditLog, RequestEvent};
 use crate::catalog::MeshCatalog;
-use crate::config::{ConfigError, ConfigProblem, DomainConfig, MeshConfig};
+use crate::config::{ConfigError, DomainConfig, MeshConfig, Problem};
 use crate::governance::PolicySet;
 use crate::history::QueryInfo;
 use crate::limits::{Admission, QuerySlot};
@@ -223,7 +223,7 @@ impl Engine {
                         &schema,
                         self.inner.catalog.opener(),
                     ) {
-                        problems.push(ConfigProblem { path: check.product.to_string(), message });
+                        problems.push(Problem { path: check.product.to_string(), message });
                     }
                 }
                 Err(e) => {

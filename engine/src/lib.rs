@@ -37,7 +37,7 @@ mod session;
 mod span_propagation;
 mod system;
 
-pub use crate::config::{ConfigError, ConfigProblem, MeshConfig, Problem};
+pub use crate::config::{ConfigError, MeshConfig, Problem};
 pub use crate::engine::{
     CATALOG, Engine, ProductCheck, ProductForeignKey, ProductRemarks, Query, ResourceUsage, Session,
 };

@@ -3,10 +3,6 @@ use std::path::{Path, PathBuf};
 
 pub use agora_connectors::Problem;
 
-/// The former name of [`Problem`], kept for the engine's callers that still
-/// use it (`Engine::validate_policies`).
-pub type ConfigProblem = Problem;
-
 /// Every problem found in a mesh file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {

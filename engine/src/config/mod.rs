@@ -15,7 +15,7 @@ use agora_connectors::{ObjectStoreSettings, Source};
 
 use crate::identity::AuthConfig;
 
-pub use self::error::{ConfigError, ConfigProblem, Problem};
+pub use self::error::{ConfigError, Problem};
 pub(crate) use self::parse::is_sql_identifier;
 
 /// Schema names that domains may not use: `system` holds the engine's own tables

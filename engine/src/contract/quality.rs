@@ -40,8 +40,8 @@ pub struct QualityResult {
     pub expected: String,
     /// The measured value (rows, percent, or seconds for freshness).
     pub observed: Option<f64>,
-    /// `pass`, `fail`, `error` (the check could not run) or `skipped` (not executable).
-    pub outcome: String,
+    /// Whether the rule held (written `pass`, `fail`, `error` or `skipped`).
+    pub outcome: QualityOutcome,
     /// Why it failed, errored or was skipped.
     pub message: Option<String>,
     /// The query that measured it.
@@ -53,7 +53,46 @@ pub struct QualityResult {
 impl QualityResult {
     /// Did the rule pass?
     pub fn passed(&self) -> bool {
-        self.outcome == "pass"
+        self.outcome == QualityOutcome::Pass
+    }
+}
+
+/// The outcome of one rule's check. Written in lower case in the quality
+/// history and `system.quality_results`, so reports can match on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QualityOutcome {
+    /// The measure met the threshold.
+    Pass,
+    /// The measure missed the threshold (or a freshness measure was empty).
+    Fail,
+    /// The check could not run (the source failed, the measure was NULL).
+    Error,
+    /// The rule is not executable (see the message).
+    Skipped,
+}
+
+impl QualityOutcome {
+    /// The name written to the history and shown in `system.quality_results`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QualityOutcome::Pass => "pass",
+            QualityOutcome::Fail => "fail",
+            QualityOutcome::Error => "error",
+            QualityOutcome::Skipped => "skipped",
+        }
+    }
+}
+
+impl std::fmt::Display for QualityOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for QualityOutcome {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
     }
 }
 
@@ -299,7 +338,7 @@ slaProperties:
             severity: Some("error".into()),
             expected: "= 0".into(),
             observed: Some(3.0),
-            outcome: "fail".into(),
+            outcome: QualityOutcome::Fail,
             message: None,
             sql: None,
             duration_ms: 4,

@@ -101,7 +101,14 @@ impl Session {
         let sql = number_question_marks(sql);
         let mut statement = state.sql_to_statement(&sql, &dialect).map_err(|e| with_end_position(e, &sql))?;
         if let DFStatement::Statement(call) = &statement
-            && let Some(cancel) = CancelQuery::plan(call, self.engine.inner.catalog.history(), &self.viewer)
+            && let Some(cancel) = CancelQuery::plan(
+                call,
+                self.engine.inner.catalog.history(),
+                &self.viewer.principal.user,
+                // Without governance there are no administrators: everyone
+                // manages their own queries only.
+                self.viewer.policies.is_some() && self.viewer.is_admin(),
+            )
         {
             let cancel: Arc<dyn datafusion::physical_plan::streaming::PartitionStream> = Arc::new(cancel?);
             let table =

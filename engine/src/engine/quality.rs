@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::{Engine, Session};
 use crate::EngineError;
-use crate::contract::quality::{QualityResult, kind_name, measured, newest_time, rule_sql};
+use crate::contract::quality::{QualityOutcome, QualityResult, kind_name, measured, newest_time, rule_sql};
 use crate::contract::{QualityRule, RuleKind};
 
 impl Engine {
@@ -60,14 +60,14 @@ impl Engine {
             severity: rule.severity.clone(),
             expected: rule.threshold.to_string(),
             observed: None,
-            outcome: "error".into(),
+            outcome: QualityOutcome::Error,
             message: None,
             sql: sql.clone(),
             duration_ms: 0,
         };
         let measured: Result<Option<f64>, String> = match (&rule.kind, &sql) {
             (RuleKind::NotExecutable(why), _) => {
-                result.outcome = "skipped".into();
+                result.outcome = QualityOutcome::Skipped;
                 result.message = Some(format!("not run: {why}"));
                 return result;
             }
@@ -108,13 +108,17 @@ impl Engine {
             Ok(Some(value)) => {
                 result.observed = Some(value);
                 let pass = rule.threshold.holds(value);
-                result.outcome = if pass { "pass" } else { "fail" }.into();
+                result.outcome = if pass { QualityOutcome::Pass } else { QualityOutcome::Fail };
                 if !pass {
                     result.message = Some(format!("measured {value}, expected {}", rule.threshold));
                 }
             }
             Ok(None) => {
-                result.outcome = if matches!(rule.kind, RuleKind::Freshness { .. }) { "fail" } else { "error" }.into();
+                result.outcome = if matches!(rule.kind, RuleKind::Freshness { .. }) {
+                    QualityOutcome::Fail
+                } else {
+                    QualityOutcome::Error
+                };
                 result.message = Some("the measure is NULL (no rows?)".into());
             }
             Err(e) => result.message = Some(e),

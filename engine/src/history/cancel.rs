@@ -21,7 +21,6 @@ use datafusion::sql::sqlparser::ast::{
 
 use super::{QueryEntry, QueryHistory};
 use crate::EngineError;
-use crate::governance::Viewer;
 
 /// Whether `sql` is a `CALL` statement: it takes the small lane of
 /// statements that read nothing, so that a cancel is never queued behind
@@ -41,11 +40,13 @@ pub(crate) struct CancelQuery {
 
 impl CancelQuery {
     /// The cancel `statement` asks for, if it is a `CALL`; an error names what
-    /// is wrong with it or says there is no such query the viewer may cancel.
+    /// is wrong with it or says there is no such query `principal` may
+    /// cancel (its own queries, or every query for an `admin`).
     pub(crate) fn plan(
         statement: &Statement,
         history: &QueryHistory,
-        viewer: &Viewer,
+        principal: &str,
+        admin: bool,
     ) -> Option<Result<Self, EngineError>> {
         let Statement::Call(function) = statement else { return None };
         let name = function.name.to_string();
@@ -59,13 +60,9 @@ impl CancelQuery {
                 "cancel_query takes one argument, the query id as a string: CALL cancel_query('0190…')".into(),
             )));
         };
-        let principal = &viewer.principal.user;
-        // Without governance there are no administrators: everyone manages
-        // their own queries only.
-        let admin = viewer.policies.is_some() && viewer.is_admin();
-        let target = history.running(id).filter(|q| admin || q.context.user == *principal);
+        let target = history.running(id).filter(|q| admin || q.context.user == principal);
         Some(match target {
-            Some(target) => Ok(CancelQuery { target, by: principal.clone(), schema: result_schema() }),
+            Some(target) => Ok(CancelQuery { target, by: principal.to_string(), schema: result_schema() }),
             None => {
                 let shown: String = id.chars().take(64).collect();
                 Err(EngineError::NotFound(format!(

@@ -5,6 +5,7 @@
 use std::process::ExitCode;
 
 use agora_engine::Engine;
+use agora_engine::contract::quality::QualityOutcome;
 use anyhow::Result;
 
 /// Runs `agora check` on the mesh `config`; exits 1 when any check failed.
@@ -72,12 +73,12 @@ pub async fn run(config: &std::path::Path, quality: bool) -> Result<ExitCode> {
                 _ => "ERROR",
             };
             println!("{label} {what:<32} {:<44} {} (measured {observed})", r.rule, r.expected);
-            if r.outcome != "pass"
+            if !r.passed()
                 && let Some(m) = &r.message
             {
                 println!("        {m}");
             }
-            if r.outcome == "fail" || r.outcome == "error" {
+            if matches!(r.outcome, QualityOutcome::Fail | QualityOutcome::Error) {
                 failed += 1;
             }
         }

@@ -251,7 +251,7 @@ async fn quality_rules_of_each_kind_pass_on_good_data_and_fail_on_bad_data() {
     let results = engine.check_quality().await.unwrap();
     let mut outcomes: BTreeMap<(String, String), (String, Option<f64>)> = BTreeMap::new();
     for r in &results {
-        outcomes.insert((r.product.clone(), r.kind.clone() + " " + &r.rule), (r.outcome.clone(), r.observed));
+        outcomes.insert((r.product.clone(), r.kind.clone() + " " + &r.rule), (r.outcome.to_string(), r.observed));
     }
     let kinds: Vec<&str> = results.iter().filter(|r| r.product == "shop.good").map(|r| r.kind.as_str()).collect();
     assert_eq!(kinds, ["row_count", "sql", "not_null", "unique", "accepted_values", "range", "freshness", "freshness"]);

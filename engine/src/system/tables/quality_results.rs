@@ -107,7 +107,7 @@ pub(crate) fn results_batch(results: &[QualityResult]) -> Result<RecordBatch, ar
                 })
                 .collect::<BooleanArray>(),
         ),
-        text(&|r| Some(r.outcome.clone())),
+        text(&|r| Some(r.outcome.to_string())),
         text(&|r| r.message.clone()),
         text(&|r| r.sql.clone()),
         Arc::new(results.iter().map(|r| r.duration_ms).collect::<UInt64Array>()),

@@ -82,21 +82,17 @@ impl SourceSpec {
         };
         let mut problems = Vec::new();
         let map = check_mapping(value, "", keys, &mut problems);
-        if !problems.is_empty() {
-            return Err(problems);
-        }
-        // Stray keys were reported above; the spec reads the known ones.
+        // Stray keys are reported above; the spec reads the known ones, so
+        // that their problems are reported too.
         let mut known = map.cloned().unwrap_or_default();
-        known.retain(|k, _| k.as_str().is_some_and(|k| k != "kind"));
-        read(Value::Mapping(known)).map_err(|p| vec![p])
-    }
-
-    /// The connector's `kind`, as written in mesh.yaml.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            SourceSpec::Parquet(_) => "parquet",
-            SourceSpec::Delta(_) => "delta",
-            SourceSpec::Postgres(_) => "postgres",
+        known.retain(|k, _| k.as_str().is_some_and(|k| k != "kind" && keys.contains(&k)));
+        match read(Value::Mapping(known)) {
+            Ok(spec) if problems.is_empty() => Ok(spec),
+            Ok(_) => Err(problems),
+            Err(p) => {
+                problems.push(p);
+                Err(problems)
+            }
         }
     }
 
@@ -165,6 +161,13 @@ mod tests {
         let paths: Vec<_> = p.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(paths, ["colour", "size"]);
         assert_eq!(p[0].message, "unknown key 'colour' (expected one of: kind, location)");
+    }
+
+    #[test]
+    fn stray_keys_do_not_hide_the_problems_of_known_ones() {
+        let p = read("{kind: parquet, colour: blue, partition_columns: {year: float}}").unwrap_err();
+        let paths: Vec<_> = p.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["colour", "partition_columns.year"]);
     }
 
     #[test]

@@ -124,11 +124,13 @@ async fn attach_schemas(config: &mut MeshConfig) -> Vec<(String, String)> {
                         tracing::warn!(domain = %domain.name, table = %table, "attached table skipped: not a lowercase SQL identifier; register it as a product with another name");
                         continue;
                     }
+                    // SQL sent to PostgreSQL is planned with the mesh's names.
                     let source = agora_connectors::PostgresSource::new(
                         Arc::clone(&connection),
                         attach.schema.clone(),
                         table.clone(),
-                    );
+                    )
+                    .named(&domain.name, &table);
                     domain.products.push(crate::config::ProductConfig {
                         name: table.clone(),
                         description: comment.unwrap_or_else(|| format!("PostgreSQL table {}.{table}", attach.schema)),

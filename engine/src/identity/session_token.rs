@@ -53,19 +53,26 @@ pub(super) fn verify(key: &[u8], jwt: &str, now: u64) -> Option<String> {
 mod tests {
     use super::*;
 
+    /// An expiry an hour from now (jsonwebtoken also checks `exp` against
+    /// the clock).
+    fn in_an_hour() -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3600
+    }
+
     #[test]
     fn tokens_carry_their_user_until_they_expire() {
-        let token = issue(b"key", "alice", 2_000_000_000);
+        let expires = in_an_hour();
+        let token = issue(b"key", "alice", expires);
         let jwt = token.strip_prefix(PREFIX).unwrap();
-        assert_eq!(verify(b"key", jwt, 1_999_999_999).as_deref(), Some("alice"));
-        assert_eq!(verify(b"key", jwt, 2_000_000_000), None);
+        assert_eq!(verify(b"key", jwt, expires - 1).as_deref(), Some("alice"));
+        assert_eq!(verify(b"key", jwt, expires), None);
         assert_eq!(verify(b"other key", jwt, 1_000), None);
         assert_eq!(verify(b"", jwt, 1_000), None);
     }
 
     #[test]
     fn other_algorithms_and_audiences_are_refused() {
-        let claims = Claims { sub: "alice".into(), exp: 2_000_000_000, iss: ISSUER.into(), aud: "elsewhere".into() };
+        let claims = Claims { sub: "alice".into(), exp: in_an_hour(), iss: ISSUER.into(), aud: "elsewhere".into() };
         let jwt =
             jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"key")).unwrap();
         assert_eq!(verify(b"key", &jwt, 1_000), None);

@@ -70,18 +70,6 @@ pub enum EngineError {
     Internal(String),
 }
 
-impl EngineError {
-    /// The `status` of the audit record of a request that ended with this error.
-    pub(crate) fn audit_status(&self) -> &'static str {
-        match self {
-            EngineError::Denied(_) => "denied",
-            EngineError::Timeout(_) => "timeout",
-            EngineError::ShuttingDown(_) | EngineError::Cancelled(_) => "cancelled",
-            _ => "failed",
-        }
-    }
-}
-
 /// A product's failure, carried through DataFusion (which only knows its own error
 /// type) as an external error and recovered by [`EngineError::from`].
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::EngineError;
 
 use super::log::AuditLog;
-use super::record::AuditRecord;
+use super::record::{AuditRecord, AuditStatus};
 
 /// What kind of request an [`RequestEvent`] records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,18 +91,18 @@ pub(crate) async fn record_event(log: &Arc<AuditLog>, event: RequestEvent) -> Re
         Outcome::Ok => {}
         Outcome::Denied(reason) => {
             record.decision = "deny".into();
-            record.status = "denied".into();
+            record.status = AuditStatus::Denied.as_str().into();
             record.reason = Some(super::record::capped(&reason));
         }
         Outcome::Failed(error) => {
-            record.status = "failed".into();
+            record.status = AuditStatus::Failed.as_str().into();
             record.error = Some(super::record::capped(&error));
         }
     }
     for who in keys.iter().filter(|_| !exempt) {
         if let Err(refusal) = log.quota.check(who) {
             if refusal.record {
-                record.status = "over_quota".into();
+                record.status = AuditStatus::OverQuota.as_str().into();
                 record.reason = Some(format!(
                     "{who} is over the audit quota; {} requests refused so far this minute",
                     refusal.refused

@@ -22,5 +22,5 @@ pub mod verify;
 
 pub use self::event::{Outcome, RequestEvent, RequestKind};
 pub use self::log::AuditLog;
-pub use self::record::{AuditRecord, Dropped, MAX_AUDIT_TEXT_CHARS};
+pub use self::record::{AuditRecord, AuditStatus, Dropped, MAX_AUDIT_TEXT_CHARS};
 pub use self::verify::{ChainProblem, ChainReport, verify};

@@ -3,9 +3,9 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::Principal;
 use crate::config::ChainKey;
 use crate::governance::AppliedPolicy;
+use crate::{EngineError, Principal};
 
 /// One line of the audit log.
 ///
@@ -101,7 +101,60 @@ fn query_kind() -> String {
 }
 
 /// The `status` of a start record.
-pub const STARTED: &str = "started";
+pub const STARTED: &str = AuditStatus::Started.as_str();
+
+/// How a request ended, as its audit record's `status` says. The record keeps
+/// the name as text, so that a log written by another version still reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditStatus {
+    /// The start record of a request still running (or cut off by a crash).
+    Started,
+    /// Served.
+    Ok,
+    /// Refused by policy (or by authentication).
+    Denied,
+    /// Failed while planning or running.
+    Failed,
+    /// Stopped by `cancel_query`, by the client, or by a shutdown.
+    Cancelled,
+    /// Stopped at its statement timeout.
+    Timeout,
+    /// Planned for a client that runs it with a request of its own.
+    Planned,
+    /// Refused because the principal is over its audit quota.
+    OverQuota,
+}
+
+impl AuditStatus {
+    /// The name written in the record.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AuditStatus::Started => "started",
+            AuditStatus::Ok => "ok",
+            AuditStatus::Denied => "denied",
+            AuditStatus::Failed => "failed",
+            AuditStatus::Cancelled => "cancelled",
+            AuditStatus::Timeout => "timeout",
+            AuditStatus::Planned => "planned",
+            AuditStatus::OverQuota => "over_quota",
+        }
+    }
+
+    /// The status of a request that ended with `error`.
+    pub(crate) fn of(error: &EngineError) -> AuditStatus {
+        match error {
+            EngineError::Denied(_) => AuditStatus::Denied,
+            EngineError::Timeout(_) => AuditStatus::Timeout,
+            EngineError::ShuttingDown(_) | EngineError::Cancelled(_) => AuditStatus::Cancelled,
+            _ => AuditStatus::Failed,
+        }
+    }
+
+    /// Whether the request was refused (its decision is then `deny`).
+    fn is_refusal(self) -> bool {
+        matches!(self, AuditStatus::Denied | AuditStatus::OverQuota)
+    }
+}
 
 impl AuditRecord {
     /// A record for a request of `principal` that is starting.
@@ -130,7 +183,7 @@ impl AuditRecord {
             query_id: new_id(),
             user: "agora".into(),
             decision: "allow".into(),
-            status: "ok".into(),
+            status: AuditStatus::Ok.as_str().into(),
             reason: Some(capped(&reason)),
             ..AuditRecord::default()
         }
@@ -138,11 +191,11 @@ impl AuditRecord {
 
     /// The finish record of this start record: everything but the statement
     /// text, which the start record carries.
-    pub(crate) fn finished(&self, status: &str, error: Option<&str>, duration_ms: u64) -> Self {
+    pub(crate) fn finished(&self, status: AuditStatus, error: Option<&str>, duration_ms: u64) -> Self {
         let mut done = self.clone();
         done.sql = None;
-        done.status = status.to_string();
-        if status == "denied" || status == "over_quota" {
+        done.status = status.as_str().to_string();
+        if status.is_refusal() {
             done.decision = "deny".into();
             done.reason = error.map(capped);
         }
@@ -217,7 +270,7 @@ mod tests {
     #[test]
     fn finish_records_drop_the_text_and_keep_the_id() {
         let start = AuditRecord::start(&Principal::user("ann"), Some("127.0.0.1:1"), Some("SELECT secret"));
-        let done = start.finished("denied", Some("no grant"), 5);
+        let done = start.finished(AuditStatus::Denied, Some("no grant"), 5);
         assert_eq!((done.query_id.as_str(), done.sql.as_deref()), (start.query_id.as_str(), None));
         assert_eq!((done.decision.as_str(), done.reason.as_deref()), ("deny", Some("no grant")));
         assert_eq!(done.sql_sha256, start.sql_sha256);

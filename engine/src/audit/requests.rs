@@ -61,7 +61,7 @@ mod tests {
         let ann = Principal::user("ann");
         let a = AuditRecord::start(&ann, None, Some("SELECT 1"));
         let b = AuditRecord::start(&ann, None, Some("SELECT 2"));
-        let a_done = a.finished("ok", None, 3);
+        let a_done = a.finished(crate::audit::AuditStatus::Ok, None, 3);
         let rows = merge_requests(vec![a.clone(), b.clone(), a_done]);
         assert_eq!(rows.len(), 2);
         assert_eq!((rows[0].status.as_str(), rows[0].sql.as_deref()), ("ok", Some("SELECT 1")));

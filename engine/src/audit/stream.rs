@@ -16,7 +16,7 @@ use futures::{FutureExt, Stream};
 use crate::EngineError;
 
 use super::log::AuditLog;
-use super::record::AuditRecord;
+use super::record::{AuditRecord, AuditStatus};
 
 /// A request whose start record is written and whose finish record is due.
 /// Dropped unfinished (the client went away while it was planned), it is
@@ -41,7 +41,7 @@ impl PendingAudit {
                 refusal.retry_after.as_secs().max(1)
             );
             if refusal.record {
-                let mut refused = record.finished("over_quota", Some(&message), 0);
+                let mut refused = record.finished(AuditStatus::OverQuota, Some(&message), 0);
                 refused.sql = record.sql.take();
                 refused.reason = Some(format!("{message} ({} requests refused so far this minute)", refusal.refused));
                 log.append(&mut refused, true).map_err(unwritable)?;
@@ -59,7 +59,7 @@ impl PendingAudit {
     }
 
     /// Writes the finish record and waits until it is on disk.
-    pub(crate) fn finish(mut self, status: &str, error: Option<&str>) -> std::io::Result<()> {
+    pub(crate) fn finish(mut self, status: AuditStatus, error: Option<&str>) -> std::io::Result<()> {
         match self.record.take() {
             Some(start) => write_finish(&self.log, &start, status, error, self.started),
             None => Ok(()),
@@ -69,7 +69,7 @@ impl PendingAudit {
     /// [`PendingAudit::finish`], off the async threads (it waits for `fsync`).
     pub(crate) fn finish_async(
         mut self,
-        status: &'static str,
+        status: AuditStatus,
         error: Option<String>,
     ) -> impl Future<Output = std::io::Result<()>> + Send + 'static {
         let log = Arc::clone(&self.log);
@@ -92,7 +92,7 @@ impl Drop for PendingAudit {
         let log = Arc::clone(&self.log);
         let started = self.started;
         let write = move || {
-            let _ = write_finish(&log, &start, "cancelled", None, started);
+            let _ = write_finish(&log, &start, AuditStatus::Cancelled, None, started);
         };
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => drop(handle.spawn_blocking(write)),
@@ -104,7 +104,7 @@ impl Drop for PendingAudit {
 fn write_finish(
     log: &AuditLog,
     start: &AuditRecord,
-    status: &str,
+    status: AuditStatus,
     error: Option<&str>,
     started: Instant,
 ) -> std::io::Result<()> {
@@ -177,7 +177,7 @@ impl Stream for AuditedStream {
                 }
                 Some(Err(e)) => {
                     self.held = None;
-                    let status = EngineError::from(&e).audit_status();
+                    let status = AuditStatus::of(&EngineError::from(&e));
                     match self.audit.take() {
                         Some(a) => {
                             self.writing = Some((Box::pin(a.finish_async(status, Some(e.to_string()))), Some(e)))
@@ -189,7 +189,7 @@ impl Stream for AuditedStream {
                     }
                 }
                 None => match self.audit.take() {
-                    Some(a) => self.writing = Some((Box::pin(a.finish_async("ok", None)), None)),
+                    Some(a) => self.writing = Some((Box::pin(a.finish_async(AuditStatus::Ok, None)), None)),
                     None => self.done = true,
                 },
             }
@@ -208,8 +208,8 @@ impl Drop for AuditedStream {
         // A stream dropped before its end: the client went away or cancelled.
         if let Some(a) = self.audit.take() {
             match tokio::runtime::Handle::try_current() {
-                Ok(handle) => drop(handle.spawn(a.finish_async("cancelled", None))),
-                Err(_) => drop(a.finish("cancelled", None)),
+                Ok(handle) => drop(handle.spawn(a.finish_async(AuditStatus::Cancelled, None))),
+                Err(_) => drop(a.finish(AuditStatus::Cancelled, None)),
             }
         }
     }

@@ -14,6 +14,7 @@ use futures::TryStreamExt;
 use super::Engine;
 use super::run::Run;
 use crate::EngineError;
+use crate::audit::AuditStatus;
 use crate::audit::stream::{AuditedStream, PendingAudit};
 use crate::history::{HistoryEntry, QueryMemory, TrackedStream};
 use crate::lineage::{LineageEmitter, LineageRun, LineageStream};
@@ -76,7 +77,7 @@ impl Query {
     /// recorded as `planned`.
     pub async fn close(self) {
         if let Some(a) = self.audit {
-            let _ = a.finish_async("planned", None).await;
+            let _ = a.finish_async(AuditStatus::Planned, None).await;
         }
     }
 
@@ -190,7 +191,7 @@ fn name_products_in_errors(stream: SendableRecordBatchStream, products: Vec<Stri
 /// and passes its error on.
 pub(super) async fn fail(audit: Option<PendingAudit>, history: HistoryEntry, error: EngineError) -> EngineError {
     if let Some(a) = audit {
-        let _ = a.finish_async(error.audit_status(), Some(error.to_string())).await;
+        let _ = a.finish_async(AuditStatus::of(&error), Some(error.to_string())).await;
     }
     history.fail(&error);
     error
@@ -199,7 +200,7 @@ pub(super) async fn fail(audit: Option<PendingAudit>, history: HistoryEntry, err
 /// [`fail`], for the few synchronous paths (binding parameters).
 fn fail_blocking(audit: Option<PendingAudit>, history: HistoryEntry, error: EngineError) -> EngineError {
     if let Some(a) = audit {
-        let _ = a.finish(error.audit_status(), Some(&error.to_string()));
+        let _ = a.finish(AuditStatus::of(&error), Some(&error.to_string()));
     }
     history.fail(&error);
     error

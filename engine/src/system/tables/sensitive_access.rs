@@ -7,6 +7,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::error::{DataFusionError, Result};
 
 use crate::ProductRef;
+use crate::audit::AuditStatus;
 
 use super::{strings, text_field};
 use crate::system::SystemContext;
@@ -59,7 +60,9 @@ async fn sensitive_access(context: &SystemContext) -> Result<Vec<ArrayRef>> {
         sensitivity(context, classification, &tags).is_some()
     };
     let mut rows = Vec::new();
-    for record in records.iter().filter(|r| r.status == "ok" || r.status == "cancelled") {
+    for record in
+        records.iter().filter(|r| r.status == AuditStatus::Ok.as_str() || r.status == AuditStatus::Cancelled.as_str())
+    {
         for qualified in &record.columns {
             let mut parts = qualified.splitn(3, '.');
             let (Some(d), Some(p), Some(c)) = (parts.next(), parts.next(), parts.next()) else { continue };

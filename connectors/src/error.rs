@@ -107,9 +107,6 @@ fn kind_of(err: &(dyn std::error::Error + 'static)) -> Option<Kind> {
                 | K::NetworkUnreachable => Some(Kind::Unavailable),
                 _ => None,
             }
-        } else if let Some(DataFusionError::ObjectStore(e)) = e.downcast_ref::<DataFusionError>() {
-            // DataFusion keeps the store's error behind a box its `source` skips.
-            kind_of(e.as_ref())
         } else {
             None
         };

@@ -45,7 +45,7 @@ pub use crate::postgres::{
 };
 pub use crate::postgres_constraints::{ForeignKey, KeyRule};
 pub use crate::problem::{
-    MAX_YAML_DEPTH, Problem, check_mapping, check_yaml_depth, describe, from_section, join, read_yaml,
+    MAX_YAML_DEPTH, Problem, at_its_path, check_mapping, check_yaml_depth, describe, from_section, join, read_yaml,
 };
 pub use crate::spec::{SourceContext, SourceSpec};
 pub use crate::storage::{ObjectStoreSettings, register_object_store};

@@ -165,11 +165,15 @@ fn too_deep(text: &str) -> Option<usize> {
 /// Deserializes one section into its spec; a serde error becomes a problem at
 /// the key path where it happened (relative to the section).
 pub fn from_section<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, Problem> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let path = if path == "." { String::new() } else { path };
-        Problem::new(path, e.into_inner().to_string())
-    })
+    serde_path_to_error::deserialize(value).map_err(at_its_path)
+}
+
+/// A serde error as a problem at the key path where it happened (`.`, the
+/// document itself, is the empty path).
+pub fn at_its_path<E: std::fmt::Display>(error: serde_path_to_error::Error<E>) -> Problem {
+    let path = error.path().to_string();
+    let path = if path == "." { String::new() } else { path };
+    Problem::new(path, error.into_inner().to_string())
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Deserializer};
 use serde_norway::Value;
 
-use crate::problem::{check_mapping, describe, from_section, join};
+use crate::problem::{check_mapping, describe, from_section};
 use crate::{DeltaSpec, ObjectStoreSettings, ParquetSpec, PostgresConnection, PostgresSpec, Problem, Source};
 
 /// A product's `source:` section, one variant per connector. The YAML is
@@ -131,9 +131,8 @@ pub(crate) fn text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<
 /// A required location (`location:`), resolved against the mesh file's
 /// directory: a problem at `location` when missing or malformed.
 pub(crate) fn location(raw: Option<String>, base: &Path) -> Result<url::Url, Vec<Problem>> {
-    let key = join("", "location");
-    let raw = raw.ok_or_else(|| vec![Problem::new(key.as_str(), "missing (expected a string)")])?;
-    crate::location::resolve(&raw, base).map_err(|message| vec![Problem::new(key, message)])
+    let raw = raw.ok_or_else(|| vec![Problem::new("location", "missing (expected a string)")])?;
+    crate::location::resolve(&raw, base).map_err(|message| vec![Problem::new("location", message)])
 }
 
 #[cfg(test)]

@@ -13,20 +13,22 @@ use serde_norway::Value;
 
 use agora_connectors::Problem;
 
-/// The schemas, by the `apiVersion` prefix they serve.
-const SCHEMAS: [(&str, &str); 1] = [("v3.", include_str!("../../schemas/odcs-json-schema-v3.2.0.json"))];
+/// The schema every `apiVersion: v3.…` contract is checked against.
+const SCHEMA: &str = include_str!("../../schemas/odcs-json-schema-v3.2.0.json");
 
-/// Compiled once per schema, on first use.
-static VALIDATORS: [OnceLock<Result<jsonschema::Validator, String>>; 1] = [OnceLock::new()];
+/// The schema compiled once, on first use.
+static VALIDATOR: OnceLock<Result<jsonschema::Validator, String>> = OnceLock::new();
 
 /// The schema's problems with a contract, at the contract's key paths
 /// (`schema[0].properties[1].logicalType`). A version Agora does not read is
 /// the walker's to report, so it yields none here.
 pub(super) fn check(root: &Value) -> Vec<Problem> {
     let Some(version) = root.get("apiVersion").and_then(Value::as_str) else { return Vec::new() };
-    let Some(index) = SCHEMAS.iter().position(|(prefix, _)| version.starts_with(prefix)) else { return Vec::new() };
-    let validator = VALIDATORS[index].get_or_init(|| {
-        let schema: serde_json::Value = serde_json::from_str(SCHEMAS[index].1).map_err(|e| e.to_string())?;
+    if !version.starts_with("v3.") {
+        return Vec::new();
+    }
+    let validator = VALIDATOR.get_or_init(|| {
+        let schema: serde_json::Value = serde_json::from_str(SCHEMA).map_err(|e| e.to_string())?;
         jsonschema::options().should_validate_formats(false).build(&schema).map_err(|e| e.to_string())
     });
     let validator = match validator {

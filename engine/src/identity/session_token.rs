@@ -80,5 +80,11 @@ mod tests {
         let jwt =
             jsonwebtoken::encode(&Header::new(Algorithm::HS512), &claims, &EncodingKey::from_secret(b"key")).unwrap();
         assert_eq!(verify(b"key", &jwt, 1_000), None);
+        // An unsigned token (`alg: none`) claiming to be an admin's.
+        use base64::Engine as _;
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        let payload = format!(r#"{{"sub":"admin","exp":{},"iss":"{ISSUER}","aud":"{AUDIENCE}"}}"#, in_an_hour());
+        let unsigned = format!("{}.{}.", b64(r#"{"alg":"none","typ":"JWT"}"#), b64(&payload));
+        assert_eq!(verify(b"key", &unsigned, 1_000), None);
     }
 }

@@ -36,12 +36,8 @@ impl AgoraFlightSqlService {
         query: CommandGetExportedKeys,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        self.audited(&request, "DoGet GetExportedKeys").await?;
-        let session = self.session(&request);
-        let products =
-            keys::products_named(&session, query.catalog.as_deref(), query.db_schema.as_deref(), &query.table);
-        let found = keys::foreign_keys(&session, &products, keys::Side::Referenced).await;
-        Ok(self.batch_stream(foreign_keys_schema(), keys::foreign_keys_batch(&found)?))
+        let named = (query.catalog, query.db_schema, query.table);
+        self.foreign_keys_of(request, "DoGet GetExportedKeys", named, keys::Side::Referenced).await
     }
 
     /// The foreign keys the named product holds (PostgreSQL's).
@@ -50,11 +46,22 @@ impl AgoraFlightSqlService {
         query: CommandGetImportedKeys,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        self.audited(&request, "DoGet GetImportedKeys").await?;
+        let named = (query.catalog, query.db_schema, query.table);
+        self.foreign_keys_of(request, "DoGet GetImportedKeys", named, keys::Side::Referencing).await
+    }
+
+    /// The foreign keys on `side` of the products named `(catalog, db_schema, table)`.
+    async fn foreign_keys_of(
+        &self,
+        request: Request<Ticket>,
+        action: &str,
+        (catalog, db_schema, table): (Option<String>, Option<String>, String),
+        side: keys::Side,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        self.audited(&request, action).await?;
         let session = self.session(&request);
-        let products =
-            keys::products_named(&session, query.catalog.as_deref(), query.db_schema.as_deref(), &query.table);
-        let found = keys::foreign_keys(&session, &products, keys::Side::Referencing).await;
+        let products = keys::products_named(&session, catalog.as_deref(), db_schema.as_deref(), &table);
+        let found = keys::foreign_keys(&session, &products, side).await;
         Ok(self.batch_stream(foreign_keys_schema(), keys::foreign_keys_batch(&found)?))
     }
 

@@ -58,17 +58,17 @@ impl PolicySet {
         let mut problems = Vec::new();
         let token_key = match (&global_file.token_key_env, &global_file.token_key_file) {
             (Some(_), Some(_)) => {
-                problems.push(problem("token_key_env", "set token_key_env or token_key_file, not both"));
+                problems.push(Problem::new("token_key_env", "set token_key_env or token_key_file, not both"));
                 None
             }
             (Some(var), None) => match std::env::var(var) {
                 Ok(v) if v.len() >= 16 => Some(Arc::from(v.into_bytes())),
                 Ok(_) => {
-                    problems.push(problem("token_key_env", format!("${var} must hold at least 16 bytes")));
+                    problems.push(Problem::new("token_key_env", format!("${var} must hold at least 16 bytes")));
                     None
                 }
                 Err(_) => {
-                    problems.push(problem("token_key_env", format!("environment variable {var} is not set")));
+                    problems.push(Problem::new("token_key_env", format!("environment variable {var} is not set")));
                     None
                 }
             },
@@ -80,12 +80,12 @@ impl PolicySet {
                         if trimmed.len() >= 16 {
                             Some(Arc::from(trimmed))
                         } else {
-                            problems.push(problem("token_key_file", "the key must hold at least 16 bytes"));
+                            problems.push(Problem::new("token_key_file", "the key must hold at least 16 bytes"));
                             None
                         }
                     }
                     Err(e) => {
-                        problems.push(problem("token_key_file", format!("cannot read {}: {e}", file.display())));
+                        problems.push(Problem::new("token_key_file", format!("cannot read {}: {e}", file.display())));
                         None
                     }
                 }
@@ -108,14 +108,14 @@ impl PolicySet {
         for (i, rule) in set.tag_rules.iter().enumerate() {
             let path = format!("tag_rules[{}]", rule.id);
             if !ids.insert(rule.id.clone()) {
-                problems.push(problem(&path, format!("duplicate policy id '{}'", rule.id)));
+                problems.push(Problem::new(&path, format!("duplicate policy id '{}'", rule.id)));
             }
             if rule.tag.is_empty() {
-                problems.push(problem(&format!("tag_rules[{i}].tag"), "empty tag"));
+                problems.push(Problem::new(format!("tag_rules[{i}].tag"), "empty tag"));
             }
             match (&rule.mask, rule.deny) {
-                (None, false) => problems.push(problem(&path, "a tag rule needs a mask or deny: true")),
-                (Some(_), true) => problems.push(problem(&path, "a tag rule has either a mask or deny: true")),
+                (None, false) => problems.push(Problem::new(&path, "a tag rule needs a mask or deny: true")),
+                (Some(_), true) => problems.push(Problem::new(&path, "a tag rule has either a mask or deny: true")),
                 (Some(mask), false) => check_mask(mask, &format!("{path}.mask"), &mut problems),
                 (None, true) => {}
             }
@@ -148,8 +148,8 @@ impl PolicySet {
             for (product, columns) in &parsed.tags {
                 if domain.product(product).is_none() {
                     let names: Vec<&str> = domain.products.iter().map(|p| p.name.as_str()).collect();
-                    problems.push(problem(
-                        &format!("tags.{product}"),
+                    problems.push(Problem::new(
+                        format!("tags.{product}"),
                         format!(
                             "no product '{product}' in domain '{}'; its products are: {}",
                             domain.name,
@@ -195,7 +195,7 @@ impl PolicySet {
         if uses_tokens && set.token_key.is_none() {
             return Err(ConfigError {
                 file: global.to_path_buf(),
-                problems: vec![problem(
+                problems: vec![Problem::new(
                     "token_key_env",
                     "a policy uses the token mask, which needs a secret key: set token_key_env or token_key_file",
                 )],
@@ -216,13 +216,13 @@ fn check_policies(
 ) {
     let check_target = |path: &str, domain: &str, product: Option<&String>, problems: &mut Vec<Problem>| {
         if domain_file.is_none() && domain.is_empty() {
-            problems.push(problem(path, "missing domain (a mesh-wide policy names its domain)"));
+            problems.push(Problem::new(path, "missing domain (a mesh-wide policy names its domain)"));
             return;
         }
         let Some(d) = mesh.domain(domain) else {
             let names: Vec<&str> = mesh.domains.iter().map(|d| d.name.as_str()).collect();
-            problems.push(problem(
-                &format!("{path}.domain"),
+            problems.push(Problem::new(
+                format!("{path}.domain"),
                 format!("no domain '{domain}'; domains are: {}", names.join(", ")),
             ));
             return;
@@ -231,8 +231,8 @@ fn check_policies(
             && d.product(p).is_none()
         {
             let names: Vec<&str> = d.products.iter().map(|p| p.name.as_str()).collect();
-            problems.push(problem(
-                &format!("{path}.product"),
+            problems.push(Problem::new(
+                format!("{path}.product"),
                 format!("no product '{p}' in domain '{domain}'; its products are: {}", names.join(", ")),
             ));
         }
@@ -240,10 +240,10 @@ fn check_policies(
     for g in grants {
         let path = format!("grants[{}]", g.id);
         if !ids.insert(g.id.clone()) {
-            problems.push(problem(&path, format!("duplicate policy id '{}'", g.id)));
+            problems.push(Problem::new(&path, format!("duplicate policy id '{}'", g.id)));
         }
         if g.to.users.is_empty() && g.to.groups.is_empty() {
-            problems.push(problem(&format!("{path}.to"), "names no user or group"));
+            problems.push(Problem::new(format!("{path}.to"), "names no user or group"));
         }
         check_target(&path, &g.domain, g.product.as_ref(), problems);
         if let Some(f) = &g.row_filter {
@@ -256,7 +256,7 @@ fn check_policies(
     for r in restrictions {
         let path = format!("restrictions[{}]", r.id);
         if !ids.insert(r.id.clone()) {
-            problems.push(problem(&path, format!("duplicate policy id '{}'", r.id)));
+            problems.push(Problem::new(&path, format!("duplicate policy id '{}'", r.id)));
         }
         check_target(&path, &r.domain, r.product.as_ref(), problems);
         check_expression(&r.row_filter, &format!("{path}.row_filter"), problems);
@@ -265,7 +265,7 @@ fn check_policies(
 
 fn check_mask(mask: &Mask, path: &str, problems: &mut Vec<Problem>) {
     match mask {
-        Mask::LastN { n } if *n == 0 => problems.push(problem(&format!("{path}.n"), "must be at least 1")),
+        Mask::LastN { n } if *n == 0 => problems.push(Problem::new(format!("{path}.n"), "must be at least 1")),
         Mask::Sql { expr } => check_expression(&expr.replace("{col}", "x"), &format!("{path}.expr"), problems),
         _ => {}
     }
@@ -278,7 +278,7 @@ pub(super) fn check_expression(text: &str, path: &str, problems: &mut Vec<Proble
     use datafusion::sql::sqlparser::parser::Parser;
     let placeholder = substitute_placeholders(text);
     if let Err(e) = Parser::new(&GenericDialect {}).try_with_sql(&placeholder).and_then(|mut p| p.parse_expr()) {
-        problems.push(problem(path, format!("not a valid SQL expression: {e}")));
+        problems.push(Problem::new(path, format!("not a valid SQL expression: {e}")));
     }
 }
 
@@ -309,13 +309,10 @@ pub(crate) fn substitute_placeholders(text: &str) -> String {
 fn read_yaml<T: for<'de> Deserialize<'de>>(file: &Path) -> Result<(T, String), ConfigError> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| ConfigError::single(file, "", format!("cannot read the policy file: {e}")))?;
-    let depth = |p: Problem| ConfigError { file: file.to_path_buf(), problems: vec![p] };
-    agora_connectors::check_yaml_depth(&text).map_err(depth)?;
-    let parsed = serde_path_to_error::deserialize(serde_norway::Deserializer::from_str(&text)).map_err(|e| {
-        let path = e.path().to_string();
-        let path = if path == "." { String::new() } else { path };
-        ConfigError::single(file, &path, e.into_inner().to_string())
-    })?;
+    let in_file = |p: Problem| ConfigError { file: file.to_path_buf(), problems: vec![p] };
+    agora_connectors::check_yaml_depth(&text).map_err(in_file)?;
+    let parsed = serde_path_to_error::deserialize(serde_norway::Deserializer::from_str(&text))
+        .map_err(|e| in_file(agora_connectors::at_its_path(e)))?;
     Ok((parsed, text))
 }
 
@@ -334,8 +331,4 @@ fn check_grant_subjects(
         }
         r.except.check(&mesh.auth, &format!("restrictions[{}].except", r.id), problems);
     }
-}
-
-fn problem(path: &str, message: impl Into<String>) -> Problem {
-    Problem { path: path.to_string(), message: message.into() }
 }
